@@ -1,0 +1,1 @@
+"""CI-SIS CDA conformance: XSD + ISO Schematron compiled by our own compiler, run with saxonche."""

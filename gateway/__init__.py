@@ -1,0 +1,1 @@
+"""The dui-gateway service: API, intake, pipeline, routing, delivery engine, audit, storage."""

@@ -1,0 +1,69 @@
+"""Settings: one pydantic-settings model, read from the environment (prefix ``DUI_GATEWAY_``)
+and an optional env file (``DUI_GATEWAY_ENV_FILE``), validated once at start-up.
+
+Outside the ``dev`` profile, insecure defaults are refused: the dev master key, TLS
+verification turned off, or a missing admin token.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEV_MASTER_KEY", "Settings", "get_settings"]
+
+# 32 bytes, base64url. Only ever accepted with profile=dev.
+DEV_MASTER_KEY = "ZGV2LW9ubHktbWFzdGVyLWtleS1kby1ub3QtdXNlISE="
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DUI_GATEWAY_",
+        env_file=os.environ.get("DUI_GATEWAY_ENV_FILE"),
+        extra="forbid",
+    )
+
+    profile: Literal["dev", "test", "prod"] = "dev"
+    database_url: str = "sqlite:///var/dui-gateway.db"
+    # master keys: "id:base64key" pairs separated by commas; the first one wraps new data keys
+    master_keys: SecretStr = SecretStr(f"dev:{DEV_MASTER_KEY}")
+    admin_token: SecretStr | None = None
+    tls_verify: bool = True
+    routing_file: Path | None = None  # routing rules + destinations (YAML or JSON)
+    document_id_root: str = "1.2.250.1.999.1.1"  # OID root for the documents this deployment issues
+    cisis_kit_dir: Path | None = Field(default=None, validation_alias="CISIS_KIT_DIR")
+    max_body_bytes: int = 2 * 1024 * 1024
+    embedded_worker: bool = True  # run delivery workers inside the API process (embedded mode)
+    worker_concurrency: int = 4
+    lease_seconds: int = 60
+    max_attempts: int = 8
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 3600.0
+    poll_interval_seconds: float = 0.5
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if self.profile == "dev":
+            return self
+        problems: list[str] = []
+        if DEV_MASTER_KEY in self.master_keys.get_secret_value():
+            problems.append("DUI_GATEWAY_MASTER_KEYS still holds the development key")
+        if not self.tls_verify:
+            problems.append("DUI_GATEWAY_TLS_VERIFY=false is only allowed with profile=dev")
+        if self.profile == "prod" and self.admin_token is None:
+            problems.append("DUI_GATEWAY_ADMIN_TOKEN is required with profile=prod")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

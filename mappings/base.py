@@ -1,0 +1,130 @@
+"""Contracts shared by every document type: render context, renditions, exchange metadata.
+
+A document type turns a validated DUI record into renditions (CDA, FHIR...) with pure
+functions: no I/O, no clock, no randomness except what :class:`RenderContext` carries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+__all__ = [
+    "Code",
+    "DocumentType",
+    "ExchangeMetadata",
+    "PreviousVersion",
+    "RecordFacts",
+    "RenderContext",
+    "Rendition",
+]
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded value (code, code system OID or URI, display name)."""
+
+    code: str
+    system: str
+    display: str = ""
+
+
+@dataclass(frozen=True)
+class PreviousVersion:
+    """The latest rendition already produced for the same document series."""
+
+    set_id: str
+    version: int
+    document_id: str
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything non-pure a mapping may use, passed in by the pipeline.
+
+    - ``now``: timezone-aware instant used for effective/creation times.
+    - ``submission_id``: seed from which the mapping derives stable identifiers.
+    - ``id_root``: the deployment's OID root for document identifiers.
+    - ``previous``: per rendition kind, the last version of this person's series
+      (same tenant, ESSMS, person, document type), so a new version keeps the setId,
+      increments versionNumber and declares RPLC.
+    """
+
+    now: datetime
+    submission_id: uuid.UUID
+    id_root: str = "1.2.250.1.999.1.1"
+    previous: Mapping[str, PreviousVersion] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExchangeMetadata:
+    """XDS/MHD/MSSanté attributes of a rendition (CI-SIS 'métadonnées XDS')."""
+
+    type_code: Code
+    class_code: Code
+    format_code: Code
+    healthcare_facility_type_code: Code
+    practice_setting_code: Code
+    confidentiality_code: Code
+    mime_type: str
+    title: str
+    creation_time: datetime
+    language_code: str = "fr-FR"
+    author_institution_name: str = ""
+    author_institution_id: str = ""  # FINESS with its OID prefix, e.g. "1.2.250.1.71.4.2.2^3<FINESS>"
+    author_person_id: str = ""  # RPPS with the "8" prefix when known
+    patient_id: str = ""  # INS (NIR/NIA) only when qualified, else local id
+    patient_id_system: str = ""  # OID of patient_id
+    service_start: datetime | None = None
+    service_stop: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One document produced from a record.
+
+    ``conformance`` names the checks the gate must run, e.g.
+    ``("cisis:DLU-EHPAD-DLU_2022.01",)`` for a CDA or ``("fhir:r4",)`` for a FHIR Bundle;
+    ``metadata`` is what the DMP and MSSanté connectors need.
+    """
+
+    kind: str  # "cda", "fludt-cda", "fhir", ...
+    media_type: str  # "application/xml" or "application/fhir+json"
+    content: bytes
+    document_id: str  # stable: CDA "root^extension" or urn:uuid
+    set_id: str
+    version: int
+    conformance: tuple[str, ...] = ()
+    metadata: ExchangeMetadata | None = None
+    replaces: str | None = None  # document_id of the version it replaces (RPLC)
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    """What the gateway (routing, listing, audit) needs to know about a record.
+
+    Never contains names or birth dates: only references and flags.
+    """
+
+    person_ref: str  # local identifier of the person in the DUI
+    essms_finess: str
+    ins_qualified: bool = False
+    sharing_refused_with: frozenset[str] = frozenset()  # destination categories refused (e.g. "dmp")
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DocumentType(Protocol):
+    """A document type the gateway accepts (``dlu``, ``ppa``...)."""
+
+    code: ClassVar[str]
+    record_model: ClassVar[type[BaseModel]]
+
+    def facts(self, record: BaseModel) -> RecordFacts: ...
+
+    def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]: ...

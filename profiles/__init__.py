@@ -1,0 +1,1 @@
+"""FHIR conformance for what the gateway emits and accepts (FR Core, TDDUI, PDSm/MHD)."""

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Project bootstrap: the two commands of the README, runnable with only Python 3.11+.
+
+    python3 scripts/dev.py gateway   # venv + install + migrate SQLite + API/worker + sandbox + demo data
+    python3 scripts/dev.py test      # venv + install + the whole test suite (ruff + pytest)
+    python3 scripts/dev.py check     # ruff format --check, ruff, mypy --strict, pytest
+
+The virtualenv lives in .venv; it is (re)installed only when pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".installed-pyproject-sha256"
+
+
+def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("dui-gateway needs Python 3.11 or newer")
+    if not PY.exists():
+        print(f"creating virtualenv in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    if _run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip") != 0:
+        sys.exit("pip upgrade failed")
+    if _run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]") != 0:
+        sys.exit("installing dui-gateway failed")
+    STAMP.write_text(digest)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    kit = ROOT.parent / "shared" / "cisis-kit"
+    if "CISIS_KIT_DIR" not in env and kit.is_dir():
+        env["CISIS_KIT_DIR"] = str(kit)
+    return env
+
+
+def test_env() -> dict[str, str]:
+    env = base_env()
+    env.setdefault("DUI_GATEWAY_PROFILE", "test")
+    if "DUI_GATEWAY_TEST_PG_URL" not in env and _port_open("127.0.0.1", 5432):
+        env["DUI_GATEWAY_TEST_PG_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    return env
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_venv()
+    env = test_env()
+    if _run(PY, "-m", "ruff", "check", ".", env=env) != 0:
+        return 1
+    return _run(PY, "-m", "pytest", *args, env=env)
+
+
+def cmd_check(args: list[str]) -> int:
+    ensure_venv()
+    env = test_env()
+    for cmd in (("ruff", "format", "--check", "."), ("ruff", "check", "."), ("mypy",)):
+        if _run(PY, "-m", *cmd, env=env) != 0:
+            return 1
+    return _run(PY, "-m", "pytest", *args, env=env)
+
+
+def cmd_gateway(args: list[str]) -> int:
+    ensure_venv()
+    env = base_env()
+    (ROOT / "var").mkdir(exist_ok=True)
+    return _run(BIN / "dui-gateway", "demo", *args, env=env)
+
+
+def main() -> int:
+    commands = {"test": cmd_test, "check": cmd_check, "gateway": cmd_gateway}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
