@@ -18,11 +18,24 @@ __all__ = [
     "Code",
     "DocumentType",
     "ExchangeMetadata",
+    "MappingFailed",
     "PreviousVersion",
     "RecordFacts",
     "RenderContext",
     "Rendition",
 ]
+
+
+class MappingFailed(ValueError):
+    """A record that passed validation cannot be turned into a document (business rule).
+
+    ``pointer`` is the JSON pointer of the offending field in the record, when known.
+    The pipeline turns it into a ``rejected`` submission with this report.
+    """
+
+    def __init__(self, message: str, *, pointer: str = "") -> None:
+        super().__init__(message)
+        self.pointer = pointer
 
 
 @dataclass(frozen=True)

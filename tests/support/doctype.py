@@ -7,7 +7,7 @@ from xml.sax.saxutils import escape
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mappings.base import RecordFacts, RenderContext, Rendition
+from mappings.base import MappingFailed, RecordFacts, RenderContext, Rendition
 
 
 class NoteRecord(BaseModel):
@@ -37,9 +37,7 @@ class NoteDocumentType:
     def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]:
         assert isinstance(record, NoteRecord)
         if record.fail_mapping:
-            from gateway.errors import MappingError
-
-            raise MappingError("mapping failed on purpose")
+            raise MappingFailed("mapping failed on purpose", pointer="/fail_mapping")
         prev = ctx.previous.get("note")
         set_id = prev.set_id if prev else f"{ctx.id_root}.{ctx.submission_id.int}"
         version = prev.version + 1 if prev else 1
