@@ -42,10 +42,7 @@ class NoteDocumentType:
         set_id = prev.set_id if prev else f"{ctx.id_root}.{ctx.submission_id.int}"
         version = prev.version + 1 if prev else 1
         doc_id = f"{ctx.id_root}^{ctx.submission_id.hex}"
-        body = (
-            f'<note xmlns="urn:test" setId="{set_id}" version="{version}">'
-            f"{escape(record.text)}</note>"
-        ).encode()
+        body = (f'<note xmlns="urn:test" setId="{set_id}" version="{version}">{escape(record.text)}</note>').encode()
         return [
             Rendition(
                 kind="note",
