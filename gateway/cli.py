@@ -17,7 +17,7 @@ _SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("gateway.commands", "demo", "demo"),
     ("gateway.commands", "sandbox", "sandbox"),
     ("gateway.commands", "replay", "replay"),
-    ("gateway.commands", "tenants_app", "tenants"),
+    ("gateway.security.cli", "tenants_app", "tenants"),
     ("gateway.audit.cli", "app", "audit"),
     ("gateway.security.cli", "app", "keys"),
     ("ci_sis.cli", "app", "cisis"),
