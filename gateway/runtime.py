@@ -1,0 +1,85 @@
+"""The process-wide runtime: settings, database, key ring, configured destinations, workers.
+
+Built once at start-up (API process, worker process, or both in embedded mode) and passed
+explicitly; nothing here is a module-level global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.base import Health
+from gateway.settings import Settings
+from gateway.storage.db import make_engine, make_sessionmaker
+
+if TYPE_CHECKING:
+    from gateway.security.crypto import KeyRing
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    keyring: KeyRing
+    # destination name -> configured connector instance (filled by gateway.routing)
+    destinations: dict[str, Any] = field(default_factory=dict)
+    routing: Any = None  # gateway.routing.RoutingTable once loaded
+    _workers: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
+        from gateway.security.crypto import KeyRing
+
+        engine = engine or make_engine(settings.database_url)
+        rt = cls(
+            settings=settings,
+            engine=engine,
+            session_factory=make_sessionmaker(engine),
+            keyring=KeyRing.from_settings(settings),
+        )
+        rt.load_routing()
+        return rt
+
+    def load_routing(self) -> None:
+        """Load routing rules and instantiate destinations (owned by gateway.routing)."""
+        try:
+            from gateway import routing
+        except ModuleNotFoundError as exc:
+            if exc.name != "gateway.routing":
+                raise
+            return
+        self.routing, self.destinations = routing.load(self.settings)
+
+    def health(self) -> dict[str, Health]:
+        """Each configured destination's health (one cheap call to its peer)."""
+        out: dict[str, Health] = {}
+        for name, connector in self.destinations.items():
+            try:
+                out[name] = connector.health()
+            except Exception as exc:  # health() must not raise; be defensive anyway
+                out[name] = Health(ok=False, detail=f"{type(exc).__name__}")
+        return out
+
+    def start_workers(self) -> None:
+        """Start in-process delivery workers (embedded mode)."""
+        from gateway.worker import WorkerPool
+
+        if self._workers is None:
+            self._workers = WorkerPool(self)
+            self._workers.start()
+
+    def stop_workers(self, timeout: float = 30.0) -> None:
+        if self._workers is not None:
+            self._workers.stop(timeout=timeout)
+            self._workers = None
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.engine.dispose()
