@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -24,9 +25,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import JSON
 
+# Deterministic constraint names: Alembic migrations (and SQLite batch mode) refer to them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def _ts() -> Mapped[datetime]:
@@ -190,7 +200,10 @@ class AuditEvent(Base):
     """Append-only, hash-chained trail: who did what to which person's data, with what outcome."""
 
     __tablename__ = "audit_events"
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # seq is assigned by gateway.audit.append (head.last_seq + 1 under the head lock), never by the database
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
     recorded_at: Mapped[datetime] = _ts()
     tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
@@ -203,7 +216,12 @@ class AuditEvent(Base):
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    __table_args__ = (Index("ix_audit_entity", "entity_type", "entity_id"),)
+    # "sha256" (plain chain) or the id of the audit HMAC key that sealed this event (see docs/audit.md)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False, default="sha256")
+    __table_args__ = (
+        Index("ix_audit_entity", "entity_type", "entity_id"),
+        Index("ix_audit_recorded_at", "recorded_at"),
+    )
 
 
 class AuditHead(Base):

@@ -1,0 +1,149 @@
+"""Gateway fixtures: migrated databases (SQLite always, PostgreSQL when reachable), a key ring,
+and a provisioned tenant.
+
+Cheap by construction: the schema is migrated once per session into a template (a SQLite file
+that is copied; a PostgreSQL template database that is cloned with CREATE DATABASE ... TEMPLATE),
+so every test gets its own empty, migrated database in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.security.clients import add_essms, create_api_client, create_tenant
+from gateway.security.crypto import KeyRing
+from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+from gateway.storage.migrate import upgrade
+
+# Valid FINESS géographique numbers (Luhn key) used by the tests; not real establishments.
+TEST_FINESS = "750000010"
+TEST_FINESS_2 = "750000028"
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")  # the engine is disposed: WAL checkpointed, one file to copy
+    return path
+
+
+@pytest.fixture
+def sqlite_url(_sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file database in tmp_path."""
+    path = tmp_path / "gateway.db"
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+def _admin_conninfo(pg_url: str) -> str:
+    return make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _url_for_database(pg_url: str, name: str) -> str:
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(pg_url: str, sql: str) -> None:
+    with psycopg.connect(_admin_conninfo(pg_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def _pg_template(pg_url: str) -> Iterator[str]:
+    """A migrated template database, private to this test session."""
+    try:
+        with psycopg.connect(_admin_conninfo(pg_url), autocommit=True, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
+    name = f"dgw_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin(pg_url, f'CREATE DATABASE "{name}"')
+    try:
+        upgrade(_url_for_database(pg_url, name))
+        yield name
+    finally:
+        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _clone(pg_url: str, template: str) -> tuple[str, str]:
+    name = f"dgw_t_{uuid.uuid4().hex[:12]}"
+    _admin(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name, _url_for_database(pg_url, name)
+
+
+@pytest.fixture(scope="module")
+def pg_url_fresh(pg_url: str, _pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test module (dropped afterwards)."""
+    name, url = _clone(pg_url, _pg_template)
+    try:
+        yield url
+    finally:
+        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url_test(pg_url: str, _pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this one test (dropped afterwards)."""
+    name, url = _clone(pg_url, _pg_template)
+    try:
+        yield url
+    finally:
+        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- either backend --------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated, empty database for this test: SQLite, then PostgreSQL (skipped when unavailable)."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url_test"))
+
+
+@pytest.fixture
+def session_factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def keyring() -> KeyRing:
+    """A key ring with one random master key ("test-1")."""
+    return KeyRing([("test-1", os.urandom(32))])
+
+
+@dataclass(frozen=True)
+class ProvisionedTenant:
+    id: str
+    code: str
+    finess: str
+    essms_id: str
+    client_id: str
+    api_key: str  # plaintext, as the DUI vendor would hold it
+
+
+@pytest.fixture
+def tenant(session_factory: sessionmaker[Session]) -> ProvisionedTenant:
+    """A tenant with one ESSMS (FINESS 750000010, EHPAD) and one API client (scopes submit read)."""
+    with session_scope(session_factory) as session:
+        t = create_tenant(session, code="og-test", name="Organisme gestionnaire de test")
+        essms = add_essms(session, tenant_id=t.id, finess=TEST_FINESS, name="EHPAD de test", category="500")
+        client, key = create_api_client(session, tenant_id=t.id, name="DUI de test")
+        return ProvisionedTenant(
+            id=t.id, code=t.code, finess=essms.finess, essms_id=essms.id, client_id=client.id, api_key=key
+        )
