@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/dui-gateway.db"
     # master keys: "id:base64key" pairs separated by commas; the first one wraps new data keys
     master_keys: SecretStr = SecretStr(f"dev:{DEV_MASTER_KEY}")
+    # audit chain HMAC keys, same "id:base64key" format (first seals new events); unset = plain SHA-256 chain
+    audit_keys: SecretStr | None = None
     admin_token: SecretStr | None = None
     tls_verify: bool = True
     routing_file: Path | None = None  # routing rules + destinations (YAML or JSON)
