@@ -4,7 +4,8 @@
 
     GatewayError
      ├── ValidationFailed     input does not fit (422, with field-level errors)
-     ├── NotFound             404
+     ├── Forbidden            403 (authenticated, but not allowed: scope, another tenant's ESSMS)
+ ├── NotFound             404
      ├── Conflict             409 (idempotency key reused with another body, state clash)
      ├── MappingError         a record could not be turned into a document
      ├── ConformanceFailed    a rendition failed CI-SIS/FHIR checks (report attached)
@@ -25,6 +26,7 @@ __all__ = [
     "ConformanceFailed",
     "DeliveryError",
     "FieldError",
+    "Forbidden",
     "GatewayError",
     "MappingError",
     "NotFound",
@@ -64,6 +66,12 @@ class ValidationFailed(GatewayError):
         super().__init__(detail)
         self.errors = list(errors)
         self.status = status
+
+
+class Forbidden(GatewayError):
+    status = 403
+    title = "Forbidden"
+    type_suffix = "forbidden"
 
 
 class NotFound(GatewayError):
