@@ -5,7 +5,7 @@
     GatewayError
      ├── ValidationFailed     input does not fit (422, with field-level errors)
      ├── Forbidden            403 (authenticated, but not allowed: scope, another tenant's ESSMS)
- ├── NotFound             404
+     ├── NotFound             404
      ├── Conflict             409 (idempotency key reused with another body, state clash)
      ├── MappingError         a record could not be turned into a document
      ├── ConformanceFailed    a rendition failed CI-SIS/FHIR checks (report attached)
