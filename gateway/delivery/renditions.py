@@ -1,0 +1,100 @@
+"""Stored renditions <-> :class:`mappings.base.Rendition`, and record facts <-> JSON.
+
+A rendition row keeps its conformance tags and exchange metadata (XDS/MHD attributes the DMP
+and MSSanté connectors need) in ``metadata_json``; its bytes are encrypted (AAD = rendition id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gateway.security.crypto import KeyRing, decrypt
+from gateway.storage.models import Rendition as RenditionRow
+from mappings.base import Code, ExchangeMetadata, RecordFacts, Rendition
+
+__all__ = ["facts_from_json", "facts_to_json", "load_rendition", "metadata_to_json"]
+
+_CODE_FIELDS = {f.name for f in dataclasses.fields(ExchangeMetadata) if f.type in ("Code", Code)}
+_TIME_FIELDS = {"creation_time", "service_start", "service_stop"}
+
+
+def _exchange_to_json(meta: ExchangeMetadata) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(meta):
+        value = getattr(meta, f.name)
+        if isinstance(value, Code):
+            out[f.name] = {"code": value.code, "system": value.system, "display": value.display}
+        elif isinstance(value, datetime):
+            out[f.name] = value.isoformat()
+        elif isinstance(value, Mapping):
+            out[f.name] = dict(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def _exchange_from_json(data: Mapping[str, Any]) -> ExchangeMetadata:
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _CODE_FIELDS and isinstance(value, Mapping):
+            kwargs[name] = Code(**value)
+        elif name in _TIME_FIELDS and isinstance(value, str):
+            kwargs[name] = datetime.fromisoformat(value)
+        else:
+            kwargs[name] = value
+    return ExchangeMetadata(**kwargs)
+
+
+def metadata_to_json(rendition: Rendition) -> dict[str, Any]:
+    """What goes in ``renditions.metadata_json``."""
+    return {
+        "conformance": list(rendition.conformance),
+        "exchange": _exchange_to_json(rendition.metadata) if rendition.metadata is not None else None,
+    }
+
+
+def load_rendition(session: Session, row: RenditionRow, *, keyring: KeyRing) -> Rendition:
+    """Decrypt a stored rendition back into the object connectors receive."""
+    content = decrypt(
+        session, data_key_id=row.data_key_id, ciphertext=row.content_ct, keyring=keyring, aad=row.id.encode()
+    )
+    meta = row.metadata_json or {}
+    exchange = meta.get("exchange")
+    return Rendition(
+        kind=row.kind,
+        media_type=row.media_type,
+        content=content,
+        document_id=row.document_id,
+        set_id=row.set_id,
+        version=row.version,
+        conformance=tuple(meta.get("conformance") or ()),
+        metadata=_exchange_from_json(exchange) if isinstance(exchange, Mapping) else None,
+        replaces=row.replaces,
+    )
+
+
+def facts_to_json(facts: RecordFacts) -> dict[str, Any]:
+    return {
+        "person_ref": facts.person_ref,
+        "essms_finess": facts.essms_finess,
+        "ins_qualified": facts.ins_qualified,
+        "sharing_refused_with": sorted(facts.sharing_refused_with),
+        "extra": dict(facts.extra),
+    }
+
+
+def facts_from_json(data: Mapping[str, Any] | None, *, person_ref: str, essms_finess: str) -> RecordFacts:
+    """Facts stored on a submission; conservative defaults (INS not qualified) when absent."""
+    data = data or {}
+    return RecordFacts(
+        person_ref=str(data.get("person_ref") or person_ref),
+        essms_finess=str(data.get("essms_finess") or essms_finess),
+        ins_qualified=bool(data.get("ins_qualified", False)),
+        sharing_refused_with=frozenset(str(c) for c in data.get("sharing_refused_with") or ()),
+        extra=dict(data.get("extra") or {}),
+    )

@@ -1,0 +1,300 @@
+"""Routing: which destinations receive a document, as configuration (a YAML or JSON file).
+
+The file declares destinations (a connector from the ``dui_gateway.connectors`` entry-point
+group, a category and the connector's settings) and rules (tenant, ESSMS, document types,
+conditions -> destinations). It is validated once at start-up; a mistake stops the process
+with the file path and a JSON pointer to the offending value. Semantics: docs/routing.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.base import Connector
+from gateway.settings import Settings
+from mappings.base import RecordFacts
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "INS_REQUIRED_CATEGORIES",
+    "Decision",
+    "DestinationConfig",
+    "Refusal",
+    "RoutingConfig",
+    "RoutingConfigError",
+    "RoutingTable",
+    "Rule",
+    "build_connectors",
+    "load",
+    "load_config",
+    "parse_config",
+]
+
+ENTRY_POINT_GROUP = "dui_gateway.connectors"
+
+# Categories whose destination may only receive a document when the person's INS is qualifiée
+# (identity-and-security.md: "no DMP/MES feeding, no MSSanté patient mailbox" without it).
+# A professional MSSanté box ("mssante") receives local identifiers and X-MSS-INS: N instead.
+INS_REQUIRED_CATEGORIES: frozenset[str] = frozenset({"dmp", "mes", "mssante-patient"})
+
+_log = structlog.get_logger(__name__)
+
+
+class RoutingConfigError(ValueError):
+    """The routing file (or a configured connector) is unusable; the message names file and pointer."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DestinationConfig(_Strict):
+    """One named destination: which connector, what kind of peer, the connector's settings."""
+
+    connector: str = Field(min_length=1)
+    category: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_-]*$")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to send() in Envelope.options
+    # None: derived from the category (INS_REQUIRED_CATEGORIES)
+    requires_qualified_ins: bool | None = None
+
+    @property
+    def needs_qualified_ins(self) -> bool:
+        if self.requires_qualified_ins is not None:
+            return self.requires_qualified_ins
+        return self.category in INS_REQUIRED_CATEGORIES
+
+
+class When(_Strict):
+    """Extra conditions of a rule, on the record's facts."""
+
+    ins_qualified: bool | None = None
+    not_refused: list[str] = Field(default_factory=list)  # categories the person must not have refused
+
+    @field_validator("not_refused", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Rule(_Strict):
+    """Documents of ``document_types`` from ``tenant`` / ``essms`` (absent = any) go to ``destinations``."""
+
+    name: str = ""
+    tenant: str | None = None  # tenant code (or id)
+    essms: list[str] | None = None  # FINESS numbers
+    document_types: list[str] = Field(min_length=1)
+    when: When = Field(default_factory=When)
+    destinations: list[str] = Field(min_length=1)
+
+    @field_validator("essms")
+    @classmethod
+    def _finess(cls, value: list[str] | None) -> list[str] | None:
+        for finess in value or []:
+            if not (len(finess) == 9 and finess.isdigit()):
+                raise ValueError(f"FINESS must be 9 digits, got {finess!r}")
+        return value
+
+
+class RoutingConfig(_Strict):
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("destinations")
+    @classmethod
+    def _names(cls, value: dict[str, DestinationConfig]) -> dict[str, DestinationConfig]:
+        for name in value:
+            if not name or len(name) > 64:
+                raise ValueError(f"destination name must have 1 to 64 characters: {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_destinations(self) -> RoutingConfig:
+        for i, rule in enumerate(self.rules):
+            for j, name in enumerate(rule.destinations):
+                if name not in self.destinations:
+                    raise ValueError(f"/rules/{i}/destinations/{j}: unknown destination {name!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Refusal:
+    destination: str
+    reason: str  # "ins_not_qualified", "sharing_refused", "rule_condition"
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"destination": self.destination, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a document goes, and where it does not go and why."""
+
+    destinations: tuple[str, ...]
+    refused: tuple[Refusal, ...] = ()
+    matched_rules: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "destinations": list(self.destinations),
+            "refused": [r.to_dict() for r in self.refused],
+            "matched_rules": list(self.matched_rules),
+        }
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """The validated rules; :meth:`decide` is pure."""
+
+    config: RoutingConfig = field(default_factory=RoutingConfig)
+    source: str = "<none>"
+
+    def destination(self, name: str) -> DestinationConfig:
+        return self.config.destinations[name]
+
+    def decide(self, *, tenant_code: str, tenant_id: str, document_type: str, facts: RecordFacts) -> Decision:
+        """All matching rules' destinations, deduplicated in rule order, minus refused ones."""
+        chosen: list[str] = []
+        refused: dict[str, Refusal] = {}
+        matched: list[int] = []
+        refused_categories = {c.lower() for c in facts.sharing_refused_with}
+        for index, rule in enumerate(self.config.rules):
+            if rule.tenant is not None and rule.tenant not in (tenant_code, tenant_id):
+                continue
+            if rule.essms is not None and facts.essms_finess not in rule.essms:
+                continue
+            if document_type not in rule.document_types:
+                continue
+            condition = _unmet_condition(rule.when, facts, refused_categories)
+            if condition is not None:
+                for name in rule.destinations:
+                    refused.setdefault(name, Refusal(name, "rule_condition", f"rule {index}: {condition}"))
+                continue
+            matched.append(index)
+            for name in rule.destinations:
+                if name in chosen:
+                    continue
+                dest = self.config.destinations[name]
+                if dest.category.lower() in refused_categories or name.lower() in refused_categories:
+                    refused[name] = Refusal(name, "sharing_refused", f"the person refused sharing with {dest.category}")
+                    continue
+                if dest.needs_qualified_ins and not facts.ins_qualified:
+                    refused[name] = Refusal(name, "ins_not_qualified", f"{dest.category} requires a qualified INS")
+                    continue
+                chosen.append(name)
+        # a destination chosen by one rule is not "refused" because another rule's condition failed
+        final_refused = tuple(r for n, r in refused.items() if n not in chosen)
+        return Decision(destinations=tuple(chosen), refused=final_refused, matched_rules=tuple(matched))
+
+
+def _unmet_condition(when: When, facts: RecordFacts, refused_categories: set[str]) -> str | None:
+    if when.ins_qualified is not None and facts.ins_qualified != when.ins_qualified:
+        return f"requires ins_qualified={str(when.ins_qualified).lower()}"
+    for category in when.not_refused:
+        if category.lower() in refused_categories:
+            return f"the person refused sharing with {category}"
+    return None
+
+
+def parse_config(data: Any, *, source: str = "<memory>") -> RoutingConfig:
+    """Validate a decoded routing document; errors name the source and a JSON pointer."""
+    if data is None:
+        data = {}
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            pointer = "/" + "/".join(str(p) for p in err["loc"]) if err["loc"] else ""
+            lines.append(f"{source}#{pointer}: {err['msg']}")
+        raise RoutingConfigError("invalid routing file:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: Path) -> RoutingConfig:
+    """Read and validate a routing file (``.json``, else YAML)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RoutingConfigError(f"{path}: cannot read routing file ({exc.strerror})") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise RoutingConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    return parse_config(data, source=str(path))
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_connectors(config: RoutingConfig, *, source: str = "<memory>") -> dict[str, Connector]:
+    """Instantiate each configured destination's connector (loaded lazily from its entry point).
+
+    A destination whose connector is unknown, fails to import or rejects its settings raises
+    :class:`RoutingConfigError`; installed connectors that no destination uses are only logged.
+    """
+    available = _entry_points()
+    out: dict[str, Connector] = {}
+    used: set[str] = set()
+    for name, dest in config.destinations.items():
+        pointer = f"{source}#/destinations/{name}"
+        ep = available.get(dest.connector)
+        if ep is None:
+            known = ", ".join(sorted(available)) or "none installed"
+            raise RoutingConfigError(f"{pointer}/connector: unknown connector {dest.connector!r} (known: {known})")
+        used.add(dest.connector)
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise RoutingConfigError(
+                f"{pointer}/connector: connector {dest.connector!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        settings_model = getattr(cls, "Settings", None)
+        if not (isinstance(settings_model, type) and issubclass(settings_model, BaseModel)):
+            raise RoutingConfigError(f"{pointer}/connector: {dest.connector!r} has no pydantic Settings model")
+        try:
+            connector_settings = settings_model.model_validate(dest.settings)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{pointer}/settings/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise RoutingConfigError(f"invalid settings for destination {name!r}: {problems}") from None
+        try:
+            out[name] = cls(connector_settings)
+        except Exception as exc:
+            raise RoutingConfigError(f"{pointer}: connector {dest.connector!r} failed to start: {exc}") from exc
+    for unused in sorted(set(available) - used):
+        _log.info("connector_not_configured", connector=unused)
+    return out
+
+
+def load(settings: Settings) -> tuple[RoutingTable, dict[str, Connector]]:
+    """The process's routing table and connectors; no routing file means no destination."""
+    if settings.routing_file is None:
+        _log.info("routing_not_configured", detail="no routing file: documents are mapped and kept, never sent")
+        return RoutingTable(), {}
+    path = Path(settings.routing_file)
+    config = load_config(path)
+    connectors = build_connectors(config, source=str(path))
+    _log.info("routing_loaded", file=str(path), destinations=len(connectors), rules=len(config.rules))
+    return RoutingTable(config=config, source=str(path)), connectors
+
+
+def destinations_of(decision: Decision, table: RoutingTable) -> Iterable[tuple[str, DestinationConfig]]:
+    for name in decision.destinations:
+        yield name, table.destination(name)
+
+
+def options_of(table: RoutingTable, name: str) -> Mapping[str, Any]:
+    dest = table.config.destinations.get(name)
+    return dest.options if dest is not None else {}

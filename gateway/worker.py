@@ -1,0 +1,162 @@
+"""Workers: threads that run the pipeline and the delivery engine until asked to drain.
+
+``WorkerPool(runtime)`` is used in-process by the embedded mode (``Runtime.start_workers``) and
+by ``dui-gateway worker`` through :func:`run_worker_process`, which turns SIGTERM/SIGINT into a
+graceful drain: stop claiming, let every in-flight send finish and record its outcome, return 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway import pipeline
+from gateway.delivery.engine import Backoff, deliver_next
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+__all__ = ["WorkerPool", "run_worker_process", "worker_id_prefix"]
+
+_log = structlog.get_logger(__name__)
+_pool_counter = itertools.count(1)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_id_prefix() -> str:
+    """``hostname:pid`` (the hostname cut so that ids fit the 64-character lease columns)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+class WorkerPool:
+    """``settings.worker_concurrency`` threads looping: one submission, one delivery, sleep if idle."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        backoff: Backoff | None = None,
+        poll_interval: float | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.concurrency = max(1, concurrency if concurrency is not None else runtime.settings.worker_concurrency)
+        self.poll_interval = poll_interval if poll_interval is not None else runtime.settings.poll_interval_seconds
+        self._clock = clock
+        self._backoff = backoff
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        pool_no = next(_pool_counter)
+        self._prefix = f"{worker_id_prefix()}:{pool_no}" if pool_no > 1 else worker_id_prefix()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    @property
+    def worker_ids(self) -> list[str]:
+        return [f"{self._prefix}:{n}" for n in range(self.concurrency)]
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    @property
+    def busy(self) -> int:
+        """How many threads are inside a unit of work right now."""
+        return self._busy
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        for worker_id in self.worker_ids:
+            thread = threading.Thread(target=self._loop, args=(worker_id,), name=f"dui-worker-{worker_id}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        _log.info("workers_started", count=self.concurrency, prefix=self._prefix)
+
+    def wake(self) -> None:
+        """Cut the idle sleep short (e.g. right after a submission is accepted)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Drain: stop claiming, wait up to ``timeout`` for in-flight work; True if all threads ended."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            _log.warning("workers_not_drained", threads=alive)
+        else:
+            _log.info("workers_drained", count=len(self._threads))
+        self._threads = []
+        return not alive
+
+    def run_once(self, worker_id: str) -> bool:
+        """One unit of work: at most one submission and one delivery. True if anything was done."""
+        did = pipeline.process_next(self.runtime, worker_id=worker_id, clock=self._clock)
+        if self._stop.is_set():
+            return did
+        outcome = deliver_next(self.runtime, worker_id=worker_id, clock=self._clock, backoff=self._backoff)
+        return did or outcome is not None
+
+    def _loop(self, worker_id: str) -> None:
+        structlog.contextvars.bind_contextvars(worker=worker_id)
+        failures = 0
+        while not self._stop.is_set():
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                did = self.run_once(worker_id)
+                failures = 0
+            except Exception as exc:
+                # A database outage or a bug: log the type only (messages may quote records),
+                # back off a little, keep going. Claimed work is released by its lease.
+                failures += 1
+                did = False
+                _log.error("worker_iteration_failed", error_type=type(exc).__name__, failures=failures)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+            if not did:
+                delay = self.poll_interval * min(2 ** min(failures, 6), 60)
+                self._wake.wait(delay)
+                self._wake.clear()
+
+
+def run_worker_process(runtime: Runtime, *, drain_timeout: float | None = None) -> int:
+    """Run a worker pool in the foreground until SIGTERM/SIGINT, then drain. Returns the exit code (0)."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        _log.info("worker_signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    pool = WorkerPool(runtime)
+    try:
+        pool.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        timeout = drain_timeout if drain_timeout is not None else float(runtime.settings.lease_seconds)
+        pool.stop(timeout=timeout)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
