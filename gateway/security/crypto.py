@@ -39,6 +39,7 @@ __all__ = [
     "decrypt",
     "encrypt",
     "generate_master_key",
+    "parse_key_spec",
     "rewrap_all",
     "rotate_data_key",
 ]
@@ -55,6 +56,20 @@ class DecryptionError(Exception):
 def generate_master_key() -> str:
     """A fresh master key, base64url-encoded (for ``DUI_GATEWAY_MASTER_KEYS``)."""
     return base64.urlsafe_b64encode(os.urandom(_KEY_BYTES)).decode("ascii")
+
+
+def parse_key_spec(spec: str) -> list[tuple[str, bytes]]:
+    """Parse ``"id:base64key,id2:base64key"`` into (id, 32-byte key) pairs, in order."""
+    pairs: list[tuple[str, bytes]] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key_id, sep, b64 = item.partition(":")
+        if not sep:
+            raise ValueError("keys must be written id:base64key")
+        pairs.append((key_id.strip(), _decode_key(b64)))
+    return pairs
 
 
 def _decode_key(value: str) -> bytes:
@@ -103,16 +118,7 @@ class KeyRing:
     @classmethod
     def parse(cls, spec: str) -> KeyRing:
         """Build from ``"id:base64key,id2:base64key"`` (the first wraps new data keys)."""
-        pairs: list[tuple[str, bytes]] = []
-        for item in spec.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            key_id, sep, b64 = item.partition(":")
-            if not sep:
-                raise ValueError("master keys must be written id:base64key")
-            pairs.append((key_id.strip(), _decode_key(b64)))
-        return cls(pairs)
+        return cls(parse_key_spec(spec))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:

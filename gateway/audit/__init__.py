@@ -1,0 +1,23 @@
+"""Audit trail: append-only hash-chained events, verification, FHIR AuditEvent export."""
+
+from gateway.audit.chain import (
+    ACTIONS,
+    OUTCOMES,
+    AuditSealer,
+    VerifyResult,
+    append,
+    iter_events,
+    verify,
+)
+from gateway.audit.fhir import to_fhir_audit_event
+
+__all__ = [
+    "ACTIONS",
+    "OUTCOMES",
+    "AuditSealer",
+    "VerifyResult",
+    "append",
+    "iter_events",
+    "to_fhir_audit_event",
+    "verify",
+]

@@ -1,0 +1,333 @@
+"""Append-only, hash-chained audit trail.
+
+Every event stores ``prev_hash`` (the previous event's ``hash``) and
+``hash = H(canonical JSON of its fields, prev_hash and key id included)``. ``H`` is SHA-256, or
+HMAC-SHA-256 under an audit key when ``Settings.audit_keys`` is set (then someone with write
+access to the database alone cannot forge a consistent chain). ``seq`` is dense (1, 2, 3, …) and
+covered by the hash; the ``audit_head`` row holds the last seq and hash and is moved in the same
+transaction as each append, under a row lock (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` already serialises writers), so the chain stays linear across processes.
+
+``verify`` reports a modified field (hash mismatch), a deleted row (seq gap + broken link),
+an inserted row (broken link or renumbered seqs), a truncated tail (head mismatch), and,
+with audit keys configured, events not sealed by a known key.
+
+``detail`` is for technical facts (error codes, destination names, counts, ids). It must never
+hold names, INS/NIR, birth dates or any other identity trait: ``append`` refuses obvious cases
+(identity-looking keys, NIR-shaped strings), but callers remain responsible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.security.crypto import parse_key_spec
+from gateway.storage.models import AuditEvent, AuditHead
+
+__all__ = [
+    "ACTIONS",
+    "GENESIS_HASH",
+    "OUTCOMES",
+    "PLAIN_KEY_ID",
+    "AuditSealer",
+    "VerifyResult",
+    "append",
+    "canonical_bytes",
+    "iter_events",
+    "verify",
+]
+
+GENESIS_HASH = "0" * 64
+PLAIN_KEY_ID = "sha256"
+HEAD_ID = 1
+
+# The steps the gateway records. Other lowercase action names are accepted too.
+ACTIONS = (
+    "received",
+    "mapped",
+    "rejected",
+    "routed",
+    "attempt",
+    "delivered",
+    "dead_lettered",
+    "retried",
+    "replayed",
+    "cancelled",
+    "read",
+)
+# success; failure = the step failed but the gateway handled it (e.g. retry); error = serious failure
+OUTCOMES = ("success", "failure", "error")
+
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+# detail keys that suggest identity traits (compared after lowercasing and removing "_" and "-")
+_FORBIDDEN_DETAIL_KEYS = re.compile(
+    r"(name|nom|prenom|given|family|birth|naissance|ins$|insnir|nir|nia$|matricule|ssn|address|adresse|phone|telephone|email)"
+)
+# 13 or 15 characters shaped like a NIR/NIA (sex digit, year, month, department, commune, order[, key])
+_NIR_RE = re.compile(r"^[1-478][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2A|2B|[0-9]{2})[0-9]{6}([0-9]{2})?$")
+
+
+# -- keys -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuditSealer:
+    """How events are sealed: HMAC keys (first seals new events) or none (plain SHA-256)."""
+
+    keys: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str | None) -> AuditSealer:
+        pairs = parse_key_spec(spec) if spec else []
+        ids = [key_id for key_id, _ in pairs]
+        if PLAIN_KEY_ID in ids or len(set(ids)) != len(ids) or any(not i or len(i) > 64 for i in ids):
+            raise ValueError(f"audit key ids must be unique, 1-64 characters, and not {PLAIN_KEY_ID!r}")
+        return cls(tuple(pairs))
+
+    @classmethod
+    def from_settings(cls) -> AuditSealer:
+        from gateway.settings import get_settings
+
+        keys = get_settings().audit_keys
+        return cls.parse(keys.get_secret_value() if keys is not None else None)
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def current_id(self) -> str:
+        return self.keys[0][0] if self.keys else PLAIN_KEY_ID
+
+    def seal(self, data: bytes, key_id: str) -> str | None:
+        """The hash of ``data`` under ``key_id``; None if that key is unknown here."""
+        if key_id == PLAIN_KEY_ID:
+            return hashlib.sha256(data).hexdigest()
+        for kid, key in self.keys:
+            if kid == key_id:
+                return hmac.new(key, data, hashlib.sha256).hexdigest()
+        return None
+
+    def __repr__(self) -> str:
+        return f"AuditSealer(key_ids={[k for k, _ in self.keys]!r})"
+
+
+# -- canonical form ---------------------------------------------------------------------------
+def _utc(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _ts(at: datetime) -> str:
+    return _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_bytes(event: AuditEvent) -> bytes:
+    """The bytes the hash covers: sorted-key compact JSON of every field except ``hash``."""
+    doc = {
+        "v": 1,
+        "seq": int(event.seq),
+        "id": event.id,
+        "recorded_at": _ts(event.recorded_at),
+        "tenant_id": event.tenant_id,
+        "actor": event.actor,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "person_ref": event.person_ref,
+        "outcome": event.outcome,
+        "detail": event.detail,
+        "prev_hash": event.prev_hash,
+        "key_id": event.key_id,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _check_detail(value: Any, path: str = "detail") -> None:
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: non-finite number")
+        return
+    if isinstance(value, str):
+        if _NIR_RE.match(value.strip().upper()):
+            raise ValueError(f"{path}: looks like a NIR/INS; identity data must not go into audit detail")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_detail(item, f"{path}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path}: keys must be strings")
+            if _FORBIDDEN_DETAIL_KEYS.search(key.lower().replace("_", "").replace("-", "")):
+                raise ValueError(f"{path}.{key}: identity traits must not go into audit detail")
+            _check_detail(item, f"{path}.{key}")
+        return
+    raise ValueError(f"{path}: {type(value).__name__} is not JSON data")
+
+
+# -- append -----------------------------------------------------------------------------------
+def _lock_head(session: Session) -> AuditHead:
+    stmt = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    head = session.scalars(stmt).one_or_none()
+    if head is None:
+        raise RuntimeError("audit_head row missing: run `dui-gateway migrate`")
+    return head
+
+
+def append(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    outcome: str = "success",
+    tenant_id: str | None = None,
+    person_ref: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+    sealer: AuditSealer | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction (commit it to make the event durable).
+
+    Locks the chain head until that transaction ends: call it late in the transaction, and
+    do no network I/O between ``append`` and the commit. ``sealer`` defaults to the one built
+    from ``Settings.audit_keys``.
+    """
+    if not _ACTION_RE.match(action):
+        raise ValueError(f"invalid audit action {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
+    if not actor or len(actor) > 255:
+        raise ValueError("audit actor must be 1-255 characters")
+    if detail is not None:
+        _check_detail(detail)
+        detail = json.loads(json.dumps(detail, allow_nan=False))  # plain JSON, as it will be read back
+    sealer = sealer or AuditSealer.from_settings()
+    head = _lock_head(session)
+    event = AuditEvent(
+        seq=head.last_seq + 1,
+        id=str(uuid.uuid4()),
+        recorded_at=_utc(at or datetime.now(UTC)),
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        person_ref=person_ref,
+        outcome=outcome,
+        detail=detail,
+        prev_hash=head.last_hash,
+        key_id=sealer.current_id,
+    )
+    digest = sealer.seal(canonical_bytes(event), event.key_id)
+    assert digest is not None
+    event.hash = digest
+    session.add(event)
+    head.last_seq = event.seq
+    head.last_hash = event.hash
+    session.flush()
+    return event
+
+
+# -- verify -----------------------------------------------------------------------------------
+@dataclass
+class VerifyResult:
+    ok: bool = True
+    checked: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, message: str) -> None:
+        self.ok = False
+        self.problems.append(message)
+
+
+def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: int = 1000) -> VerifyResult:
+    """Walk the whole chain and the head; every inconsistency becomes one line in ``problems``.
+
+    Run it in one snapshot (SQLite transactions are; on PostgreSQL use REPEATABLE READ, as the
+    CLI does), otherwise an append committed during the walk looks like a head mismatch.
+    """
+    sealer = sealer or AuditSealer.from_settings()
+    result = VerifyResult()
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    last_seq = 0
+    after = 0
+    while True:
+        stmt = select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch_size)
+        batch = list(session.scalars(stmt.execution_options(populate_existing=True)))
+        if not batch:
+            break
+        for ev in batch:
+            result.checked += 1
+            if ev.seq != expected_seq:
+                if ev.seq > expected_seq:
+                    missing = f"{expected_seq}" if ev.seq == expected_seq + 1 else f"{expected_seq}..{ev.seq - 1}"
+                    result.problem(f"seq {ev.seq}: events {missing} are missing (deleted)")
+                else:
+                    result.problem(f"seq {ev.seq}: out of order")
+            if ev.prev_hash != prev_hash:
+                result.problem(f"seq {ev.seq}: prev_hash does not match the previous event's hash (inserted/deleted)")
+            expected = sealer.seal(canonical_bytes(ev), ev.key_id)
+            if expected is None:
+                result.problem(f"seq {ev.seq}: sealed with unknown audit key {ev.key_id!r}")
+            elif not hmac.compare_digest(expected, ev.hash):
+                result.problem(f"seq {ev.seq}: content does not match its hash (event modified)")
+            if sealer.keyed and ev.key_id == PLAIN_KEY_ID:
+                result.problem(f"seq {ev.seq}: not sealed with an audit key although audit keys are configured")
+            prev_hash = ev.hash
+            last_seq = ev.seq
+            expected_seq = ev.seq + 1
+        after = batch[-1].seq
+        session.expunge_all()  # keep memory flat on long chains
+    head = session.scalars(
+        select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
+    ).one_or_none()
+    if head is None:
+        result.problem("audit_head row is missing")
+        return result
+    result.head_seq, result.head_hash = head.last_seq, head.last_hash
+    if head.last_seq != last_seq or head.last_hash != prev_hash:
+        result.problem(
+            f"head: records seq {head.last_seq} but the chain ends at seq {last_seq}"
+            + ("" if head.last_seq != last_seq else " with another hash")
+            + " (events removed from or added at the tail)"
+        )
+    return result
+
+
+def iter_events(
+    session: Session, *, since: datetime | None = None, until: datetime | None = None, batch_size: int = 500
+) -> Iterator[AuditEvent]:
+    """Events in chain order, optionally limited to ``since <= recorded_at < until``."""
+    after = 0
+    while True:
+        stmt = select(AuditEvent).where(AuditEvent.seq > after)
+        if since is not None:
+            stmt = stmt.where(AuditEvent.recorded_at >= _utc(since))
+        if until is not None:
+            stmt = stmt.where(AuditEvent.recorded_at < _utc(until))
+        batch = list(session.scalars(stmt.order_by(AuditEvent.seq).limit(batch_size)))
+        if not batch:
+            return
+        yield from batch
+        after = batch[-1].seq
