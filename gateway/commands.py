@@ -1,0 +1,160 @@
+"""Process commands of ``dui-gateway``: serve, worker, migrate, demo, sandbox, replay.
+
+Each command reads the settings once (environment, prefix ``DUI_GATEWAY_``), configures the
+JSON logs, and runs one kind of process:
+
+- ``serve``: the API under uvicorn (plus in-process workers when ``embedded_worker`` is on);
+- ``worker``: delivery workers only (PostgreSQL scale-out, or a separate SQLite worker);
+- ``migrate``: bring the database to the newest schema;
+- ``sandbox``: the sandbox HTTP receiver (a stand-in peer for webhook destinations);
+- ``demo``: everything at once on SQLite, with demo documents (see :mod:`gateway.demo`);
+- ``replay``: send a delivery again (audited).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from gateway.settings import Settings
+
+__all__ = ["demo", "migrate", "replay", "sandbox", "serve", "worker"]
+
+
+def _settings() -> Settings:
+    from gateway.logging import configure_logging
+
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic ValidationError is a ValueError
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings)
+    return settings
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def migrate() -> None:
+    """Bring the database (DUI_GATEWAY_DATABASE_URL) to the newest schema."""
+    from gateway.logging import get_logger
+    from gateway.storage.migrate import current_revision, upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    get_logger("gateway.commands").info("database_migrated", revision=current_revision(settings.database_url))
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate the database first")] = False,
+) -> None:
+    """Run the API under uvicorn (with in-process workers when DUI_GATEWAY_EMBEDDED_WORKER is on)."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.runtime import Runtime
+    from gateway.storage.migrate import upgrade
+
+    settings = _settings()
+    if migrate_first:
+        upgrade(settings.database_url)
+    runtime = Runtime.from_settings(settings)
+    try:
+        app = create_app(runtime)
+        if settings.embedded_worker:
+            runtime.start_workers()
+        # log_config=None: uvicorn's loggers go through the JSON handler set up by configure_logging
+        uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+    finally:
+        runtime.close()
+
+
+def worker() -> None:
+    """Run delivery workers only, until SIGTERM/SIGINT (they finish the attempt in progress)."""
+    from gateway.runtime import Runtime
+    from gateway.worker import run_worker_process
+
+    settings = _settings()
+    runtime = Runtime.from_settings(settings)
+    try:
+        run_worker_process(runtime)
+    finally:
+        runtime.close()
+
+
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on (keep it on loopback)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8787,
+    db: Annotated[Path, typer.Option(help="SQLite file recording what was received")] = Path("var/sandbox.db"),
+    verbose: Annotated[bool, typer.Option(help="Log one line per request (method, path, status)")] = True,
+) -> None:
+    """Run the sandbox HTTP receiver: records deliveries, dedups by Idempotency-Key, injects faults."""
+    import json
+
+    from connectors.sandbox import SandboxReceiver
+
+    receiver = SandboxReceiver(db_path=db, host=host, port=port, quiet=not verbose)
+    print(json.dumps({"event": "sandbox_listening", "url": receiver.url, "db": str(db)}), flush=True)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        receiver.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+
+
+def replay(
+    delivery_id: Annotated[str, typer.Argument(help="The delivery to send again")],
+    actor: Annotated[str, typer.Option(help="Who asks (recorded in the audit trail)")] = "cli",
+) -> None:
+    """Schedule a delivery to be sent again now (dead or delivered ones included); audited."""
+    from gateway.delivery.engine import replay_delivery
+    from gateway.errors import GatewayError
+    from gateway.runtime import Runtime
+
+    settings = _settings()
+    runtime = Runtime.from_settings(settings)
+    try:
+        replay_delivery(runtime.session_factory, delivery_id=delivery_id, actor=f"user:{actor}")
+    except GatewayError as exc:
+        typer.echo(f"replay refused: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    typer.echo(f"delivery {delivery_id} scheduled for replay")
+
+
+def demo(
+    host: Annotated[str, typer.Option(help="Interface the API listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port (0: a free port)")] = 8000,
+    sandbox_port: Annotated[int, typer.Option(help="Sandbox receiver port (0: a free port)")] = 8787,
+    var_dir: Annotated[Path, typer.Option(help="Where the SQLite databases and routing file go")] = Path("var"),
+    exit_after_demo: Annotated[
+        bool,
+        typer.Option("--exit-after-demo", "--no-block", help="Stop once the demo documents are delivered"),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --exit-after-demo: seconds to wait for deliveries")] = 120.0,
+) -> None:
+    """Run the whole gateway on SQLite with sandbox destinations and post demo documents."""
+    from gateway.demo import run_demo
+
+    code = run_demo(
+        host=host,
+        port=port,
+        sandbox_port=sandbox_port,
+        var_dir=var_dir,
+        exit_after_demo=exit_after_demo,
+        timeout=timeout,
+    )
+    if code:
+        sys.exit(code)

@@ -1,0 +1,1 @@
+"""Demo DLU records (fictitious persons) posted by ``dui-gateway demo``."""
