@@ -1,1 +1,13 @@
-"""CI-SIS CDA conformance: XSD + ISO Schematron compiled by our own compiler, run with saxonche."""
+"""CI-SIS CDA conformance: XSD + ISO Schematron compiled by our own compiler, run with saxonche.
+
+from ci_sis import load_validator
+report = load_validator().validate(xml_bytes, "DLU-EHPAD-DLU_2022.01")
+report.ok, report.findings, report.to_dict()
+"""
+
+from ._kit import KitNotFound, UnknownVolet
+from ._report import Finding, Report
+from ._schematron import SchematronError
+from .validator import Validator, load_validator
+
+__all__ = ["Finding", "KitNotFound", "Report", "SchematronError", "UnknownVolet", "Validator", "load_validator"]

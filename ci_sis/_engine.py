@@ -1,0 +1,58 @@
+"""The one saxonche processor of this process, and a lock serialising every use of it.
+
+SaxonC executables are not thread-safe and the processor is process-wide, so all Saxon work
+(parse, compile, transform) goes through :data:`ENGINE` under its lock. XSD validation with lxml
+and report building happen outside the lock, so a worker pool still overlaps those parts.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from saxonche import PySaxonApiError, PySaxonProcessor
+
+
+class SaxonFailure(Exception):
+    """Saxon refused a stylesheet or failed while running it."""
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._proc: Any = None
+        self._xslt: Any = None
+
+    def _ensure(self) -> None:
+        if self._proc is None:
+            self._proc = PySaxonProcessor(license=False)
+            self._xslt = self._proc.new_xslt30_processor()
+
+    def compile(self, stylesheet: str) -> Any:
+        with self.lock:
+            self._ensure()
+            try:
+                return self._xslt.compile_stylesheet(stylesheet_text=stylesheet)
+            except PySaxonApiError as exc:
+                raise SaxonFailure(f"stylesheet compilation failed: {exc}") from exc
+
+    def parse(self, xml_text: str) -> Any:
+        with self.lock:
+            self._ensure()
+            try:
+                return self._proc.parse_xml(xml_text=xml_text)
+            except PySaxonApiError as exc:
+                raise SaxonFailure(f"Saxon could not parse the document: {exc}") from exc
+
+    def run(self, executable: Any, node: Any) -> str:
+        with self.lock:
+            try:
+                result = executable.transform_to_string(xdm_node=node)
+            except PySaxonApiError as exc:
+                raise SaxonFailure(f"schematron evaluation failed: {exc}") from exc
+            if result is None:
+                raise SaxonFailure("schematron evaluation returned no result")
+            return str(result)
+
+
+ENGINE = _Engine()

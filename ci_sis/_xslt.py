@@ -1,0 +1,222 @@
+"""Schematron model -> XSLT 3.0 stylesheet emitting compact findings.
+
+Two code shapes, same semantics (the ISO skeleton's: for each pattern, every element of the document,
+and the document node, is matched against the pattern's rules, and only the *first* rule whose context
+matches fires):
+
+* ``single_walk=True`` (default, fast): one document walk in one mode. Every rule of every pattern is a
+  template with a unique priority (earlier pattern/rule = higher); a fired template evaluates its
+  checks and hands over to the next matching template with ``xsl:next-match``, passing the list of
+  patterns already fired on this node so later rules of the same pattern are skipped. Saxon indexes
+  the templates of a mode by element name, so each node is only tested against plausible rules.
+* ``single_walk=False`` (classic): one mode and one full document walk per pattern, as the skeleton
+  compiles them. Kept for benchmarks and as a cross-check of the fast shape.
+
+Output: ``<ci:r>`` holding one ``<ci:f p="pattern#" r="rule#" c="check#" l="location">message
+<ci:d>diagnostic</ci:d>...</ci:f>`` per failed assert / fired report.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lxml import etree
+
+from ._schematron import SCH_NS, XSL_NS, Check, Let, Pattern, Schema
+
+CI_NS = "urn:dui-gateway:ci-sis"
+XS_NS = "http://www.w3.org/2001/XMLSchema"
+_X = f"{{{XSL_NS}}}"
+_C = f"{{{CI_NS}}}"
+_S = f"{{{SCH_NS}}}"
+
+# matches the location notation of the ANS skeleton (full-path-notation 2)
+_PATH_FUNCTION = """
+string-join(for $a in $n/ancestor-or-self::* return
+  concat('/', name($a),
+    let $k := count($a/preceding-sibling::*[name(.) = name($a)])
+    return if ($k gt 0) then concat('[', $k + 1, ']') else ''),
+  '') || (if ($n instance of attribute()) then concat('/@', name($n)) else '')
+"""
+
+_STRING_OR_PREDICATE = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _may_match_attributes(context: str) -> bool:
+    """Whether an XSLT pattern could match an attribute node (conservative)."""
+    text = _STRING_OR_PREDICATE.sub("''", context)
+    # drop predicates (possibly nested)
+    out: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(ch)
+    top = "".join(out)
+    return "@" in top or "attribute" in top or "$" in top or "(" in top
+
+
+def _el(parent: etree._Element, tag_: str, **attrs: str) -> etree._Element:
+    e = etree.SubElement(parent, _X + tag_)
+    for k, v in attrs.items():
+        e.set(k, v)
+    return e
+
+
+def _message(parent: etree._Element, source: etree._Element) -> None:
+    """Copy the message content of an assert/report/diagnostic as XSLT instructions."""
+
+    def text(value: str | None) -> None:
+        if value:
+            _el(parent, "text").text = value
+
+    text(source.text)
+    for child in source:
+        if isinstance(child.tag, str):
+            local = etree.QName(child).localname
+            ns = etree.QName(child).namespace
+            if ns == SCH_NS and local == "value-of":
+                _el(parent, "value-of", select=child.get("select", "."))
+            elif ns == SCH_NS and local == "name":
+                path = child.get("path")
+                _el(parent, "value-of", select=f"name({path})" if path else "name(.)")
+            elif ns == SCH_NS and local in ("emph", "dir", "span"):
+                _message(parent, child)
+            elif ns != SCH_NS:
+                # foreign markup in a message: keep its text
+                _message(parent, child)
+        text(child.tail)
+
+
+def _variable(parent: etree._Element, let: Let, *, param: bool = False) -> None:
+    v = _el(parent, "param" if param else "variable", name=let.name)
+    if let.value is not None:
+        if let.value.strip():
+            v.set("select", let.value)
+    elif let.content is not None:
+        for child in let.content:
+            v.append(_strip_sch(child))
+        v.text = let.content.text
+
+
+def _strip_sch(elem: etree._Element) -> etree._Element:
+    import copy
+
+    return copy.deepcopy(elem)
+
+
+def _checks(parent: etree._Element, schema: Schema, p_index: int, r_index: int, items: tuple[Let | Check, ...]) -> None:
+    for c_index, item in enumerate(items):
+        if isinstance(item, Let):
+            _variable(parent, item)
+            continue
+        test = f"not({item.test})" if item.kind == "assert" else item.test
+        cond = _el(parent, "if", test=test)
+        f = etree.SubElement(cond, _C + "f")
+        f.set("p", str(p_index))
+        f.set("r", str(r_index))
+        f.set("c", str(c_index))
+        _el(f, "attribute", name="l", select="ci:path(.)")
+        _message(f, item.element)
+        for diag_id in item.diagnostics:
+            diag = schema.diagnostics.get(diag_id)
+            if diag is not None:
+                d = etree.SubElement(f, _C + "d")
+                _message(d, diag)
+
+
+def _stylesheet(schema: Schema, base_uri: str) -> etree._Element:
+    nsmap: dict[str | None, str] = {"xsl": XSL_NS, "xs": XS_NS, "ci": CI_NS}
+    for prefix, uri in schema.namespaces.items():
+        if prefix and prefix not in ("xsl", "ci"):
+            nsmap[prefix] = uri
+    sheet = etree.Element(_X + "stylesheet", nsmap=nsmap)
+    sheet.set("version", "3.0")
+    sheet.set("exclude-result-prefixes", " ".join(p for p in nsmap if p and p != "ci"))
+    # value-set paths in the kit are relative to where the compiled stylesheet would sit (next to the .sch)
+    sheet.set("{http://www.w3.org/XML/1998/namespace}base", base_uri)
+    _el(sheet, "output", method="xml", indent="no")
+    fn = _el(sheet, "function", name="ci:path", **{"as": "xs:string"})
+    _el(fn, "param", name="n", **{"as": "node()"})
+    _el(fn, "sequence", select=_PATH_FUNCTION.strip())
+    for foreign in schema.foreign:
+        import copy
+
+        sheet.append(copy.deepcopy(foreign))
+    for let in schema.params:
+        _variable(sheet, let, param=let.value is not None)
+    seen: set[str] = {let.name for let in schema.params}
+    for let in schema.globals:
+        if let.name in seen:
+            continue  # the skeleton would fail on a duplicate; keep the first
+        seen.add(let.name)
+        _variable(sheet, let)
+    return sheet
+
+
+def _visit_select(schema: Schema) -> str:
+    patterns = schema.patterns
+    visit_attrs = schema.any_context_has_at and any(_may_match_attributes(r.context) for p in patterns for r in p.rules)
+    return "@*|*" if visit_attrs else "*"
+
+
+def compile_schema(schema: Schema, *, single_walk: bool = True, base_uri: str | None = None) -> str:
+    """Return the XSLT text for ``schema``."""
+    base = base_uri or Path(schema.source).with_suffix(".xsl").as_uri()
+    sheet = _stylesheet(schema, base)
+    select = _visit_select(schema)
+    if single_walk:
+        _single_walk(sheet, schema, select)
+    else:
+        _classic(sheet, schema, select)
+    return str(etree.tostring(sheet, encoding="unicode"))
+
+
+def _single_walk(sheet: etree._Element, schema: Schema, select: str) -> None:
+    root = _el(sheet, "template", match="/")
+    out = etree.SubElement(root, _C + "r")
+    _el(out, "apply-templates", select=".", mode="w")
+    total = sum(len(p.rules) for p in schema.patterns)
+    rank = total
+    for p_index, pattern in enumerate(schema.patterns):
+        for r_index, rule in enumerate(pattern.rules):
+            t = _el(sheet, "template", match=rule.context, mode="w", priority=str(rank))
+            rank -= 1
+            _el(t, "param", name="ci:done", select="()", **{"as": "xs:integer*"})
+            choose = _el(t, "choose")
+            skip = _el(choose, "when", test=f"$ci:done = {p_index}")
+            nm = _el(skip, "next-match")
+            _el(nm, "with-param", name="ci:done", select="$ci:done")
+            fire = _el(choose, "otherwise")
+            _checks(fire, schema, p_index, r_index, rule.items)
+            nm = _el(fire, "next-match")
+            _el(nm, "with-param", name="ci:done", select=f"($ci:done, {p_index})")
+    default = _el(sheet, "template", match="document-node()|*", mode="w", priority="-10")
+    _el(default, "apply-templates", select=select, mode="w")
+    _el(sheet, "template", match="@*|text()|comment()|processing-instruction()", mode="w", priority="-10")
+
+
+def _classic(sheet: etree._Element, schema: Schema, select: str) -> None:
+    root = _el(sheet, "template", match="/")
+    out = etree.SubElement(root, _C + "r")
+    for p_index, pattern in enumerate(schema.patterns):
+        mode = f"M{p_index}"
+        _el(out, "apply-templates", select="/", mode=mode)
+        _pattern_templates(sheet, schema, p_index, pattern, mode, select)
+
+
+def _pattern_templates(
+    sheet: etree._Element, schema: Schema, p_index: int, pattern: Pattern, mode: str, select: str
+) -> None:
+    n = len(pattern.rules)
+    for r_index, rule in enumerate(pattern.rules):
+        t = _el(sheet, "template", match=rule.context, mode=mode, priority=str(1000 + n - r_index))
+        _checks(t, schema, p_index, r_index, rule.items)
+        _el(t, "apply-templates", select=select, mode=mode)
+    _el(sheet, "template", match="text()", mode=mode, priority="-1")
+    default = _el(sheet, "template", match="@*|node()", mode=mode, priority="-2")
+    _el(default, "apply-templates", select=select, mode=mode)

@@ -1,0 +1,181 @@
+"""The CI-SIS validator: XSD (lxml) then the volet's schematrons (our compiler + saxonche)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from ._engine import ENGINE, SaxonFailure
+from ._kit import Kit, KitNotFound, UnknownVolet
+from ._report import Finding, Report, severity_of
+from ._schematron import Check, Schema, load_schema
+from ._xslt import CI_NS, compile_schema
+
+__all__ = ["CompiledSchematron", "KitNotFound", "UnknownVolet", "Validator", "load_validator"]
+
+_F = f"{{{CI_NS}}}f"
+_D = f"{{{CI_NS}}}d"
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class CompiledSchematron:
+    """One schematron compiled to an XSLT executable, with what is needed to decode its output."""
+
+    path: Path
+    rel: str  # path relative to the kit
+    schema: Schema
+    executable: Any
+    xslt: str
+
+    def findings(self, output: str) -> list[Finding]:
+        root = etree.fromstring(output.encode("utf-8"))
+        result: list[Finding] = []
+        for f in root.iter(_F):
+            pattern = self.schema.patterns[int(f.get("p", "0"))]
+            rule = pattern.rules[int(f.get("r", "0"))]
+            check = rule.items[int(f.get("c", "0"))]
+            assert isinstance(check, Check)
+            message = _squash((f.text or "") + "".join((c.tail or "") for c in f))
+            diagnostics = tuple(_squash("".join(d.itertext())) for d in f.iter(_D))
+            result.append(
+                Finding(
+                    stage="schematron",
+                    message=message,
+                    severity=severity_of(check.role or rule.role, check.flag or rule.flag),
+                    schema=self.rel,
+                    pattern=pattern.id,
+                    rule_context=rule.context,
+                    kind="assert" if check.kind == "assert" else "report",
+                    assert_id=check.id,
+                    test=_squash(check.test),
+                    location=f.get("l", ""),
+                    diagnostics=diagnostics,
+                )
+            )
+        return result
+
+
+class Validator:
+    """Validates CDA documents against a CI-SIS kit. Thread-safe: Saxon work is serialised.
+
+    Compiled schematrons are cached in the instance (one instance per kit per process, see
+    :func:`load_validator`)."""
+
+    def __init__(self, kit: Kit, *, single_walk: bool = True) -> None:
+        self.kit = kit
+        self.single_walk = single_walk
+        self._lock = threading.Lock()
+        self._compiled: dict[Path, CompiledSchematron] = {}
+        self._xsd: etree.XMLSchema | None = None
+
+    # -- kit -------------------------------------------------------------------------------
+    def volets(self) -> list[str]:
+        return self.kit.volets()
+
+    def xml_schema(self) -> etree.XMLSchema:
+        with self._lock:
+            if self._xsd is None:
+                parser = etree.XMLParser(no_network=True, resolve_entities=False)
+                self._xsd = etree.XMLSchema(etree.parse(str(self.kit.xsd), parser))
+            return self._xsd
+
+    def compiled(self, sch: Path) -> CompiledSchematron:
+        sch = sch.resolve()
+        with self._lock:
+            found = self._compiled.get(sch)
+        if found is not None:
+            return found
+        schema = load_schema(sch)
+        xslt = compile_schema(schema, single_walk=self.single_walk)
+        executable = ENGINE.compile(xslt)
+        compiled = CompiledSchematron(sch, self.kit.relative(sch), schema, executable, xslt)
+        with self._lock:
+            return self._compiled.setdefault(sch, compiled)
+
+    def prepare(self, volet: str) -> None:
+        """Compile ahead of time everything ``volet`` needs (otherwise done on first use)."""
+        self.xml_schema()
+        for sch in self.kit.schematrons(volet):
+            self.compiled(sch)
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self, xml: bytes, volet: str) -> Report:
+        """XSD, then the volet schematron and the two transverse profile schematrons."""
+        schematrons = self.kit.schematrons(volet)
+        rels = tuple(self.kit.relative(p) for p in schematrons)
+        try:
+            tree = _parse(xml)
+        except etree.XMLSyntaxError as exc:
+            line = exc.lineno if isinstance(exc.lineno, int) else None
+            finding = Finding(stage="xsd", message=f"not well-formed XML: {exc.msg}", line=line)
+            return Report(volet=volet, findings=(finding,), schemas=rels)
+        findings = self.xsd_findings(tree)
+        node = ENGINE.parse(etree.tostring(tree, encoding="unicode"))
+        for sch in schematrons:
+            findings.extend(self.schematron_findings(node, sch))
+        return Report(volet=volet, findings=tuple(findings), schemas=(self.kit.relative(self.kit.xsd), *rels))
+
+    def xsd_findings(self, tree: etree._ElementTree) -> list[Finding]:
+        schema = self.xml_schema()
+        with self._lock:  # an lxml XMLSchema keeps its error log on the object
+            valid = schema.validate(tree)
+            errors = list(schema.error_log) if not valid else []
+        return [
+            Finding(
+                stage="xsd",
+                message=e.message,
+                schema=self.kit.relative(self.kit.xsd),
+                line=e.line,
+                location=e.path or "",
+            )
+            for e in errors
+        ]
+
+    def schematron_findings(self, node: Any, sch: Path) -> list[Finding]:
+        compiled = self.compiled(sch)
+        try:
+            output = ENGINE.run(compiled.executable, node)
+        except SaxonFailure as exc:
+            return [
+                Finding(
+                    stage="schematron",
+                    message=f"the schematron could not be evaluated on this document: {exc}",
+                    schema=compiled.rel,
+                )
+            ]
+        return compiled.findings(output)
+
+    @staticmethod
+    def saxon_document(xml: bytes) -> Any:
+        """Parse once for several schematron runs (used by the benchmark)."""
+        return ENGINE.parse(etree.tostring(_parse(xml), encoding="unicode"))
+
+
+def _parse(xml: bytes) -> etree._ElementTree:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=False)
+    return etree.fromstring(xml, parser).getroottree()
+
+
+_validators: dict[tuple[Path, bool], Validator] = {}
+_validators_lock = threading.Lock()
+
+
+def load_validator(kit_dir: Path | str | None = None, *, single_walk: bool = True) -> Validator:
+    """The validator for ``kit_dir`` (default: ``$CISIS_KIT_DIR``), created once per process.
+
+    Raises :class:`KitNotFound` when there is no usable kit."""
+    kit = Kit.locate(kit_dir)
+    key = (kit.root, single_walk)
+    with _validators_lock:
+        validator = _validators.get(key)
+        if validator is None:
+            validator = _validators[key] = Validator(kit, single_walk=single_walk)
+        return validator
