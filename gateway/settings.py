@@ -26,6 +26,7 @@ class Settings(BaseSettings):
         env_prefix="DUI_GATEWAY_",
         env_file=os.environ.get("DUI_GATEWAY_ENV_FILE"),
         extra="forbid",
+        hide_input_in_errors=True,  # validation errors must not echo keys or tokens
     )
 
     profile: Literal["dev", "test", "prod"] = "dev"
@@ -49,6 +50,16 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = 0.5
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _keys_well_formed(self) -> Settings:
+        # Refuse malformed keys at start-up rather than at the first encryption (no key material in messages).
+        from gateway.security.crypto import KeyRing, parse_key_spec
+
+        KeyRing.parse(self.master_keys.get_secret_value())
+        if self.audit_keys is not None and not parse_key_spec(self.audit_keys.get_secret_value()):
+            raise ValueError("DUI_GATEWAY_AUDIT_KEYS is set but holds no key")
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["is_sqlite", "make_engine", "make_sessionmaker", "session_scope"]
+__all__ = ["is_sqlite", "make_engine", "make_sessionmaker", "session_scope", "snapshot_engine"]
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -41,11 +41,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # Take the write lock up front: avoids SQLITE_BUSY upgrade deadlocks between
             # the API and in-process workers (both write in almost every transaction).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only snapshots (snapshot_engine) use a deferred BEGIN and never block writers.
+            if conn.get_execution_options().get("dgw_snapshot"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def snapshot_engine(engine: Engine) -> Engine:
+    """A view of ``engine`` for long read-only work that must see one consistent snapshot
+    (audit verification, exports) without blocking writers: REPEATABLE READ on PostgreSQL,
+    a deferred transaction on SQLite (WAL readers see the database as of their first read)."""
+    if is_sqlite(engine):
+        return engine.execution_options(dgw_snapshot=True)
+    return engine.execution_options(isolation_level="REPEATABLE READ")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -1,0 +1,102 @@
+"""``dui-gateway keys`` (master key rotation, data keys) and ``dui-gateway tenants`` (provisioning)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.errors import GatewayError
+from gateway.security.clients import add_essms, create_api_client, create_tenant, tenant_by_code
+from gateway.security.crypto import KeyRing, generate_master_key, rewrap_all, rotate_data_key
+from gateway.settings import get_settings
+from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+
+__all__ = ["app", "tenants_app"]
+
+app = typer.Typer(help="Encryption keys: re-wrap data keys after a master key change, rotate data keys.")
+tenants_app = typer.Typer(help="Tenants (organismes gestionnaires), their ESSMS and API clients.")
+
+
+@contextmanager
+def _factory() -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield make_sessionmaker(engine)
+    except GatewayError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(code=1) from exc
+    finally:
+        engine.dispose()
+
+
+@app.command("rewrap")
+def rewrap_command() -> None:
+    """Re-wrap every data key under the first master key in DUI_GATEWAY_MASTER_KEYS (online)."""
+    keyring = KeyRing.from_settings(get_settings())
+    with _factory() as factory:
+        count = rewrap_all(factory, keyring=keyring)
+    typer.echo(f"re-wrapped {count} data keys under master key {keyring.current_id!r}")
+
+
+@app.command("rotate-data-key")
+def rotate_data_key_command(
+    tenant: Annotated[str, typer.Option("--tenant", help="tenant code")],
+) -> None:
+    """Start a new data key version for a tenant's new writes (older versions stay readable)."""
+    keyring = KeyRing.from_settings(get_settings())
+    with _factory() as factory, session_scope(factory) as session:
+        row = rotate_data_key(session, tenant_id=tenant_by_code(session, tenant).id, keyring=keyring)
+        version = row.version
+    typer.echo(f"tenant {tenant}: data key version {version} is now used for new writes")
+
+
+@app.command("generate")
+def generate_command(
+    key_id: Annotated[str, typer.Argument(help="id of the new key, e.g. 2026-11")],
+) -> None:
+    """Print a new random 256-bit key as id:base64 (for DUI_GATEWAY_MASTER_KEYS or DUI_GATEWAY_AUDIT_KEYS)."""
+    if not key_id or any(c in key_id for c in ":, ") or len(key_id) > 64:
+        raise typer.BadParameter("key id: 1-64 characters, no ':' ',' or spaces")
+    typer.echo(f"{key_id}:{generate_master_key()}")
+
+
+@tenants_app.command("create")
+def tenant_create(code: str, name: str) -> None:
+    """Create a tenant (organisme gestionnaire)."""
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = create_tenant(session, code=code, name=name)
+        tenant_id = tenant.id
+    typer.echo(f"tenant {code} created (id {tenant_id})")
+
+
+@tenants_app.command("add-essms")
+def tenant_add_essms(
+    code: str,
+    finess: str,
+    name: str,
+    category: Annotated[str, typer.Option(help="FINESS category code, e.g. 500 (EHPAD)")] = "",
+) -> None:
+    """Attach an ESSMS (FINESS géographique) to a tenant."""
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = tenant_by_code(session, code)
+        add_essms(session, tenant_id=tenant.id, finess=finess, name=name, category=category)
+    typer.echo(f"ESSMS {finess} attached to tenant {code}")
+
+
+@tenants_app.command("create-client")
+def tenant_create_client(
+    code: str,
+    name: str,
+    scopes: Annotated[str, typer.Option(help="space-separated scopes: submit read admin")] = "submit read",
+) -> None:
+    """Create an API client and print its key (shown once, store it now)."""
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = tenant_by_code(session, code)
+        client, key = create_api_client(session, tenant_id=tenant.id, name=name, scopes=scopes)
+        client_id = client.id
+    typer.echo(f"API client {name} (id {client_id}) for tenant {code}; key (shown once):", err=True)
+    typer.echo(key)
