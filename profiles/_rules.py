@@ -1,0 +1,333 @@
+"""Declarative profile constraints and the engine that checks them.
+
+A :class:`Profile` is data: slices, cardinalities, fixed/pattern values, bindings to value
+sets, reference targets and FHIRPath invariants (evaluated with fhirpathpy). ``parents``
+chains profiles (TDDUI Patient INS -> FR Core Patient INS -> FR Core Patient).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models as _fhirpath_models
+
+from profiles._paths import Node, matches_pattern, select, split_path
+from profiles._report import Issue, Severity
+
+__all__ = [
+    "Binding",
+    "Card",
+    "Fixed",
+    "Invariant",
+    "Profile",
+    "RefTarget",
+    "Rule",
+    "Slice",
+    "ValueSet",
+    "check_profile",
+]
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """A value set as the validator needs it: its canonical, the allowed systems and codes."""
+
+    url: str
+    name: str
+    codes: frozenset[str]
+    systems: frozenset[str] = frozenset()  # empty: any system (or none) accepted
+
+    def contains(self, system: str | None, code: str | None) -> bool:
+        if code is None or code not in self.codes:
+            return False
+        return not self.systems or system is None or system in self.systems
+
+    def describe(self) -> str:
+        return self.name or self.url
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A named slice: the items of the element whose sub-paths match any of the ``match`` patterns."""
+
+    path: str  # e.g. "identifier:INS-NIR"
+    match: tuple[tuple[str, Any], ...]
+
+    def predicate(self, item: Any) -> bool:
+        root = Node("", item)
+        for subpath, pattern in self.match:
+            for node in select(root, subpath):
+                if matches_pattern(node.value, pattern):
+                    return True
+        return False
+
+
+@dataclass(frozen=True)
+class Card:
+    """``path`` occurs between ``min`` and ``max`` times under each instance of its parent."""
+
+    path: str
+    min: int
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Each value at ``path`` equals ``value`` (``pattern=True``: contains it, FHIR pattern[x])."""
+
+    path: str
+    value: Any
+    pattern: bool = False
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Each code/Coding/CodeableConcept at ``path`` comes from ``valueset``."""
+
+    path: str
+    valueset: ValueSet
+    strength: str = "required"  # required -> error, extensible -> warning
+
+
+@dataclass(frozen=True)
+class RefTarget:
+    """Each Reference at ``path`` points to one of the resource ``types`` (when resolvable)."""
+
+    path: str
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A FHIRPath constraint evaluated on each node at ``context`` ("" = the resource)."""
+
+    key: str
+    expression: str
+    human: str
+    severity: Severity = "error"
+    context: str = ""
+
+
+Rule = Card | Fixed | Binding | RefTarget | Invariant
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile's constraints. ``parents`` are profile URLs whose constraints also apply."""
+
+    url: str
+    type: str
+    title: str
+    parents: tuple[str, ...] = ()
+    slices: tuple[Slice, ...] = ()
+    rules: tuple[Rule, ...] = ()
+
+
+Resolver = Callable[[str], str | None]  # reference -> resource type, within a Bundle
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expression: str) -> Any:
+    return fhirpathpy.compile(expression, _fhirpath_models["r4"])
+
+
+def _element_label(segment: str) -> str:
+    if segment.startswith("extension("):
+        return "extension"
+    if segment.startswith("modifierExtension("):
+        return "modifierExtension"
+    return segment.partition(":")[0].replace("[x]", "")
+
+
+def _slice_note(segment: str) -> str:
+    if ":" in segment and "(" not in segment:
+        return f" (slice {segment.partition(':')[2]})"
+    if segment.startswith("extension(") or segment.startswith("modifierExtension("):
+        return f" (url {segment[segment.index('(') + 1 : -1]})"
+    return ""
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
+_CONDITIONAL_TYPE = re.compile(r"^([A-Z][A-Za-z]+)\?")
+
+
+def reference_type(reference: str, resolve: Resolver | None) -> str | None:
+    """The resource type a reference points to, or ``None`` when it cannot be told."""
+    if reference.startswith("#"):
+        return None
+    if resolve is not None:
+        resolved = resolve(reference)
+        if resolved is not None:
+            return resolved
+    if reference.startswith("urn:"):
+        return None
+    match = _CONDITIONAL_TYPE.match(reference) or _REF_TYPE.search(reference)
+    return match.group(1) if match else None
+
+
+class _Checker:
+    def __init__(self, profiles: list[Profile], root: Node, resolve: Resolver | None) -> None:
+        self.root = root
+        self.resolve = resolve
+        self.slices: dict[str, Slice] = {}
+        for profile in profiles:
+            for slice_ in profile.slices:
+                self.slices[slice_.path] = slice_
+        self.issues: list[Issue] = []
+
+    def lookup(self, rule_path: str) -> Callable[[Any], bool] | None:
+        slice_ = self.slices.get(rule_path)
+        return slice_.predicate if slice_ else None
+
+    def nodes(self, path: str) -> list[Node]:
+        return select(self.root, path, self.lookup) if path else [self.root]
+
+    def issue(self, profile: Profile, severity: Severity, code: Any, path: str, message: str, rule: str) -> None:
+        self.issues.append(Issue(severity, code, path, message, profile.url, rule))
+
+    def run(self, profile: Profile) -> None:
+        for rule in profile.rules:
+            if isinstance(rule, Card):
+                self.card(profile, rule)
+            elif isinstance(rule, Fixed):
+                self.fixed(profile, rule)
+            elif isinstance(rule, Binding):
+                self.binding(profile, rule)
+            elif isinstance(rule, RefTarget):
+                self.ref_target(profile, rule)
+            else:
+                self.invariant(profile, rule)
+
+    def card(self, profile: Profile, rule: Card) -> None:
+        segments = split_path(rule.path)
+        parent_path = ".".join(segments[:-1])
+        last = segments[-1]
+        for parent in self.nodes(parent_path):
+            children = select(parent, last, self.lookup, prefix=parent_path)
+            where = f"{parent.path}.{_element_label(last)}"
+            if len(children) < rule.min:
+                self.issue(
+                    profile,
+                    "error",
+                    "required",
+                    where,
+                    f"{where}{_slice_note(last)}: minimum cardinality {rule.min}, found {len(children)}",
+                    "card",
+                )
+            if rule.max is not None and len(children) > rule.max:
+                self.issue(
+                    profile,
+                    "error",
+                    "structure",
+                    children[rule.max].path,
+                    f"{where}{_slice_note(last)}: maximum cardinality {rule.max}, found {len(children)}",
+                    "card",
+                )
+
+    def fixed(self, profile: Profile, rule: Fixed) -> None:
+        for node in self.nodes(rule.path):
+            ok = matches_pattern(node.value, rule.value) if rule.pattern else node.value == rule.value
+            if not ok:
+                kind = "pattern" if rule.pattern else "fixed value"
+                self.issue(
+                    profile,
+                    "error",
+                    "value",
+                    node.path,
+                    f"{node.path}: {kind} {_short(rule.value)} expected, found {_short(node.value)}",
+                    "pattern" if rule.pattern else "fixed",
+                )
+
+    def binding(self, profile: Profile, rule: Binding) -> None:
+        severity: Severity = "error" if rule.strength == "required" else "warning"
+        if rule.strength not in ("required", "extensible"):
+            return
+        vs = rule.valueset
+        for node in self.nodes(rule.path):
+            value = node.value
+            if isinstance(value, str):
+                if value not in vs.codes:
+                    self.issue(
+                        profile,
+                        severity,
+                        "code-invalid",
+                        node.path,
+                        f"{node.path}: code {value!r} is not in value set {vs.describe()}",
+                        "binding",
+                    )
+                continue
+            if not isinstance(value, Mapping):
+                continue
+            if "coding" in value or "text" in value:  # CodeableConcept
+                codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
+                if any(vs.contains(c.get("system"), c.get("code")) for c in codings):
+                    continue
+                where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
+                found = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in codings) or "no coding"
+                self.issue(
+                    profile,
+                    severity,
+                    "code-invalid",
+                    where,
+                    f"{node.path}: none of the codings ({found}) is in value set {vs.describe()}",
+                    "binding",
+                )
+            elif not vs.contains(value.get("system"), value.get("code")):  # Coding
+                self.issue(
+                    profile,
+                    severity,
+                    "code-invalid",
+                    f"{node.path}.code",
+                    f"{node.path}: {value.get('system')}|{value.get('code')} is not in value set {vs.describe()}",
+                    "binding",
+                )
+
+    def ref_target(self, profile: Profile, rule: RefTarget) -> None:
+        for node in self.nodes(rule.path):
+            if not isinstance(node.value, Mapping):
+                continue
+            reference = node.value.get("reference")
+            if not isinstance(reference, str):
+                continue
+            target = reference_type(reference, self.resolve)
+            if target is not None and target not in rule.types:
+                self.issue(
+                    profile,
+                    "error",
+                    "value",
+                    f"{node.path}.reference",
+                    f"{node.path}: reference to {target} where {' or '.join(rule.types)} is expected",
+                    "reference",
+                )
+
+    def invariant(self, profile: Profile, rule: Invariant) -> None:
+        for node in self.nodes(rule.context):
+            try:
+                result = _compiled(rule.expression)(node.value)
+            except Exception as exc:  # a FHIRPath engine failure is a finding, not a crash
+                self.issue(
+                    profile, "error", "processing", node.path, f"{rule.key}: could not evaluate ({exc})", rule.key
+                )
+                continue
+            # FHIR: a constraint fails when it evaluates to false; an empty result is not a failure.
+            if result and result != [True]:
+                self.issue(profile, rule.severity, "invariant", node.path, f"{rule.key}: {rule.human}", rule.key)
+
+
+def check_profile(chain: list[Profile], root: Node, resolve: Resolver | None = None) -> list[Issue]:
+    """Check ``root`` against every profile of ``chain`` (the profile first, then its ancestors)."""
+    checker = _Checker(chain, root, resolve)
+    for profile in chain:
+        checker.run(profile)
+    return checker.issues

@@ -1,0 +1,132 @@
+"""Base FHIR R4 structure: the R4B models of fhir.resources (identical to R4 for the resources
+the gateway handles) plus what separates R4B from R4 and what the models let through.
+
+- elements, types, cardinalities and primitive formats: ``fhir.resources.R4B`` (pydantic);
+- resource types added by R4B (4.3) are not R4: rejected;
+- ``fhirVersion`` elements must say 4.0.x;
+- ele-1: no empty objects, arrays or strings (the models accept ``{}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from profiles._report import Issue, IssueCode
+
+__all__ = ["R4B_ONLY_RESOURCES", "check_structure", "location"]
+
+#: resource types introduced by FHIR R4B (4.3.0): they do not exist in R4 (4.0.1)
+R4B_ONLY_RESOURCES = frozenset(
+    {
+        "AdministrableProductDefinition",
+        "Citation",
+        "ClinicalUseDefinition",
+        "EvidenceReport",
+        "Ingredient",
+        "ManufacturedItemDefinition",
+        "MedicinalProductDefinition",
+        "NutritionProduct",
+        "PackagedProductDefinition",
+        "RegulatedAuthorization",
+        "SubscriptionStatus",
+        "SubscriptionTopic",
+    }
+)
+
+
+def location(root: str, loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a FHIRPath-like expression: ``Patient.identifier[0].system``."""
+    out = root
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part and not part.startswith(("function-", "json-", "union[")) and "[" not in part:
+            out += f".{part}"
+    return out
+
+
+def _code_for(error_type: str) -> IssueCode:
+    if error_type == "extra_forbidden":
+        return "structure"
+    if "missing" in error_type:
+        return "required"
+    if error_type.endswith("_type") or error_type in ("model_type", "list_type", "dict_type"):
+        return "structure"
+    return "value"
+
+
+def _message(error: Mapping[str, Any], where: str) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown element (not in FHIR R4)"
+    return f"{where}: {error['msg']}"
+
+
+def _walk(value: Any, path: str, issues: list[Issue]) -> None:
+    """ele-1, R4B-only resource types and fhirVersion, over the whole tree."""
+    if isinstance(value, Mapping):
+        if not value:
+            issues.append(
+                Issue(
+                    "error", "invariant", path, f"{path}: ele-1: an element must have a value or children", rule="ele-1"
+                )
+            )
+            return
+        rtype = value.get("resourceType")
+        if isinstance(rtype, str) and rtype in R4B_ONLY_RESOURCES:
+            issues.append(
+                Issue(
+                    "error",
+                    "not-supported",
+                    path,
+                    f"{path}: {rtype} is a FHIR R4B resource, not part of R4 (4.0.1)",
+                    rule="r4",
+                )
+            )
+        for key, child in value.items():
+            if key == "fhirVersion" and isinstance(child, str) and not child.startswith("4.0"):
+                issues.append(
+                    Issue(
+                        "error", "value", f"{path}.{key}", f"{path}.{key}: {child!r} is not FHIR R4 (4.0.1)", rule="r4"
+                    )
+                )
+            if key == "div":
+                continue
+            _walk(child, f"{path}.{key}", issues)
+    elif isinstance(value, list):
+        if not value:
+            issues.append(Issue("error", "invariant", path, f"{path}: ele-1: an array must not be empty", rule="ele-1"))
+        for index, item in enumerate(value):
+            # JSON null is allowed in primitive arrays only as a placeholder for "_x" extensions
+            if item is not None:
+                _walk(item, f"{path}[{index}]", issues)
+    elif isinstance(value, str) and value == "":
+        issues.append(Issue("error", "invariant", path, f"{path}: ele-1: a string must not be empty", rule="ele-1"))
+
+
+def check_structure(resource: Mapping[str, Any]) -> list[Issue]:
+    """Base R4 structural findings for ``resource`` (and everything nested in it)."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        return [Issue("fatal", "structure", "", "not a FHIR resource: resourceType is missing", rule="structure")]
+    issues: list[Issue] = []
+    _walk(resource, rtype, issues)
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError, AttributeError):
+        issues.append(Issue("fatal", "not-supported", rtype, f"{rtype}: unknown FHIR resource type", rule="structure"))
+        return issues
+    try:
+        model.model_validate(dict(resource))
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = location(rtype, tuple(error["loc"]))
+            issues.append(Issue("error", _code_for(error["type"]), where, _message(error, where), rule="structure"))
+    except KeyError as exc:  # a nested resource of an unknown type
+        issues.append(Issue("error", "not-supported", rtype, f"unknown FHIR resource type {exc}", rule="structure"))
+    except (TypeError, ValueError) as exc:
+        issues.append(Issue("error", "structure", rtype, f"{rtype}: {exc}", rule="structure"))
+    return issues
