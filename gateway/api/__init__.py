@@ -1,0 +1,9 @@
+"""The REST API: routers (thin: parse, call a service, shape the reply), problem documents,
+request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
+"""
+
+from gateway.api import audit, deliveries, health, metrics, submissions
+
+__all__ = ["ROUTERS"]
+
+ROUTERS = (submissions.router, deliveries.router, audit.router, health.router, metrics.router)

@@ -1,0 +1,111 @@
+"""ASGI middleware: correlation id and request body size limit.
+
+Pure ASGI (no ``BaseHTTPMiddleware``) so streaming and exception handling are untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api.problems import PayloadTooLarge
+from gateway.logging import get_logger
+
+__all__ = ["CORRELATION_HEADER", "BodyLimitMiddleware", "CorrelationIdMiddleware"]
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+_log = get_logger("gateway.api.access")
+
+
+class CorrelationIdMiddleware:
+    """Accept the caller's ``X-Correlation-ID`` (or make one), bind it to the logs, echo it back.
+
+    One access-log line per request: method, path (no query string: filters may name a
+    person reference), status and duration.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-correlation-id":
+                supplied = value.decode("latin-1").strip()
+                break
+        correlation_id = supplied if _CORRELATION_RE.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((CORRELATION_HEADER.lower().encode(), correlation_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            try:
+                await self.app(scope, receive, send_with_header)
+            finally:
+                _log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` (413), counting while reading.
+
+    ``Content-Length`` over the limit is refused before anything is read; a body that claims
+    less (or uses chunked encoding) is cut off as soon as the bytes received pass the limit.
+    The error is raised from ``receive`` so the route's exception handlers turn it into a
+    problem document and its transaction rolls back.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared: int | None = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+                break
+        limit = self.max_bytes
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,282 @@
+"""``/v1/submissions``: submit a DUI record, follow it, fetch what was produced, act on it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
+from gateway.api.problems import InvalidJson, UnsupportedMediaType, problem_responses
+from gateway.api.schemas import SubmissionAccepted, SubmissionDetail, SubmissionPage, SubmissionSummary
+from gateway.errors import FieldError, ValidationFailed
+from gateway.metrics import SUBMISSIONS_RECEIVED
+from gateway.runtime import Runtime
+from gateway.services import intake, queries
+
+__all__ = ["REQUEST_BODY_REF", "SubmissionEnvelope", "router"]
+
+router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+
+# The request body schema is built per registered document type when the app is created
+# (see gateway.app); the route points at it.
+REQUEST_BODY_REF = "#/components/schemas/SubmissionRequest"
+
+_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+Submitter = Annotated[Caller, Depends(require_scope("submit"))]
+Reader = Annotated[Caller, Depends(require_scope("read"))]
+
+
+class SubmissionEnvelope(BaseModel):
+    """The request body around the record: which document type, and the DUI record itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document_type: str
+    record: dict[str, Any]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_json_body(request: Request) -> Any:
+    """The request body parsed as JSON: 415 unless JSON, 413 over the limit, 400 with a position."""
+    media_type = _media_type(request)
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {media_type or 'no Content-Type'})",
+            extra={"accepted": ["application/json"]},
+        )
+    chunks: list[bytes] = []
+    async for chunk in request.stream():  # the body limit middleware counts while we read
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"request body is not UTF-8 (byte {exc.start})", extra={"position": exc.start}) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
+            extra={"line": exc.lineno, "column": exc.colno, "position": exc.pos},
+        ) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+
+
+def _wake_workers(runtime: Runtime) -> None:
+    """Cut the embedded workers' idle sleep short: there is a new submission to process."""
+    workers = getattr(runtime, "_workers", None)
+    wake = getattr(workers, "wake", None)
+    if callable(wake):
+        wake()
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_RE.match(value):
+        raise ValidationFailed(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+            [FieldError("header:Idempotency-Key", "1 to 255 visible ASCII characters", "string_pattern_mismatch")],
+        )
+    return value
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmissionAccepted,
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REQUEST_BODY_REF}}},
+        }
+    },
+)
+async def submit(
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+    runtime: RuntimeDep,
+    caller: Submitter,
+    body: Annotated[Any, Depends(read_json_body)],
+    session: SessionDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="same key + same body returns the first answer"),
+    ] = None,
+) -> SubmissionAccepted:
+    """Submit a DUI record; answered 202 once it is stored, processed asynchronously."""
+    key = _idempotency_key(idempotency_key)
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            "the request body must be a JSON object", [FieldError("", "must be a JSON object", "dict_type")]
+        )
+    try:
+        envelope = SubmissionEnvelope.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            replace(e, message=f"{e.message}; a submission has only 'document_type' and 'record'")
+            if e.code == "extra_forbidden"
+            else e
+            for e in intake.field_errors(exc.errors(include_url=False, include_context=False))
+        ]
+        raise ValidationFailed("the request body is not a valid submission; see errors", errors) from None
+    client = caller.client
+    assert client is not None  # the "submit" scope is only ever given to API clients
+    submission, created = await run_in_threadpool(
+        lambda: intake.submit(
+            session,
+            client=client,
+            document_type=envelope.document_type,
+            record_json=envelope.record,
+            idempotency_key=key,
+            keyring=runtime.keyring,
+            correlation_id=correlation_id(request),
+        )
+    )
+    if created:
+        SUBMISSIONS_RECEIVED.labels(document_type=submission.document_type).inc()
+        background.add_task(_wake_workers, runtime)  # runs after the commit and the response
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/submissions/{submission.id}"
+    return SubmissionAccepted.of(submission)
+
+
+@router.get("", response_model=SubmissionPage, responses=problem_responses(401, 403, 422))
+def list_submissions(
+    request: Request,
+    session: SessionDep,
+    caller: Reader,
+    status: Annotated[list[str] | None, Query(description="one or more statuses")] = None,
+    document_type: Annotated[str | None, Query(max_length=32)] = None,
+    essms: Annotated[str | None, Query(description="FINESS of the ESSMS", max_length=9)] = None,
+    person_ref: Annotated[str | None, Query(max_length=128)] = None,
+    created_from: Annotated[datetime | None, Query(description="inclusive, ISO 8601 with offset")] = None,
+    created_to: Annotated[datetime | None, Query(description="exclusive, ISO 8601 with offset")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
+) -> SubmissionPage:
+    """List the organisation's submissions, newest first, with filters and a cursor."""
+    filters = queries.SubmissionFilter(
+        status=tuple(status or ()),
+        document_type=document_type,
+        essms=essms,
+        person_ref=person_ref,
+        created_from=created_from,
+        created_to=created_to,
+    )
+    page = queries.list_submissions(
+        session, tenant_id=caller.tenant(), actor=caller.actor, filters=filters, cursor=cursor, limit=limit
+    )
+    params: list[tuple[str, str]] = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    links = {"self": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}
+    if page.next_cursor is not None:
+        links["next"] = f"{request.url.path}?{urlencode([*params, ('cursor', page.next_cursor)])}"
+    return SubmissionPage(
+        items=[SubmissionSummary.of(s) for s in page.items], next_cursor=page.next_cursor, links=links
+    )
+
+
+@router.get("/{submission_id}", response_model=SubmissionDetail, responses=problem_responses(401, 403, 404))
+def get_submission(submission_id: str, session: SessionDep, caller: Reader) -> SubmissionDetail:
+    """A submission's status, rejection report, renditions and deliveries with their attempts."""
+    submission = queries.view_submission(
+        session, tenant_id=caller.tenant(), submission_id=submission_id, actor=caller.actor
+    )
+    return SubmissionDetail.of(submission)
+
+
+@router.get(
+    "/{submission_id}/record",
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the record as submitted"},
+        **problem_responses(401, 403, 404),
+    },
+    response_class=Response,
+)
+def get_record(submission_id: str, runtime: RuntimeDep, session: SessionDep, caller: Reader) -> Response:
+    """The DUI record as it was submitted (audited read)."""
+    _, content = queries.read_record(
+        session, tenant_id=caller.tenant(), submission_id=submission_id, keyring=runtime.keyring, actor=caller.actor
+    )
+    return Response(content=content, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/{submission_id}/renditions/{kind}",
+    responses={
+        200: {
+            "content": {"application/xml": {}, "application/fhir+json": {}},
+            "description": "the document produced (CDA, FHIR Bundle...), with its media type",
+        },
+        **problem_responses(401, 403, 404),
+    },
+    response_class=Response,
+)
+def get_rendition(submission_id: str, kind: str, runtime: RuntimeDep, session: SessionDep, caller: Reader) -> Response:
+    """A document produced from the submission, e.g. the CDA or the FHIR Bundle (audited read)."""
+    rendition, content = queries.read_rendition(
+        session,
+        tenant_id=caller.tenant(),
+        submission_id=submission_id,
+        kind=kind,
+        keyring=runtime.keyring,
+        actor=caller.actor,
+    )
+    return Response(
+        content=content,
+        media_type=rendition.media_type,
+        headers={"Cache-Control": "no-store", "ETag": f'"{rendition.sha256}"'},
+    )
+
+
+@router.post(
+    "/{submission_id}/replay",
+    status_code=202,
+    response_model=SubmissionDetail,
+    responses=problem_responses(401, 403, 404, 409),
+)
+def replay(submission_id: str, session: SessionDep, caller: Submitter) -> SubmissionDetail:
+    """Run the submission again (new deliveries, or re-delivery of what was produced)."""
+    from gateway.services.operations import replay_submission
+
+    tenant_id = caller.tenant()
+    replay_submission(session, submission_id=submission_id, actor=caller.actor, tenant_id=tenant_id)
+    session.expire_all()
+    return SubmissionDetail.of(queries.get_submission(session, tenant_id=tenant_id, submission_id=submission_id))
+
+
+@router.post(
+    "/{submission_id}/cancel",
+    response_model=SubmissionDetail,
+    responses=problem_responses(401, 403, 404, 409),
+)
+def cancel(submission_id: str, session: SessionDep, caller: Submitter) -> SubmissionDetail:
+    """Cancel the submission: deliveries not yet done are cancelled."""
+    from gateway.services.operations import cancel_submission
+
+    tenant_id = caller.tenant()
+    cancel_submission(session, submission_id=submission_id, actor=caller.actor, tenant_id=tenant_id)
+    session.expire_all()
+    return SubmissionDetail.of(queries.get_submission(session, tenant_id=tenant_id, submission_id=submission_id))

@@ -1,0 +1,190 @@
+"""The FastAPI application: ``create_app(runtime)`` assembles routers, middleware, error
+handlers, metrics and the lifespan (embedded workers started and drained).
+
+``uvicorn --factory gateway.app:create_app`` builds the runtime from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal, cast
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from prometheus_client.registry import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, create_model
+from pydantic.json_schema import models_json_schema
+
+from gateway.api import ROUTERS
+from gateway.api.metrics import DatabaseCollector
+from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
+from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
+from gateway.api.submissions import SubmissionEnvelope
+from gateway.logging import configure_logging, get_logger
+from gateway.runtime import Runtime
+from gateway.settings import Settings, get_settings
+from mappings import registry
+
+__all__ = ["create_app", "openapi_document"]
+
+_log = get_logger(__name__)
+
+# Routers written elsewhere, included when their module exists: (module, attribute).
+_OPTIONAL_ROUTERS: tuple[tuple[str, str], ...] = (("gateway.api.fhir", "router"),)
+
+_DESCRIPTION = """\
+Interoperability gateway for French ESSMS: a DUI sends a record (e.g. a DLU), the gateway
+turns it into CI-SIS documents (CDA R2, FHIR R4), checks them and delivers them (DMP,
+MSSanté, ViaTrajectoire, SIDOBA...).
+
+Authentication: `Authorization: Bearer <API key>`. Errors are RFC 9457
+`application/problem+json` documents; validation errors list JSON pointers into the body.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("dui-gateway")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0"
+
+
+def _camel(code: str) -> str:
+    return "".join(part.capitalize() for part in code.replace("_", "-").split("-"))
+
+
+def submission_request_schemas() -> dict[str, Any]:
+    """JSON Schemas of the request body: one variant per registered document type.
+
+    ``SubmissionRequest`` is a ``oneOf`` discriminated by ``document_type``; each variant
+    embeds the document type's record model, so the DLU record schema is published.
+    """
+    variants: list[tuple[str, type[BaseModel]]] = []
+    for code in registry.codes():
+        doc = registry.get(code)
+        if doc is None:
+            continue
+        model = create_model(
+            f"{_camel(code)}Submission",
+            __config__=ConfigDict(extra="forbid"),
+            __doc__=f"A {code!r} submission: the document type and its DUI record.",
+            document_type=(cast(Any, Literal)[code], ...),
+            record=(doc.record_model, ...),
+        )
+        variants.append((code, model))
+    if not variants:
+        return {"SubmissionRequest": SubmissionEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")}
+    _, top = models_json_schema(
+        [(model, "validation") for _, model in variants], ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    refs = {code: f"#/components/schemas/{model.__name__}" for code, model in variants}
+    schemas["SubmissionRequest"] = {
+        "title": "SubmissionRequest",
+        "description": "A DUI record and its document type.",
+        "oneOf": [{"$ref": ref} for ref in refs.values()],
+        "discriminator": {"propertyName": "document_type", "mapping": refs},
+    }
+    return schemas
+
+
+def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, value in submission_request_schemas().items():
+            components.setdefault(name, value)
+        fix_openapi_problems(schema)
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime: Runtime | None = app.state.runtime
+    if runtime is not None and runtime.settings.embedded_worker:
+        try:
+            await run_in_threadpool(runtime.start_workers)
+            _log.info("embedded_workers_started", concurrency=runtime.settings.worker_concurrency)
+        except ModuleNotFoundError as exc:
+            if exc.name != "gateway.worker":
+                raise
+            _log.warning("embedded_workers_unavailable", reason="gateway.worker is not installed")
+    try:
+        yield
+    finally:
+        if runtime is not None:
+            await run_in_threadpool(runtime.stop_workers)  # drains in-flight deliveries
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    for module_name, attr in _OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        app.include_router(getattr(module, attr))
+        renderer = getattr(module, "error_response", None)
+        prefix = getattr(module, "PREFIX", None)
+        if callable(renderer) and isinstance(prefix, str):
+            register_error_renderer(app, prefix, renderer)
+
+
+def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="dui-gateway",
+        version=_version(),
+        description=_DESCRIPTION,
+        lifespan=_lifespan,
+        openapi_tags=[
+            {"name": "submissions", "description": "Submit DUI records and follow them"},
+            {"name": "deliveries", "description": "Act on deliveries to destinations"},
+            {"name": "audit", "description": "Audit trail as FHIR AuditEvent"},
+            {"name": "health", "description": "Liveness and readiness"},
+            {"name": "metrics", "description": "Prometheus metrics"},
+        ],
+    )
+    app.state.runtime = runtime
+    app.state.error_renderers = []
+    metrics_registry = CollectorRegistry(auto_describe=False)
+    if runtime is not None:
+        metrics_registry.register(DatabaseCollector(runtime.session_factory))
+    app.state.metrics_registry = metrics_registry
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _include_optional_routers(app)
+    # Outermost first: the correlation id must exist before the body limit can refuse anything.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CorrelationIdMiddleware)
+    app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The API application for this runtime (built from the environment's settings when None)."""
+    if runtime is None:
+        runtime = Runtime.from_settings(get_settings())
+    configure_logging(runtime.settings)
+    return _build(runtime, runtime.settings)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document, without a database or keys (for scripts/export_openapi.py)."""
+    return _build(None, Settings()).openapi()

@@ -1,0 +1,204 @@
+"""Intake: validate a DUI record, store it encrypted with its audit event, in one transaction.
+
+The caller (the API request dependency) owns the Session and commits before answering
+``202 Accepted``; nothing here commits. The pipeline (mapping, conformance, routing) is run
+later by workers that pick up submissions in status ``received``.
+
+Idempotency: a client may send an ``Idempotency-Key``. The same key with the same canonical
+body (key order and whitespace do not matter) returns the first submission; the same key with
+another body is a :class:`~gateway.errors.Conflict`. Two identical requests racing each other
+are settled by the unique constraint (tenant, key): the loser re-reads the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway import audit
+from gateway.delivery.renditions import facts_to_json
+from gateway.errors import Conflict, FieldError, Forbidden, ValidationFailed
+from gateway.security.clients import essms_of_tenant
+from gateway.security.crypto import KeyRing, encrypt
+from gateway.storage.models import ApiClient, Submission
+from mappings import registry
+from mappings.base import MappingFailed
+
+__all__ = [
+    "canonical_hash",
+    "field_errors",
+    "json_pointer",
+    "submit",
+]
+
+
+def json_pointer(parts: Iterable[str | int]) -> str:
+    """RFC 6901 pointer from path segments (``~`` and ``/`` escaped)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _safe_message(err: Mapping[str, Any]) -> str:
+    """The error message, unless it quotes the offending value (which may be personal data)."""
+    message = str(err.get("msg", "invalid value"))
+    value = err.get("input")
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value)
+        if len(text) >= 3 and text in message:
+            return "invalid value"
+    return message
+
+
+def field_errors(errors: Sequence[Mapping[str, Any]], *, prefix: Sequence[str] = ()) -> list[FieldError]:
+    """Pydantic errors as field errors: a JSON pointer, a message that never quotes the input, a code."""
+    out: list[FieldError] = []
+    for err in errors:
+        loc = [*prefix, *(str(p) for p in err.get("loc", ()))]
+        code = str(err.get("type", "invalid"))
+        if code == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r} is not allowed here" if loc else "unknown field"
+        else:
+            message = _safe_message(err)
+        out.append(FieldError(pointer=json_pointer(loc), message=message, code=code))
+    return out
+
+
+def canonical_hash(document_type: str, record: Any) -> str:
+    """SHA-256 of the canonical JSON of the request (sorted keys, no insignificant whitespace)."""
+    canonical = json.dumps(
+        {"document_type": document_type, "record": record},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _parse(record_json: bytes | Mapping[str, Any]) -> Any:
+    if isinstance(record_json, bytes | bytearray):
+        try:
+            return json.loads(record_json)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValidationFailed(
+                "the record is not valid JSON", [FieldError("/record", "not valid JSON", "json_invalid")]
+            ) from exc
+    return record_json
+
+
+def _existing(session: Session, *, tenant_id: str, idempotency_key: str) -> Submission | None:
+    stmt = select(Submission).where(Submission.tenant_id == tenant_id, Submission.idempotency_key == idempotency_key)
+    return session.scalars(stmt).first()
+
+
+def _replay(existing: Submission, *, request_hash: str) -> tuple[Submission, bool]:
+    if existing.request_hash != request_hash:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            extra={"submission_id": existing.id},
+        )
+    return existing, False
+
+
+def submit(
+    session: Session,
+    *,
+    client: ApiClient,
+    document_type: str,
+    record_json: bytes | Mapping[str, Any],
+    idempotency_key: str | None,
+    keyring: KeyRing,
+    correlation_id: str,
+    now: datetime | None = None,
+) -> tuple[Submission, bool]:
+    """Validate and store a submission in status ``received`` with its ``received`` audit event.
+
+    Returns ``(submission, created)``; ``created`` is False when an earlier submission with the
+    same idempotency key and body is returned instead. Raises ``ValidationFailed`` (pointers under
+    ``/record`` or ``/document_type``), ``Forbidden`` (ESSMS of another tenant) or ``Conflict``.
+    """
+    doc = registry.get(document_type)
+    if doc is None:
+        known = ", ".join(registry.codes()) or "none"
+        raise ValidationFailed(
+            f"unknown document type; accepted: {known}",
+            [FieldError("/document_type", f"unknown document type (accepted: {known})", "unknown_document_type")],
+        )
+    raw = _parse(record_json)
+    try:
+        record = doc.record_model.model_validate(raw)
+    except ValidationError as exc:
+        errors = field_errors(exc.errors(include_url=False, include_context=False), prefix=("record",))
+        raise ValidationFailed(f"the {document_type} record is not valid; see errors", errors) from None
+    try:
+        facts = doc.facts(record)
+    except MappingFailed as exc:
+        pointer = "/record" + exc.pointer if exc.pointer else "/record"
+        raise ValidationFailed(
+            "the record is not usable; see errors", [FieldError(pointer, str(exc), "business_rule")]
+        ) from None
+    if facts.essms_finess not in essms_of_tenant(session, client.tenant_id):
+        raise Forbidden(
+            f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
+        )
+    request_hash = canonical_hash(document_type, raw)
+    if idempotency_key is not None:
+        existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash=request_hash)
+
+    now = now or datetime.now(UTC)
+    submission_id = str(uuid.uuid4())
+    plaintext = json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    ciphertext, data_key_id = encrypt(
+        session, tenant_id=client.tenant_id, plaintext=plaintext, keyring=keyring, aad=submission_id.encode()
+    )
+    submission = Submission(
+        id=submission_id,
+        tenant_id=client.tenant_id,
+        client_id=client.id,
+        document_type=document_type,
+        essms_finess=facts.essms_finess,
+        person_ref=facts.person_ref,
+        status="received",
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        payload_ct=ciphertext,
+        data_key_id=data_key_id,
+        report=None,
+        facts=facts_to_json(facts),
+        correlation_id=correlation_id,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(submission)
+            session.flush()
+    except IntegrityError:
+        # Lost a race on (tenant_id, idempotency_key): the winner's row is committed now.
+        if idempotency_key is None:
+            raise
+        existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, request_hash=request_hash)
+    audit.append(
+        session,
+        actor=f"client:{client.id}",
+        action="received",
+        entity_type="submission",
+        entity_id=submission_id,
+        tenant_id=client.tenant_id,
+        person_ref=facts.person_ref,
+        detail={"document_type": document_type, "essms_finess": facts.essms_finess, "correlation_id": correlation_id},
+    )
+    return submission, True
