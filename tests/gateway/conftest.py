@@ -21,7 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.security.clients import add_essms, create_api_client, create_tenant
-from gateway.security.crypto import KeyRing
+from gateway.security.crypto import KeyRing, generate_master_key
+from gateway.settings import get_settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
 from gateway.storage.migrate import upgrade
 
@@ -122,9 +123,30 @@ def session_factory(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def keyring() -> KeyRing:
-    """A key ring with one random master key ("test-1")."""
-    return KeyRing([("test-1", os.urandom(32))])
+def master_keys_spec() -> str:
+    """A random master key in DUI_GATEWAY_MASTER_KEYS form ("test-1:<base64>")."""
+    return f"test-1:{generate_master_key()}"
+
+
+@pytest.fixture
+def keyring(master_keys_spec: str) -> KeyRing:
+    """A key ring with one random master key ("test-1"), the one in ``master_keys_spec``."""
+    return KeyRing.parse(master_keys_spec)
+
+
+@pytest.fixture
+def gateway_env(monkeypatch: pytest.MonkeyPatch, db_url: str, master_keys_spec: str) -> Iterator[str]:
+    """Environment for code that reads ``get_settings()`` (CLIs): dev profile, ``db_url``, the test
+    master key, no audit keys. The settings cache is cleared before and after. Yields db_url."""
+    for name in list(os.environ):
+        if name.startswith("DUI_GATEWAY_") and name != "DUI_GATEWAY_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DUI_GATEWAY_PROFILE", "dev")
+    monkeypatch.setenv("DUI_GATEWAY_DATABASE_URL", db_url)
+    monkeypatch.setenv("DUI_GATEWAY_MASTER_KEYS", master_keys_spec)
+    get_settings.cache_clear()
+    yield db_url
+    get_settings.cache_clear()
 
 
 @dataclass(frozen=True)
