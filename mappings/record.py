@@ -33,6 +33,7 @@ __all__ = [
     "Address",
     "AdvanceDirectives",
     "Allergy",
+    "AttachedDocument",
     "BmrStatus",
     "CodedConcept",
     "Condition",
@@ -198,7 +199,10 @@ class Telecom(_Model):
 
     system: Literal["phone", "fax", "email", "url"] = Field(description="Kind of contact point.")
     value: str = Field(
-        min_length=3, max_length=256, pattern=r"^[^\s<>\"]+$", description="Number or address, without scheme."
+        min_length=3,
+        max_length=256,
+        pattern=r"^\S([^<>\"\t\r\n]*\S)?$",
+        description="Number or address, without scheme (phone numbers may contain spaces).",
     )
     use: Literal["home", "work", "mobile", "emergency"] | None = Field(
         default=None, description="Purpose of the contact point."
@@ -210,6 +214,8 @@ class Telecom(_Model):
             raise ValueError("a phone/fax value may only contain digits, spaces, '+', '.', '-', '(' and ')'")
         if self.system == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.value):
             raise ValueError("an email value must look like name@domain.tld")
+        if self.system == "url" and re.search(r"\s", self.value):
+            raise ValueError("a URL may not contain spaces")
         return self
 
 
@@ -617,6 +623,36 @@ class Vaccination(_Model):
     administered_on: date | None = Field(default=None, description="Date of administration.")
 
 
+class AttachedDocument(_Model):
+    """A document of the DLU checklist sent with the resident, optionally embedded."""
+
+    code: str = Field(
+        description="Code from JDV_ChecklistDLU (DLU_006 attestation carte Vitale … DLU_019).", examples=["DLU_006"]
+    )
+    media_type: Literal["application/pdf", "image/jpeg", "image/png", "text/plain"] | None = Field(
+        default=None, description="Media type of content."
+    )
+    content: str | None = Field(
+        default=None,
+        max_length=15_000_000,
+        pattern=r"^[A-Za-z0-9+/\r\n]*={0,2}$",
+        description="The document, base64-encoded; when absent only the checklist line is sent.",
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if value not in valuesets.CHECKLIST_DLU:
+            raise ValueError(f"{value!r} is not in JDV_ChecklistDLU_CISIS")
+        return value
+
+    @model_validator(mode="after")
+    def _both(self) -> Self:
+        if (self.content is None) != (self.media_type is None):
+            raise ValueError("content and media_type go together")
+        return self
+
+
 class DluContent(_Model):
     """The DLU blocks (HAS DLU, CI-SIS DLU-EHPAD-DLU 2022.01)."""
 
@@ -636,21 +672,22 @@ class DluContent(_Model):
     )
     bmr: BmrStatus = Field(default_factory=BmrStatus, description="Portage de BMR.")
     vaccinations: list[Vaccination] = Field(default_factory=list, max_length=100, description="Vaccinations.")
-    attached_documents: list[str] = Field(
-        default_factory=list,
+    attached_documents: list[AttachedDocument] = Field(
+        min_length=1,
         max_length=14,
-        description="Checklist of documents sent with the resident, codes from JDV_ChecklistDLU (DLU_006…DLU_019).",
+        description=(
+            "Checklist of documents sent with the resident (JDV_ChecklistDLU): the DLU-EHPAD-DLU model requires "
+            "at least one (section FR-Documents-ajoutes)."
+        ),
     )
     comment: Text | None = Field(default=None, description="Commentaire libre.")
 
     @field_validator("attached_documents")
     @classmethod
-    def _checklist(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if code not in valuesets.CHECKLIST_DLU:
-                raise ValueError(f"{code!r} is not in JDV_ChecklistDLU_CISIS")
-        if len(set(value)) != len(value):
-            raise ValueError("attached_documents has duplicates")
+    def _checklist(cls, value: list[AttachedDocument]) -> list[AttachedDocument]:
+        codes = [doc.code for doc in value]
+        if len(set(codes)) != len(codes):
+            raise ValueError("attached_documents has the same code twice")
         return value
 
     @field_validator("observed_state")
