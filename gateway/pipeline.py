@@ -129,6 +129,9 @@ def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[st
             results.append({"tag": tag, "ok": bool(report.ok), "report": report.to_dict()})
         elif scheme == "fhir":
             check = _profiles_checker()
+            known = getattr(importlib.import_module("profiles"), "RENDITION_TAGS", None)
+            if known is not None and tag not in known:
+                raise GateUnavailable(f"profiles has no check for conformance tag {tag!r}")
             try:
                 report = check(rendition.content, tag)
             except Exception as exc:
