@@ -1,9 +1,9 @@
 """Gateway fixtures: migrated databases (SQLite always, PostgreSQL when reachable), a key ring,
 and a provisioned tenant.
 
-Cheap by construction: the schema is migrated once per session into a template (a SQLite file
-that is copied; a PostgreSQL template database that is cloned with CREATE DATABASE ... TEMPLATE),
-so every test gets its own empty, migrated database in a few milliseconds.
+Cheap by construction: the migration runs once per session (into a SQLite file that is then
+copied; on PostgreSQL, recorded and replayed into a new schema per test), so every test gets its
+own empty, migrated database in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +27,7 @@ from gateway.security.clients import add_essms, create_api_client, create_tenant
 from gateway.security.crypto import KeyRing, generate_master_key
 from gateway.settings import get_settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
-from gateway.storage.migrate import upgrade
+from gateway.storage.migrate import alembic_config, upgrade
 
 # Valid FINESS géographique numbers (Luhn key) used by the tests; not real establishments.
 TEST_FINESS = "750000010"
@@ -48,12 +51,19 @@ def sqlite_url(_sqlite_template: Path, tmp_path: Path) -> str:
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
+# Each test (or module) gets its own schema in the server's database, selected through the URL
+# (``?options=-csearch_path=<schema>``), so the URL also works in subprocesses. CREATE/DROP
+# DATABASE force checkpoints and take seconds on a busy server; a schema takes milliseconds.
+# The migration is run once for real (Alembic, into a scratch schema) while recording the DDL/DML
+# it sends; each new schema then replays exactly those statements in one transaction.
 def _admin_conninfo(pg_url: str) -> str:
     return make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _url_for_database(pg_url: str, name: str) -> str:
-    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+def _url_for_schema(pg_url: str, schema: str) -> str:
+    return (
+        make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    )
 
 
 def _admin(pg_url: str, sql: str) -> None:
@@ -61,47 +71,76 @@ def _admin(pg_url: str, sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+Statements = list[tuple[str, Any]]
+
+
+@dataclass
+class _PgSchemas:
+    pg_url: str
+    script: Statements
+    created: list[str]
+
+    def new(self) -> str:
+        name = f"dgw_s_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(_admin_conninfo(self.pg_url), connect_timeout=5) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'SET LOCAL search_path TO "{name}"')  # type: ignore[arg-type]
+            for statement, params in self.script:
+                conn.execute(statement, params)  # type: ignore[arg-type]
+        self.created.append(name)
+        return _url_for_schema(self.pg_url, name)
+
+
 @pytest.fixture(scope="session")
-def _pg_template(pg_url: str) -> Iterator[str]:
-    """A migrated template database, private to this test session."""
+def _pg_schemas(pg_url: str) -> Iterator[_PgSchemas]:
     try:
         with psycopg.connect(_admin_conninfo(pg_url), autocommit=True, connect_timeout=5):
             pass
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
-    name = f"dgw_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin(pg_url, f'CREATE DATABASE "{name}"')
+    scratch = f"dgw_s_{uuid.uuid4().hex[:12]}"
+    _admin(pg_url, f'CREATE SCHEMA "{scratch}"')
+    schemas = _PgSchemas(pg_url=pg_url, script=[], created=[scratch])
     try:
-        upgrade(_url_for_database(pg_url, name))
-        yield name
+        engine = make_engine(_url_for_schema(pg_url, scratch))
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
+            if not statement.lstrip().upper().startswith(("SELECT", "SHOW")):
+                schemas.script.append((statement, parameters))
+
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "head")
+        finally:
+            engine.dispose()
+        assert any("CREATE TABLE audit_events" in s for s, _ in schemas.script)
+        yield schemas
     finally:
-        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _clone(pg_url: str, template: str) -> tuple[str, str]:
-    name = f"dgw_t_{uuid.uuid4().hex[:12]}"
-    _admin(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    return name, _url_for_database(pg_url, name)
+        for i in range(0, len(schemas.created), 50):
+            names = ", ".join(f'"{n}"' for n in schemas.created[i : i + 50])
+            _admin(pg_url, f"DROP SCHEMA IF EXISTS {names} CASCADE")
 
 
 @pytest.fixture(scope="module")
-def pg_url_fresh(pg_url: str, _pg_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test module (dropped afterwards)."""
-    name, url = _clone(pg_url, _pg_template)
-    try:
-        yield url
-    finally:
-        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_url_fresh(_pg_schemas: _PgSchemas) -> str:
+    """A fresh, migrated PostgreSQL schema for this test module (its own search_path in the URL)."""
+    return _pg_schemas.new()
 
 
 @pytest.fixture
-def pg_url_test(pg_url: str, _pg_template: str) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this one test (dropped afterwards)."""
-    name, url = _clone(pg_url, _pg_template)
-    try:
-        yield url
-    finally:
-        _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_url_empty(_pg_schemas: _PgSchemas) -> str:
+    """A fresh, empty (not migrated) PostgreSQL schema: for migration tests."""
+    name = f"dgw_s_{uuid.uuid4().hex[:12]}"
+    _admin(_pg_schemas.pg_url, f'CREATE SCHEMA "{name}"')
+    _pg_schemas.created.append(name)
+    return _url_for_schema(_pg_schemas.pg_url, name)
+
+
+@pytest.fixture
+def pg_url_test(_pg_schemas: _PgSchemas) -> str:
+    """A fresh, migrated PostgreSQL schema for this one test."""
+    return _pg_schemas.new()
 
 
 # -- either backend --------------------------------------------------------------------------
