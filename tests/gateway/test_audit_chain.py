@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
@@ -315,5 +317,66 @@ def test_concurrent_appends_keep_one_linear_chain(db_url: str) -> None:
         with session_scope(factory) as s:
             actors = s.scalars(select(AuditEvent.actor)).all()
             assert {a: actors.count(a) for a in set(actors)} == {f"worker:{n}": per_writer for n in range(writers)}
+    finally:
+        engine.dispose()
+
+
+_WRITER_SCRIPT = """
+import sys
+from gateway.audit import AuditSealer, append
+from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+
+url, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+engine = make_engine(url)
+factory = make_sessionmaker(engine)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(n):
+    with session_scope(factory) as s:
+        append(s, actor=f"worker:{who}", action="attempt", entity_type="delivery", entity_id=f"{who}-{i}",
+               sealer=AuditSealer())
+engine.dispose()
+print("done", flush=True)
+"""
+
+
+def test_appends_from_two_processes_keep_one_linear_chain(db_url: str) -> None:
+    """Two real processes (API + worker, say) append to the same database at the same time."""
+    n = 40
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER_SCRIPT, db_url, name, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("p1", "p2")
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:  # release both at once
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.wait(timeout=120) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for stream in (p.stdin, p.stdout):
+                if stream is not None:
+                    stream.close()
+    engine = make_engine(db_url)
+    try:
+        factory = make_sessionmaker(engine)
+        result = _verify(factory)
+        assert result.ok, result.problems
+        assert result.checked == 2 * n == result.head_seq
+        with session_scope(factory) as s:
+            actors = s.scalars(select(AuditEvent.actor).order_by(AuditEvent.seq)).all()
+        assert actors.count("worker:p1") == actors.count("worker:p2") == n
     finally:
         engine.dispose()
