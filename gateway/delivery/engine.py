@@ -289,7 +289,7 @@ def _dead_letter(session: Session, row: Delivery, *, now: datetime, actor: str, 
     audit.append(
         session,
         actor=actor,
-        action="dead-lettered",
+        action="dead_lettered",
         entity_type="delivery",
         entity_id=row.id,
         outcome="failure",

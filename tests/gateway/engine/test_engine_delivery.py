@@ -112,7 +112,7 @@ def test_permanent_error_dead_letters_at_once(session_factory, keyring, tenant) 
     assert row.status == "dead" and row.attempt_count == 1
     assert row.last_error == "PermanentError: HTTP 422 schema"
     assert _status(session_factory, sub_id) == "failed"
-    (dead,) = audit_events(session_factory, delivery_id, "dead-lettered")
+    (dead,) = audit_events(session_factory, delivery_id, "dead_lettered")
     assert dead.detail["reason"] == "PermanentError: HTTP 422 schema"
     clock.advance(10_000)
     assert deliver_next(rt, worker_id="w1", clock=clock) is None  # never tried again by itself

@@ -67,7 +67,7 @@ def test_retry_a_dead_delivery(session_factory, keyring, tenant) -> None:
     assert _status(session_factory, sub_id) == "delivered"
     assert audit_actions(session_factory, dead.id) == [
         "attempt",
-        "dead-lettered",
+        "dead_lettered",
         "retried",
         "attempt",
         "delivered",
