@@ -71,10 +71,23 @@ ACTIONS = (
 OUTCOMES = ("success", "failure", "error")
 
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
-# detail keys that suggest identity traits (compared after lowercasing and removing "_" and "-")
-_FORBIDDEN_DETAIL_KEYS = re.compile(
-    r"(name|nom|prenom|given|family|birth|naissance|ins$|insnir|nir|nia$|matricule|ssn|address|adresse|phone|telephone|email)"
-)
+# detail keys that suggest identity traits: any of these words in the key (split on _ - . and camelCase) ...
+_FORBIDDEN_DETAIL_WORDS = frozenset(
+    {"nom", "prenom", "prenoms", "given", "family", "surname", "birth", "birthdate", "birthday", "dob",
+     "naissance", "ins", "nir", "nia", "matricule", "ssn", "address", "adresse", "phone", "telephone", "email"}
+)  # fmt: skip
+# ... or these whole keys (lowercase, separators removed); "connector_name" and the like stay allowed
+_FORBIDDEN_DETAIL_KEYS = frozenset(
+    {"name", "names", "fullname", "firstname", "lastname", "givenname", "familyname", "patientname", "personname",
+     "birthname", "usedname", "usualname", "dateofbirth", "datenaissance"}
+)  # fmt: skip
+_WORD_SPLIT = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _words(key: str) -> list[str]:
+    return [w.lower() for w in _WORD_SPLIT.split(key) if w]
+
+
 # 13 or 15 characters shaped like a NIR/NIA (sex digit, year, month, department, commune, order[, key])
 _NIR_RE = re.compile(r"^[1-478][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2A|2B|[0-9]{2})[0-9]{6}([0-9]{2})?$")
 
@@ -172,7 +185,8 @@ def _check_detail(value: Any, path: str = "detail") -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{path}: keys must be strings")
-            if _FORBIDDEN_DETAIL_KEYS.search(key.lower().replace("_", "").replace("-", "")):
+            words = set(_words(key))
+            if words & _FORBIDDEN_DETAIL_WORDS or "".join(_words(key)) in _FORBIDDEN_DETAIL_KEYS:
                 raise ValueError(f"{path}.{key}: identity traits must not go into audit detail")
             _check_detail(item, f"{path}.{key}")
         return

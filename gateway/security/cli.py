@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.audit.chain import append as audit
 from gateway.errors import GatewayError
 from gateway.security.clients import add_essms, create_api_client, create_tenant, tenant_by_code
 from gateway.security.crypto import KeyRing, generate_master_key, rewrap_all, rotate_data_key
@@ -19,6 +20,9 @@ __all__ = ["app", "tenants_app"]
 
 app = typer.Typer(help="Encryption keys: re-wrap data keys after a master key change, rotate data keys.")
 tenants_app = typer.Typer(help="Tenants (organismes gestionnaires), their ESSMS and API clients.")
+
+
+ActorOption = Annotated[str, typer.Option("--actor", help="who runs this (recorded in the audit trail)")]
 
 
 @contextmanager
@@ -34,23 +38,30 @@ def _factory() -> Iterator[sessionmaker[Session]]:
 
 
 @app.command("rewrap")
-def rewrap_command() -> None:
+def rewrap_command(actor: ActorOption = "admin") -> None:
     """Re-wrap every data key under the first master key in DUI_GATEWAY_MASTER_KEYS (online)."""
     keyring = KeyRing.from_settings(get_settings())
     with _factory() as factory:
         count = rewrap_all(factory, keyring=keyring)
+        with session_scope(factory) as session:
+            audit(session, actor=f"user:{actor}", action="keys_rewrapped", entity_type="master_key",
+                  entity_id=keyring.current_id, detail={"count": count})  # fmt: skip
     typer.echo(f"re-wrapped {count} data keys under master key {keyring.current_id!r}")
 
 
 @app.command("rotate-data-key")
 def rotate_data_key_command(
     tenant: Annotated[str, typer.Option("--tenant", help="tenant code")],
+    actor: ActorOption = "admin",
 ) -> None:
     """Start a new data key version for a tenant's new writes (older versions stay readable)."""
     keyring = KeyRing.from_settings(get_settings())
     with _factory() as factory, session_scope(factory) as session:
-        row = rotate_data_key(session, tenant_id=tenant_by_code(session, tenant).id, keyring=keyring)
+        tenant_id = tenant_by_code(session, tenant).id
+        row = rotate_data_key(session, tenant_id=tenant_id, keyring=keyring)
         version = row.version
+        audit(session, actor=f"user:{actor}", action="data_key_rotated", entity_type="data_key", entity_id=row.id,
+              tenant_id=tenant_id, detail={"version": version})  # fmt: skip
     typer.echo(f"tenant {tenant}: data key version {version} is now used for new writes")
 
 
@@ -65,11 +76,13 @@ def generate_command(
 
 
 @tenants_app.command("create")
-def tenant_create(code: str, name: str) -> None:
+def tenant_create(code: str, name: str, actor: ActorOption = "admin") -> None:
     """Create a tenant (organisme gestionnaire)."""
     with _factory() as factory, session_scope(factory) as session:
         tenant = create_tenant(session, code=code, name=name)
         tenant_id = tenant.id
+        audit(session, actor=f"user:{actor}", action="tenant_created", entity_type="tenant", entity_id=tenant_id,
+              tenant_id=tenant_id, detail={"code": code})  # fmt: skip
     typer.echo(f"tenant {code} created (id {tenant_id})")
 
 
@@ -79,11 +92,14 @@ def tenant_add_essms(
     finess: str,
     name: str,
     category: Annotated[str, typer.Option(help="FINESS category code, e.g. 500 (EHPAD)")] = "",
+    actor: ActorOption = "admin",
 ) -> None:
     """Attach an ESSMS (FINESS géographique) to a tenant."""
     with _factory() as factory, session_scope(factory) as session:
         tenant = tenant_by_code(session, code)
-        add_essms(session, tenant_id=tenant.id, finess=finess, name=name, category=category)
+        essms = add_essms(session, tenant_id=tenant.id, finess=finess, name=name, category=category)
+        audit(session, actor=f"user:{actor}", action="essms_added", entity_type="essms", entity_id=essms.id,
+              tenant_id=tenant.id, detail={"finess": essms.finess})  # fmt: skip
     typer.echo(f"ESSMS {finess} attached to tenant {code}")
 
 
@@ -92,11 +108,14 @@ def tenant_create_client(
     code: str,
     name: str,
     scopes: Annotated[str, typer.Option(help="space-separated scopes: submit read admin")] = "submit read",
+    actor: ActorOption = "admin",
 ) -> None:
     """Create an API client and print its key (shown once, store it now)."""
     with _factory() as factory, session_scope(factory) as session:
         tenant = tenant_by_code(session, code)
         client, key = create_api_client(session, tenant_id=tenant.id, name=name, scopes=scopes)
         client_id = client.id
+        audit(session, actor=f"user:{actor}", action="client_created", entity_type="api_client", entity_id=client_id,
+              tenant_id=tenant.id, detail={"scopes": client.scopes, "key_prefix": client.key_prefix})  # fmt: skip
     typer.echo(f"API client {name} (id {client_id}) for tenant {code}; key (shown once):", err=True)
     typer.echo(key)

@@ -242,6 +242,9 @@ def test_non_utc_timestamps_are_stored_as_the_same_instant(session_factory: sess
         {"nom": "DUPONT"},
         {"patient": {"birth_date": "1950-01-01"}},
         {"given": ["Jean"]},
+        {"firstName": "x"},
+        {"name": "x"},
+        {"date_of_birth": "x"},
         {"ins": "x"},
         {"note": "279035121518989"},  # NIR-shaped (test INS from the ANS samples)
         {"items": ["1790351215189"]},  # 13-character NIR without key
@@ -255,6 +258,19 @@ def test_identity_data_is_refused_in_detail(sqlite_url: str, detail: dict) -> No
         with session_scope(make_sessionmaker(engine)) as s, pytest.raises(ValueError):
             append(s, actor="client:c", action="received", entity_type="submission", entity_id="s",
                    detail=detail, sealer=PLAIN)  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_technical_detail_is_accepted(sqlite_url: str) -> None:
+    detail = {"connector_name": "dmp", "finess": "750000010", "http_status": 503, "hostname": "peer.local",
+              "document_id": "1.2.250.1.999.1.1.42", "attempt": 3}  # fmt: skip
+    engine = make_engine(sqlite_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as s:
+            ev = append(s, actor="worker:w", action="attempt", entity_type="delivery", entity_id="d", detail=detail,
+                        outcome="failure", sealer=PLAIN)  # fmt: skip
+            assert ev.detail == detail
     finally:
         engine.dispose()
 

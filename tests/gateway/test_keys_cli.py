@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from gateway.audit import iter_events, verify
 from gateway.security.cli import app, tenants_app
 from gateway.security.clients import authenticate, essms_of_tenant, tenant_by_code
 from gateway.security.crypto import KeyRing, decrypt, encrypt
@@ -55,6 +56,19 @@ def test_provision_rotate_and_rewrap(gateway_env: str, master_keys_spec: str, mo
         assert result.exit_code == 0, result.output
         assert result.stdout.strip() == "re-wrapped 2 data keys under master key 'test-2'"
         assert runner.invoke(app, ["rewrap"]).stdout.strip().startswith("re-wrapped 0 ")
+
+        with session_scope(factory) as s:
+            trail = [(e.action, e.actor) for e in iter_events(s)]
+        assert trail == [
+            ("tenant_created", "user:admin"),
+            ("essms_added", "user:admin"),
+            ("client_created", "user:admin"),
+            ("data_key_rotated", "user:admin"),
+            ("keys_rewrapped", "user:admin"),
+            ("keys_rewrapped", "user:admin"),
+        ]
+        with session_scope(factory) as s:
+            assert verify(s).ok
 
         only_new = KeyRing.parse(new_key)
         with session_scope(factory) as s:
