@@ -40,9 +40,23 @@ class _Engine:
         with self.lock:
             self._ensure()
             try:
-                return self._proc.parse_xml(xml_text=xml_text)
+                return self._proc.parse_xml(xml_text=xml_text, encoding="UTF-8")
             except PySaxonApiError as exc:
                 raise SaxonFailure(f"Saxon could not parse the document: {exc}") from exc
+
+    def parse_file(self, path: str) -> Any:
+        with self.lock:
+            self._ensure()
+            try:
+                return self._proc.parse_xml(xml_file_name=path)
+            except PySaxonApiError as exc:
+                raise SaxonFailure(f"Saxon could not parse {path}: {exc}") from exc
+
+    def set_documents(self, executable: Any, name: str, documents: dict[str, Any]) -> None:
+        """Bind a ``map(xs:string, document-node())`` stylesheet parameter."""
+        with self.lock:
+            self._ensure()
+            executable.set_parameter(name, self._proc.make_map2(documents, encoding="UTF-8"))
 
     def run(self, executable: Any, node: Any) -> str:
         with self.lock:

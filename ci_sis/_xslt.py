@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from lxml import etree
 
+from ._patterns import TID_KEY, key_use, selection
 from ._schematron import SCH_NS, XSL_NS, Check, Let, Pattern, Schema
 
 CI_NS = "urn:dui-gateway:ci-sis"
 XS_NS = "http://www.w3.org/2001/XMLSchema"
+MAP_NS = "http://www.w3.org/2005/xpath-functions/map"
 _X = f"{{{XSL_NS}}}"
 _C = f"{{{CI_NS}}}"
 _S = f"{{{SCH_NS}}}"
@@ -164,16 +167,134 @@ def _visit_select(schema: Schema) -> str:
     return "@*|*" if visit_attrs else "*"
 
 
-def compile_schema(schema: Schema, *, single_walk: bool = True, base_uri: str | None = None) -> str:
-    """Return the XSLT text for ``schema``."""
+Shape = Literal["sets", "walk", "classic"]
+
+DOCS_PARAM = f"{{{CI_NS}}}docs"  # Clark notation, as saxonche expects
+_DOCUMENT_CALL = re.compile(r"(?<![\w:.\-])document\s*\(")
+_XML_LITERAL = re.compile(r"'([^']+\.xml)'|\"([^\"]+\.xml)\"")
+
+
+def compile_schema(
+    schema: Schema, *, shape: Shape = "sets", base_uri: str | None = None, preload_documents: bool = True
+) -> str:
+    """Return the XSLT text for ``schema``.
+
+    ``base_uri`` is the static base URI of the stylesheet, against which ``document()`` resolves
+    relative value-set paths; by default the location the ISO pipeline would give the compiled
+    stylesheet (next to the ``.sch``). Nothing is written there.
+
+    With ``preload_documents``, ``document(x)`` calls go through ``ci:doc(x)``, which returns the
+    document passed in the ``ci:docs`` map parameter (keyed by the literal path, see
+    :func:`referenced_documents`) and falls back to ``document(x)``: value sets are then parsed once
+    per process instead of once per validation."""
     base = base_uri or Path(schema.source).with_suffix(".xsl").as_uri()
     sheet = _stylesheet(schema, base)
     select = _visit_select(schema)
-    if single_walk:
+    if shape == "sets":
+        _sets(sheet, schema, select)
+    elif shape == "walk":
         _single_walk(sheet, schema, select)
     else:
         _classic(sheet, schema, select)
+    if preload_documents:
+        _route_documents(sheet)
     return str(etree.tostring(sheet, encoding="unicode"))
+
+
+def _replace_outside_strings(expr: str, pattern: re.Pattern[str], replacement: str) -> str:
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", expr)
+    return "".join(part if part[:1] in ("'", '"') else pattern.sub(replacement, part) for part in parts)
+
+
+def _route_documents(sheet: etree._Element) -> None:
+    changed = False
+    for el in sheet.iter(_X + "*"):
+        for attr in ("select", "test"):
+            value = el.get(attr)
+            if value and "document" in value:
+                new = _replace_outside_strings(value, _DOCUMENT_CALL, "ci:doc(")
+                if new != value:
+                    el.set(attr, new)
+                    changed = True
+    if not changed:
+        return
+    first = sheet.find(_X + "function")
+    index = sheet.index(first) if first is not None else len(sheet)
+    param = etree.Element(_X + "param", name="ci:docs", select="map{}")
+    param.set("as", "map(xs:string, document-node())")
+    fn1 = etree.Element(_X + "function", name="ci:doc")
+    fn1.set("as", "node()*")
+    p1 = etree.SubElement(fn1, _X + "param", name="uri")
+    p1.set("as", "item()*")
+    etree.SubElement(
+        fn1,
+        _X + "sequence",
+        select=(
+            "if (count($uri) eq 1 and ($uri instance of xs:string or $uri instance of xs:untypedAtomic"
+            " or $uri instance of xs:anyURI) and Q{" + MAP_NS + "}contains($ci:docs, string($uri)))"
+            " then $ci:docs(string($uri)) else document($uri)"
+        ),
+    )
+    fn2 = etree.Element(_X + "function", name="ci:doc")
+    fn2.set("as", "node()*")
+    for name in ("uri", "base"):
+        q = etree.SubElement(fn2, _X + "param", name=name)
+        q.set("as", "item()*")
+    etree.SubElement(fn2, _X + "sequence", select="document($uri, $base)")
+    for offset, el in enumerate((param, fn1, fn2)):
+        sheet.insert(index + offset, el)
+
+
+def referenced_documents(schema: Schema) -> dict[str, Path]:
+    """Literal ``.xml`` paths written in the schema's lets and tests that exist relative to it."""
+    found: dict[str, Path] = {}
+    exprs: list[str] = [le.value or "" for le in (*schema.params, *schema.globals)]
+    for pattern in schema.patterns:
+        for rule in pattern.rules:
+            for item in rule.items:
+                exprs.append(item.value or "" if isinstance(item, Let) else item.test)
+    for expr in exprs:
+        for m in _XML_LITERAL.finditer(expr):
+            literal = m.group(1) or m.group(2)
+            if "://" in literal or literal.startswith("file:"):
+                continue
+            path = (schema.source.parent / literal).resolve()
+            if path.is_file():
+                found[literal] = path
+    return found
+
+
+def _sets(sheet: etree._Element, schema: Schema, select: str) -> None:
+    """Each rule's nodes are selected once (``//context``, or an index lookup for templateId
+    predicates); a rule fires on its nodes minus those of the earlier rules of its pattern. A pattern
+    whose contexts cannot be rewritten, or whose selection raises a dynamic error (a pattern that
+    errors on a node does not match it in template matching), runs as a classic template walk."""
+    _el(sheet, "key", name=TID_KEY, match="*", use=key_use(schema.namespaces))
+    root = _el(sheet, "template", match="/")
+    out = etree.SubElement(root, _C + "r")
+    for p_index, pattern in enumerate(schema.patterns):
+        mode = f"M{p_index}"
+        selections = [
+            None if "current()" in r.context else selection(r.context, schema.namespaces) for r in pattern.rules
+        ]
+        if not pattern.rules:
+            continue
+        if any(s is None for s in selections):
+            _el(out, "apply-templates", select="/", mode=mode)
+        else:
+            attempt = _el(out, "try")
+            for r_index, (rule, sel) in enumerate(zip(pattern.rules, selections, strict=True)):
+                assert sel is not None
+                _el(attempt, "variable", name=f"ci:s{r_index}", select=sel)
+                nodes = f"$ci:s{r_index}"
+                if r_index:
+                    earlier = " | ".join(f"$ci:s{k}" for k in range(r_index))
+                    nodes = f"{nodes} except ({earlier})"
+                loop = _el(attempt, "for-each", select=nodes)
+                _checks(loop, schema, p_index, r_index, rule.items)
+            catch = _el(attempt, "catch")
+            _el(catch, "apply-templates", select="/", mode=mode)
+        _pattern_templates(sheet, schema, p_index, pattern, mode, select)
 
 
 def _single_walk(sheet: etree._Element, schema: Schema, select: str) -> None:

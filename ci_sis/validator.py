@@ -13,7 +13,9 @@ from ._engine import ENGINE, SaxonFailure
 from ._kit import Kit, KitNotFound, UnknownVolet
 from ._report import Finding, Report, severity_of
 from ._schematron import Check, Schema, load_schema
-from ._xslt import CI_NS, compile_schema
+from ._xslt import CI_NS, DOCS_PARAM, Shape, compile_schema, referenced_documents
+
+DOCS_PARAM_NAME = 'name="ci:docs"'
 
 __all__ = ["CompiledSchematron", "KitNotFound", "UnknownVolet", "Validator", "load_validator"]
 
@@ -69,9 +71,9 @@ class Validator:
     Compiled schematrons are cached in the instance (one instance per kit per process, see
     :func:`load_validator`)."""
 
-    def __init__(self, kit: Kit, *, single_walk: bool = True) -> None:
+    def __init__(self, kit: Kit, *, shape: Shape = "sets") -> None:
         self.kit = kit
-        self.single_walk = single_walk
+        self.shape: Shape = shape
         self._lock = threading.Lock()
         self._compiled: dict[Path, CompiledSchematron] = {}
         self._xsd: etree.XMLSchema | None = None
@@ -94,8 +96,11 @@ class Validator:
         if found is not None:
             return found
         schema = load_schema(sch)
-        xslt = compile_schema(schema, single_walk=self.single_walk)
+        xslt = compile_schema(schema, shape=self.shape)
         executable = ENGINE.compile(xslt)
+        documents = {literal: ENGINE.parse_file(str(path)) for literal, path in referenced_documents(schema).items()}
+        if documents and DOCS_PARAM_NAME in xslt:
+            ENGINE.set_documents(executable, DOCS_PARAM, documents)
         compiled = CompiledSchematron(sch, self.kit.relative(sch), schema, executable, xslt)
         with self._lock:
             return self._compiled.setdefault(sch, compiled)
@@ -164,18 +169,18 @@ def _parse(xml: bytes) -> etree._ElementTree:
     return etree.fromstring(xml, parser).getroottree()
 
 
-_validators: dict[tuple[Path, bool], Validator] = {}
+_validators: dict[tuple[Path, str], Validator] = {}
 _validators_lock = threading.Lock()
 
 
-def load_validator(kit_dir: Path | str | None = None, *, single_walk: bool = True) -> Validator:
+def load_validator(kit_dir: Path | str | None = None, *, shape: Shape = "sets") -> Validator:
     """The validator for ``kit_dir`` (default: ``$CISIS_KIT_DIR``), created once per process.
 
     Raises :class:`KitNotFound` when there is no usable kit."""
     kit = Kit.locate(kit_dir)
-    key = (kit.root, single_walk)
+    key = (kit.root, shape)
     with _validators_lock:
         validator = _validators.get(key)
         if validator is None:
-            validator = _validators[key] = Validator(kit, single_walk=single_walk)
+            validator = _validators[key] = Validator(kit, shape=shape)
         return validator
