@@ -66,6 +66,8 @@ ACTIONS = (
     "replayed",
     "cancelled",
     "read",
+    "searched",
+    "exported",
 )
 # success; failure = the step failed but the gateway handled it (e.g. retry); error = serious failure
 OUTCOMES = ("success", "failure", "error")
@@ -312,7 +314,6 @@ def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: i
             last_seq = ev.seq
             expected_seq = ev.seq + 1
         after = batch[-1].seq
-        session.expunge_all()  # keep memory flat on long chains
     head = session.scalars(
         select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
     ).one_or_none()

@@ -32,6 +32,8 @@ _TYPES: dict[str, tuple[str, str, str]] = {
     "replayed": ("110106", "Export", "E"),
     "cancelled": ("110110", "Patient Record", "U"),
     "read": ("110110", "Patient Record", "R"),
+    "searched": ("110112", "Query", "E"),
+    "exported": ("110106", "Export", "R"),
 }
 _DEFAULT_TYPE = ("110100", "Application Activity", "E")
 # FHIR AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure

@@ -44,6 +44,7 @@ def test_every_action_exports_as_valid_r4_audit_event(
     assert actions["cancelled"] == "U"
     types = {e.action: d["type"]["code"] for e, d in zip(events, exported, strict=True)}
     assert types["received"] == "110107" and types["delivered"] == "110106" and types["read"] == "110110"
+    assert types["searched"] == "110112" and actions["exported"] == "R"
 
 
 def test_event_without_person_or_tenant(session_factory: sessionmaker[Session]) -> None:
