@@ -105,7 +105,9 @@ def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, value in submission_request_schemas().items():
-            components.setdefault(name, value)
+            if name in components and components[name] != value:
+                raise RuntimeError(f"OpenAPI schema name clash: a record model and the API both define {name!r}")
+            components[name] = value
         fix_openapi_problems(schema)
         app.openapi_schema = schema
         return schema
@@ -187,4 +189,4 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document, without a database or keys (for scripts/export_openapi.py)."""
-    return _build(None, Settings()).openapi()
+    return _build(None, Settings.model_construct()).openapi()
