@@ -8,6 +8,16 @@ report.ok, report.findings, report.to_dict()
 from ._kit import KitNotFound, UnknownVolet
 from ._report import Finding, Report
 from ._schematron import SchematronError
-from .validator import Validator, load_validator
+from .validator import CompiledSchematron, Validator, compile_schematron, load_validator
 
-__all__ = ["Finding", "KitNotFound", "Report", "SchematronError", "UnknownVolet", "Validator", "load_validator"]
+__all__ = [
+    "CompiledSchematron",
+    "Finding",
+    "KitNotFound",
+    "Report",
+    "SchematronError",
+    "UnknownVolet",
+    "Validator",
+    "compile_schematron",
+    "load_validator",
+]

@@ -80,7 +80,6 @@ class Schema:
     phase: str
     diagnostics: dict[str, etree._Element] = field(default_factory=dict)
     foreign: tuple[etree._Element, ...] = ()  # xsl:key / xsl:function declared at schema level
-    any_context_has_at: bool = False  # the skeleton visits attributes when any rule context mentions '@'
     files: tuple[Path, ...] = ()  # every file read (for cache keys)
 
 
@@ -92,30 +91,37 @@ def _parse_file(path: Path) -> etree._ElementTree:
         raise SchematronError(f"cannot read schematron file {path}: {exc}") from exc
 
 
+def _load_fragment(href: str, base: Path, files: list[Path], depth: int) -> tuple[etree._Element, Path]:
+    """The element an include points to (a copy), following an included include."""
+    if depth > 50:
+        raise SchematronError(f"include nesting too deep under {base}")
+    target_ref, _, fragment = href.partition("#")
+    target = (base.parent / target_ref).resolve() if target_ref else base
+    files.append(target)
+    root = _parse_file(target).getroot()
+    if fragment:
+        found = root.xpath("//*[@id=$i or @xml:id=$i]", i=fragment)
+        if not found:
+            raise SchematronError(f"include {href!r} in {base}: no element with id {fragment!r}")
+        root = found[0]
+    if root.tag == _S + "include":
+        return _load_fragment(root.get("href", ""), target, files, depth + 1)
+    return copy.deepcopy(root), target
+
+
 def _resolve_includes(elem: etree._Element, base: Path, files: list[Path], depth: int = 0) -> None:
     """Replace every sch:include below ``elem`` (in place) by the referenced element, recursively."""
     if depth > 50:
         raise SchematronError(f"include nesting too deep under {base}")
     for inc in list(elem.iter(_S + "include")):
-        href = inc.get("href", "")
-        target_ref, _, fragment = href.partition("#")
-        target = (base.parent / target_ref).resolve() if target_ref else base
-        files.append(target)
-        tree = _parse_file(target)
-        root = tree.getroot()
-        if fragment:
-            found = root.xpath("//*[@id=$i or @xml:id=$i]", i=fragment)
-            if not found:
-                raise SchematronError(f"include {href!r} in {base}: no element with id {fragment!r}")
-            root = found[0]
-        new = copy.deepcopy(root)
+        if inc is elem:
+            continue
+        new, target = _load_fragment(inc.get("href", ""), base, files, depth + 1)
         _resolve_includes(new, target, files, depth + 1)
-        # keep the tail text and position of the include element
         new.tail = inc.tail
         parent = inc.getparent()
-        if parent is None:
-            raise SchematronError(f"include at the root of {base}")
-        parent.replace(inc, new)
+        if parent is not None:
+            parent.replace(inc, new)
     # ISO 2016: <extends href="..."/> includes the children of the referenced schema
     for ext in list(elem.iter(_S + "extends")):
         href = ext.get("href")
@@ -287,9 +293,6 @@ def load_schema(path: Path, phase: str | None = None) -> Schema:
     foreign = tuple(
         e for e in root if isinstance(e.tag, str) and e.tag in (f"{{{XSL_NS}}}key", f"{{{XSL_NS}}}function")
     )
-    any_at = any(
-        "@" in (r.get("context") or "") or "attribute" in (r.get("context") or "") for r in root.iter(_S + "rule")
-    )
     title_el = root.find(_S + "title")
     title = "".join(title_el.itertext()).strip() if title_el is not None else root.get("id", "")
     return Schema(
@@ -303,6 +306,5 @@ def load_schema(path: Path, phase: str | None = None) -> Schema:
         phase=active_phase,
         diagnostics=diagnostics,
         foreign=foreign,
-        any_context_has_at=any_at,
         files=tuple(dict.fromkeys(files)),
     )

@@ -34,33 +34,16 @@ _X = f"{{{XSL_NS}}}"
 _C = f"{{{CI_NS}}}"
 _S = f"{{{SCH_NS}}}"
 
-# matches the location notation of the ANS skeleton (full-path-notation 2)
+# the location notation of the ANS skeleton (full-path-notation 2); for the document node the skeleton's
+# element-only template is reached through the built-in rule, giving the path of the root element
 _PATH_FUNCTION = """
+if ($n instance of document-node()) then string-join(for $c in $n/* return ci:path($c), '') else
 string-join(for $a in $n/ancestor-or-self::* return
   concat('/', name($a),
     let $k := count($a/preceding-sibling::*[name(.) = name($a)])
     return if ($k gt 0) then concat('[', $k + 1, ']') else ''),
   '') || (if ($n instance of attribute()) then concat('/@', name($n)) else '')
 """
-
-_STRING_OR_PREDICATE = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def _may_match_attributes(context: str) -> bool:
-    """Whether an XSLT pattern could match an attribute node (conservative)."""
-    text = _STRING_OR_PREDICATE.sub("''", context)
-    # drop predicates (possibly nested)
-    out: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth = max(0, depth - 1)
-        elif depth == 0:
-            out.append(ch)
-    top = "".join(out)
-    return "@" in top or "attribute" in top or "$" in top or "(" in top
 
 
 def _el(parent: etree._Element, tag_: str, **attrs: str) -> etree._Element:
@@ -162,9 +145,12 @@ def _stylesheet(schema: Schema, base_uri: str) -> etree._Element:
 
 
 def _visit_select(schema: Schema) -> str:
-    patterns = schema.patterns
-    visit_attrs = schema.any_context_has_at and any(_may_match_attributes(r.context) for p in patterns for r in p.rules)
-    return "@*|*" if visit_attrs else "*"
+    """The children a walk visits. The ANS skeleton computes its ``@*|`` prefix in a global variable
+    whose context has no parent, so it never visits attributes: rules on attribute contexts never
+    fire there, and must not fire here either. Text nodes are never visited; comments and PIs cannot
+    match a rule context without '(' (which makes the skeleton visit elements only)."""
+    del schema
+    return "*"
 
 
 Shape = Literal["sets", "walk", "classic"]

@@ -17,7 +17,7 @@ from ._xslt import CI_NS, DOCS_PARAM, Shape, compile_schema, referenced_document
 
 DOCS_PARAM_NAME = 'name="ci:docs"'
 
-__all__ = ["CompiledSchematron", "KitNotFound", "UnknownVolet", "Validator", "load_validator"]
+__all__ = ["CompiledSchematron", "KitNotFound", "UnknownVolet", "Validator", "compile_schematron", "load_validator"]
 
 _F = f"{{{CI_NS}}}f"
 _D = f"{{{CI_NS}}}d"
@@ -36,6 +36,10 @@ class CompiledSchematron:
     schema: Schema
     executable: Any
     xslt: str
+
+    def run(self, xml: bytes) -> list[Finding]:
+        """Evaluate this schematron alone on a document (raises SaxonFailure if it cannot run)."""
+        return self.findings(ENGINE.run(self.executable, Validator.saxon_document(xml)))
 
     def findings(self, output: str) -> list[Finding]:
         root = etree.fromstring(output.encode("utf-8"))
@@ -95,13 +99,7 @@ class Validator:
             found = self._compiled.get(sch)
         if found is not None:
             return found
-        schema = load_schema(sch)
-        xslt = compile_schema(schema, shape=self.shape)
-        executable = ENGINE.compile(xslt)
-        documents = {literal: ENGINE.parse_file(str(path)) for literal, path in referenced_documents(schema).items()}
-        if documents and DOCS_PARAM_NAME in xslt:
-            ENGINE.set_documents(executable, DOCS_PARAM, documents)
-        compiled = CompiledSchematron(sch, self.kit.relative(sch), schema, executable, xslt)
+        compiled = compile_schematron(sch, shape=self.shape, label=self.kit.relative(sch))
         with self._lock:
             return self._compiled.setdefault(sch, compiled)
 
@@ -167,6 +165,23 @@ class Validator:
 def _parse(xml: bytes) -> etree._ElementTree:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_blank_text=False)
     return etree.fromstring(xml, parser).getroottree()
+
+
+def compile_schematron(
+    sch: Path | str, *, shape: Shape = "sets", phase: str | None = None, label: str | None = None
+) -> CompiledSchematron:
+    """Compile one ISO schematron file (includes, abstract patterns, phase) to a ready executable.
+
+    Value-set documents named by literal paths in the schema are parsed once, here."""
+    path = Path(sch).resolve()
+    schema = load_schema(path, phase=phase)
+    xslt = compile_schema(schema, shape=shape)
+    executable = ENGINE.compile(xslt)
+    if DOCS_PARAM_NAME in xslt:
+        documents = {literal: ENGINE.parse_file(str(file)) for literal, file in referenced_documents(schema).items()}
+        if documents:
+            ENGINE.set_documents(executable, DOCS_PARAM, documents)
+    return CompiledSchematron(path, label or path.name, schema, executable, xslt)
 
 
 _validators: dict[tuple[Path, str], Validator] = {}
