@@ -68,3 +68,31 @@ def test_export_fhir_ndjson_with_time_window(gateway_env: str, tmp_path: Path) -
     assert "exported 2 events" in result.stderr
     assert runner.invoke(app, ["export", "--format", "csv"]).exit_code != 0
     assert runner.invoke(app, ["export", "--since", "yesterday"]).exit_code != 0
+
+
+def test_hmac_keys_from_settings(gateway_env: str, monkeypatch) -> None:
+    """DUI_GATEWAY_AUDIT_KEYS seals new events; verify needs the key and flags unsealed events."""
+    from gateway.security.crypto import generate_master_key
+    from gateway.settings import get_settings
+
+    audit_key = f"audit-1:{generate_master_key()}"
+    monkeypatch.setenv("DUI_GATEWAY_AUDIT_KEYS", audit_key)
+    get_settings.cache_clear()
+    _fill(gateway_env, 2)  # append() with the default sealer, built from the settings
+    runner = CliRunner()
+    result = runner.invoke(app, ["verify"])
+    assert result.exit_code == 0, result.output
+
+    monkeypatch.delenv("DUI_GATEWAY_AUDIT_KEYS")
+    get_settings.cache_clear()
+    _fill(gateway_env, 1)  # a process running without the key appends a plain event
+    result = runner.invoke(app, ["verify"])
+    assert result.exit_code == 1
+    assert "PROBLEM seq 1: sealed with unknown audit key 'audit-1'" in result.stdout
+
+    monkeypatch.setenv("DUI_GATEWAY_AUDIT_KEYS", audit_key)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["verify"])
+    assert result.exit_code == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert problems == ["PROBLEM seq 3: not sealed with an audit key although audit keys are configured"]

@@ -80,5 +80,44 @@ def test_postgresql_upgrade_from_empty_concurrently(pg_url_empty: str) -> None:
     _check_schema(url)
 
 
+def test_sqlite_concurrent_upgrades_take_turns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    _check_schema(url)
+
+
+def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+    from alembic import command
+
+    from gateway.storage.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) == {"alembic_version"}
+    finally:
+        engine.dispose()
+    assert current_revision(url) is None
+    upgrade(url)
+    _check_schema(url)
+
+
 def test_fixture_databases_are_migrated_and_empty(db_url: str) -> None:
     _check_schema(db_url)
