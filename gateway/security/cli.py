@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.chain import append as audit
 from gateway.errors import GatewayError
-from gateway.security.clients import add_essms, create_api_client, create_tenant, tenant_by_code
+from gateway.security.clients import add_essms, create_api_client, create_tenant, revoke_api_client, tenant_by_code
 from gateway.security.crypto import KeyRing, generate_master_key, rewrap_all, rotate_data_key
 from gateway.settings import get_settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
@@ -119,3 +119,16 @@ def tenant_create_client(
               tenant_id=tenant.id, detail={"scopes": client.scopes, "key_prefix": client.key_prefix})  # fmt: skip
     typer.echo(f"API client {name} (id {client_id}) for tenant {code}; key (shown once):", err=True)
     typer.echo(key)
+
+
+@tenants_app.command("revoke-client")
+def tenant_revoke_client(
+    key_prefix: Annotated[str, typer.Argument(help="the 8 hex digits after dgw_ in the key")],
+    actor: ActorOption = "admin",
+) -> None:
+    """Revoke an API client: its key is refused from now on."""
+    with _factory() as factory, session_scope(factory) as session:
+        client = revoke_api_client(session, key_prefix=key_prefix)
+        audit(session, actor=f"user:{actor}", action="client_revoked", entity_type="api_client", entity_id=client.id,
+              tenant_id=client.tenant_id, detail={"key_prefix": key_prefix})  # fmt: skip
+    typer.echo(f"API client {key_prefix} revoked")

@@ -29,6 +29,7 @@ __all__ = [
     "create_tenant",
     "essms_of_tenant",
     "is_valid_finess",
+    "revoke_api_client",
     "tenant_by_code",
 ]
 
@@ -137,6 +138,16 @@ def create_api_client(
     session.add(client)
     session.flush()
     return client, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def revoke_api_client(session: Session, *, key_prefix: str) -> ApiClient:
+    """Deactivate the client whose key starts with ``dgw_<key_prefix>_``; its key stops working at once."""
+    client = session.scalar(select(ApiClient).where(ApiClient.key_prefix == key_prefix))
+    if client is None:
+        raise NotFound(f"no API client with key prefix {key_prefix!r}")
+    client.active = False
+    session.flush()
+    return client
 
 
 _DUMMY_HASH = _hash_secret("x" * 43)

@@ -57,7 +57,12 @@ def test_provision_rotate_and_rewrap(gateway_env: str, master_keys_spec: str, mo
         assert result.stdout.strip() == "re-wrapped 2 data keys under master key 'test-2'"
         assert runner.invoke(app, ["rewrap"]).stdout.strip().startswith("re-wrapped 0 ")
 
+        prefix = api_key.split("_")[1]
+        assert runner.invoke(tenants_app, ["revoke-client", "00000000"]).exit_code == 1
+        result = runner.invoke(tenants_app, ["revoke-client", prefix, "--actor", "alice"])
+        assert result.exit_code == 0, result.output
         with session_scope(factory) as s:
+            assert authenticate(s, api_key) is None
             trail = [(e.action, e.actor) for e in iter_events(s)]
         assert trail == [
             ("tenant_created", "user:admin"),
@@ -66,6 +71,7 @@ def test_provision_rotate_and_rewrap(gateway_env: str, master_keys_spec: str, mo
             ("data_key_rotated", "user:admin"),
             ("keys_rewrapped", "user:admin"),
             ("keys_rewrapped", "user:admin"),
+            ("client_revoked", "user:alice"),
         ]
         with session_scope(factory) as s:
             assert verify(s).ok
