@@ -112,6 +112,7 @@ class Invariant:
     human: str
     severity: Severity = "error"
     context: str = ""
+    when: tuple[str, ...] = ()  # evaluate only when the node has one of these elements (a shortcut, not a rule)
 
 
 Rule = Card | Fixed | Binding | RefTarget | Invariant
@@ -313,6 +314,8 @@ class _Checker:
 
     def invariant(self, profile: Profile, rule: Invariant) -> None:
         for node in self.nodes(rule.context):
+            if rule.when and not (isinstance(node.value, Mapping) and any(k.startswith(rule.when) for k in node.value)):
+                continue
             try:
                 result = _compiled(rule.expression)(node.value)
             except Exception as exc:  # a FHIRPath engine failure is a finding, not a crash

@@ -37,11 +37,13 @@ COMMON_RULES: tuple[Rule, ...] = (
         "dom-2",
         "contained.contained.empty()",
         "If the resource is contained in another resource, it SHALL NOT contain nested Resources",
+        when=("contained",),
     ),
     Invariant(
         "dom-4",
         "contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()",
         "If a resource is contained in another resource, it SHALL NOT have a meta.versionId or a meta.lastUpdated",
+        when=("contained",),
     ),
 )
 
@@ -160,6 +162,7 @@ _DEFINITIONS: dict[str, tuple[Rule, ...]] = {
             "obs-6",
             "dataAbsentReason.empty() or value.empty()",
             "dataAbsentReason SHALL only be present if Observation.value[x] is not present",
+            when=("dataAbsentReason",),
         ),
     ),
     "Condition": (
@@ -177,12 +180,14 @@ _DEFINITIONS: dict[str, tuple[Rule, ...]] = {
             "abatement.empty() or clinicalStatus.coding.where("
             f"system='{_CLINICAL}' and (code='resolved' or code='remission' or code='inactive')).exists()",
             "If condition is abated, then clinicalStatus must be either inactive, resolved, or remission",
+            when=("abatement",),
         ),
         Invariant(
             "con-5",
             f"verificationStatus.coding.where(system='{_CONDITION_VER}' and code='entered-in-error').empty()"
             " or clinicalStatus.empty()",
             "Condition.clinicalStatus SHALL NOT be present if verification Status is entered-in-error",
+            when=("verificationStatus",),
         ),
     ),
     "AllergyIntolerance": (
@@ -207,6 +212,7 @@ _DEFINITIONS: dict[str, tuple[Rule, ...]] = {
             f"verificationStatus.coding.where(system = '{_ALLERGY_VER}' and code = 'entered-in-error').empty()"
             " or clinicalStatus.empty()",
             "AllergyIntolerance.clinicalStatus SHALL NOT be present if verification Status is entered-in-error",
+            when=("verificationStatus",),
         ),
     ),
     "MedicationStatement": (

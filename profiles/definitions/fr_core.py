@@ -149,7 +149,7 @@ FR_CORE_ORGANIZATION = Profile(
         Card("identifier:finess.value", 1, 1),
         Invariant(
             "dui-finess-1",
-            "matches('^[0-9]{2}[0-9AB][0-9]{6}$')",
+            "matches('^([0-9]{2}|2[AB])[0-9]{7}$')",
             "a FINESS number has 9 characters (2A/2B allowed for Corsica)",
             context="identifier:finess.value",
         ),

@@ -37,9 +37,9 @@ def _business_id(path: str, system: str, kind: str) -> tuple[Rule, ...]:
         Card(f"{path}.value", 1, 1),
         Invariant(
             "dui-tddui-id",
-            f"matches('^3[0-9]{{2}}[0-9AB][0-9]{{6}}/.+-{kind}-.+$')"
+            f"matches('^3([0-9]{{2}}|2[AB])[0-9]{{7}}/.+-{kind}-.+$')"
             if kind
-            else "matches('^3[0-9]{2}[0-9AB][0-9]{6}/.+$')",
+            else "matches('^3([0-9]{2}|2[AB])[0-9]{7}/.+$')",
             f"TDDUI identifier value convention: 3+FINESS/localId{'-' + kind + '-n' if kind else ''}",
             severity="warning",
             context=f"{path}.value",

@@ -378,3 +378,18 @@ def test_broken_variant_is_reported_at_the_right_path(
 def test_at_least_fifteen_broken_variants() -> None:
     assert len(BROKEN) >= 15
     assert len({b[0] for b in BROKEN}) == len(BROKEN)
+
+
+def test_corsican_finess_and_local_ids_are_accepted() -> None:
+    # regression: 2A/2B are the département (characters 1-2), found by the DLU property tests
+    organization = {
+        "resourceType": "Organization",
+        "meta": {"profile": ["https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-organization"]},
+        "identifier": [
+            {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "12A0000000"},
+            {"system": "https://finess.esante.gouv.fr", "value": "2A0000000"},
+        ],
+    }
+    assert validate(organization).ok
+    organization["identifier"][1]["value"] = "20A000000"
+    assert [i.rule for i in validate(organization).errors] == ["dui-finess-1"]
