@@ -1,0 +1,469 @@
+"""``/fhir/r4``: a read-only FHIR R4 facade for DUI vendors.
+
+What the gateway produced for the caller's organisation, as FHIR a stock client can browse:
+
+- ``DocumentReference`` (read, search by ``patient``, ``type``, ``status``, ``_count``) built from
+  the stored renditions: ``status`` is ``current`` for the latest version of a document series
+  (setId) and ``superseded`` otherwise; type/format/facility codes come from the stored exchange
+  metadata; ``subject`` is the person's reference in the DUI; ``content.attachment.url`` points
+  to the ``Binary``;
+- ``Binary`` (read): the decrypted document, audited as a ``read``;
+- ``AuditEvent`` (search): the organisation's audit trail;
+- ``$validate`` (POST): a resource checked by :func:`profiles.validate`, answered as OperationOutcome;
+- ``/metadata``: the CapabilityStatement listing exactly the above.
+
+Errors are ``OperationOutcome`` documents (``application/fhir+json``), including 401/403/404.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+
+from gateway import audit
+from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
+from gateway.errors import NotFound, ValidationFailed
+from gateway.services import queries
+from gateway.storage.models import Rendition, Submission
+from profiles.api import router as validate_router
+
+__all__ = ["FHIR_JSON", "PREFIX", "error_response", "router"]
+
+PREFIX = "/fhir/r4"
+FHIR_JSON = "application/fhir+json"
+LOINC_OID = "2.16.840.1.113883.6.1"
+DOC_TYPE_SYSTEM = "urn:dui-gateway:document-type"
+PERSON_SYSTEM = "urn:dui-gateway:person"
+MAX_COUNT = 100
+
+Reader = Annotated[Caller, Depends(require_scope("read", "admin"))]
+Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
+
+router = APIRouter(prefix=PREFIX, tags=["fhir"])
+router.include_router(validate_router, dependencies=[Depends(require_scope("read", "admin"))])
+
+# The CDA document type of each document type: the type of all its renditions (JDV_J07).
+_DOC_TYPE_CODES = {
+    "ppa": ("80788-3", "Projet personnalisé d'accompagnement"),
+    "dlu": ("74207-2", "Dossier de liaison d'urgence"),
+}
+_OUTCOME_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    422: "invalid",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+def operation_outcome(status: int, detail: str) -> dict[str, Any]:
+    """An OperationOutcome with one issue for an HTTP error."""
+    code = _OUTCOME_CODES.get(status, "exception" if status >= 500 else "processing")
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "fatal" if status >= 500 else "error", "code": code, "diagnostics": detail}],
+    }
+
+
+def error_response(request: Request, status: int, title: str, detail: str) -> Response:
+    """Renderer the app factory registers for ``PREFIX``: errors as OperationOutcome."""
+    return JSONResponse(operation_outcome(status, detail or title), status_code=status, media_type=FHIR_JSON)
+
+
+def _fhir(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+
+
+# --------------------------------------------------------------------------------------------
+# CapabilityStatement
+# --------------------------------------------------------------------------------------------
+
+
+def _search_param(name: str, kind: str, doc: str) -> dict[str, str]:
+    return {"name": name, "type": kind, "documentation": doc}
+
+
+@router.get("/metadata", response_class=JSONResponse)
+def capability_statement(request: Request) -> JSONResponse:
+    """The CapabilityStatement of the facade (FHIR 4.0.1, JSON, read-only)."""
+    base = str(request.base_url).rstrip("/") + PREFIX
+    return _fhir(
+        {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-11-23",
+            "publisher": "dui-gateway",
+            "kind": "instance",
+            "software": {"name": "dui-gateway FHIR facade"},
+            "implementation": {"description": "Read-only view of the documents produced by dui-gateway", "url": base},
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "documentation": "Bearer API key: scope 'read'; 'admin' or 'audit' for AuditEvent.",
+                    "security": {
+                        "service": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                        "code": "OAuth",
+                                    }
+                                ],
+                                "text": "Bearer API key",
+                            }
+                        ]
+                    },
+                    "resource": [
+                        {
+                            "type": "DocumentReference",
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": [
+                                _search_param("patient", "reference", "The person's identifier in the DUI"),
+                                _search_param("type", "token", "Document type, e.g. http://loinc.org|80788-3"),
+                                _search_param("status", "token", "current | superseded"),
+                                _search_param("_count", "number", f"Page size (at most {MAX_COUNT})"),
+                            ],
+                        },
+                        {"type": "Binary", "interaction": [{"code": "read"}]},
+                        {
+                            "type": "AuditEvent",
+                            "interaction": [{"code": "search-type"}],
+                            "searchParam": [_search_param("_count", "number", f"Page size (at most {MAX_COUNT})")],
+                        },
+                    ],
+                    "operation": [
+                        {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+                    ],
+                }
+            ],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DocumentReference
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    rendition: Rendition
+    submission: Submission
+    latest: int
+
+
+def _system_uri(oid: str) -> str:
+    return "http://loinc.org" if oid == LOINC_OID else f"urn:oid:{oid}"
+
+
+def _coding(code: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not code or not code.get("code"):
+        return None
+    out = {"system": _system_uri(str(code.get("system", ""))), "code": code["code"]}
+    if code.get("display"):
+        out["display"] = code["display"]
+    return out
+
+
+def _type(document_type: str) -> dict[str, Any]:
+    known = _DOC_TYPE_CODES.get(document_type)
+    if known is not None:
+        return {"coding": [{"system": "http://loinc.org", "code": known[0], "display": known[1]}], "text": known[1]}
+    return {"coding": [{"system": DOC_TYPE_SYSTEM, "code": document_type}], "text": document_type}
+
+
+def _master_identifier(document_id: str) -> dict[str, str]:
+    if document_id.startswith("urn:"):
+        return {"system": "urn:ietf:rfc:3986", "value": document_id}
+    root, _, extension = document_id.partition("^")
+    if extension:
+        return {"system": f"urn:oid:{root}", "value": extension}
+    return {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{root}"}
+
+
+def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> dict[str, Any]:
+    rendition, submission = row.rendition, row.submission
+    exchange: dict[str, Any] = (rendition.metadata_json or {}).get("exchange") or {}
+    attachment: dict[str, Any] = {
+        "contentType": rendition.media_type,
+        "url": f"{base}/Binary/{rendition.id}",
+        "size": rendition.size,
+        "creation": rendition.created_at.astimezone(UTC).isoformat(),
+    }
+    if exchange.get("language_code"):
+        attachment["language"] = exchange["language_code"]
+    if exchange.get("title"):
+        attachment["title"] = exchange["title"]
+    content: dict[str, Any] = {"attachment": attachment}
+    format_coding = _coding(exchange.get("format_code"))
+    if format_coding:
+        content["format"] = format_coding
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "id": rendition.id,
+        "meta": {"lastUpdated": rendition.created_at.astimezone(UTC).isoformat()},
+        "masterIdentifier": _master_identifier(rendition.document_id),
+        "identifier": [
+            {"system": "urn:dui-gateway:set-id", "value": rendition.set_id},
+            {"system": "urn:dui-gateway:version", "value": str(rendition.version)},
+            {"system": "urn:dui-gateway:submission", "value": submission.id},
+        ],
+        "status": "current" if rendition.version >= row.latest else "superseded",
+        "docStatus": "final",
+        "type": _type(submission.document_type),
+        "subject": {
+            "identifier": {"system": f"{PERSON_SYSTEM}:{submission.essms_finess}", "value": submission.person_ref}
+        },
+        "date": rendition.created_at.astimezone(UTC).isoformat(),
+        "content": [content],
+    }
+    category = _coding(exchange.get("class_code"))
+    if category:
+        resource["category"] = [{"coding": [category]}]
+    confidentiality = _coding(exchange.get("confidentiality_code"))
+    if confidentiality:
+        resource["securityLabel"] = [{"coding": [confidentiality]}]
+    context: dict[str, Any] = {}
+    facility = _coding(exchange.get("healthcare_facility_type_code"))
+    if facility:
+        context["facilityType"] = {"coding": [facility]}
+    setting = _coding(exchange.get("practice_setting_code"))
+    if setting:
+        context["practiceSetting"] = {"coding": [setting]}
+    if exchange.get("service_start"):
+        period = {"start": exchange["service_start"]}
+        if exchange.get("service_stop"):
+            period["end"] = exchange["service_stop"]
+        context["period"] = period
+    if context:
+        resource["context"] = context
+    if rendition.replaces and rendition.replaces in replaced_ids:
+        resource["relatesTo"] = [
+            {"code": "replaces", "target": {"reference": f"DocumentReference/{replaced_ids[rendition.replaces]}"}}
+        ]
+    return resource
+
+
+def _base_query(tenant_id: str | None) -> Select[Any]:
+    latest_q = select(Rendition.set_id, Rendition.kind, func.max(Rendition.version).label("latest")).join(
+        Submission, Submission.id == Rendition.submission_id
+    )
+    if tenant_id is not None:
+        latest_q = latest_q.where(Submission.tenant_id == tenant_id)
+    latest = latest_q.group_by(Rendition.set_id, Rendition.kind).subquery()
+    stmt = (
+        select(Rendition, Submission, latest.c.latest)
+        .join(Submission, Submission.id == Rendition.submission_id)
+        .join(latest, and_(latest.c.set_id == Rendition.set_id, latest.c.kind == Rendition.kind))
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(Submission.tenant_id == tenant_id)
+    return stmt
+
+
+def _document_types_for(token: str) -> list[str]:
+    system, sep, code = token.rpartition("|")
+    if not sep:
+        system = ""
+    found = [
+        doc
+        for doc, (loinc, _) in _DOC_TYPE_CODES.items()
+        if code == loinc and system in ("", "http://loinc.org", f"urn:oid:{LOINC_OID}")
+    ]
+    if system in ("", DOC_TYPE_SYSTEM) and code not in _DOC_TYPE_CODES:
+        found.append(code)
+    return found
+
+
+def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str | None) -> dict[str, str]:
+    wanted = {r.rendition.replaces for r in rows if r.rendition.replaces}
+    if not wanted:
+        return {}
+    stmt = (
+        select(Rendition.document_id, Rendition.id)
+        .join(Submission, Submission.id == Rendition.submission_id)
+        .where(Rendition.document_id.in_(wanted))
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(Submission.tenant_id == tenant_id)
+    return {document_id: rid for document_id, rid in session.execute(stmt)}
+
+
+_DOCREF_PARAMS = {"patient", "type", "status", "_count", "_offset", "_format"}
+
+
+def _check_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted({k for k in request.query_params if k.split(":", 1)[0] not in allowed})
+    if unknown:
+        raise ValidationFailed(f"unsupported search parameter(s): {', '.join(unknown)}", status=400)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def _page_links(request: Request, offset: int, count: int, total: int) -> list[dict[str, str]]:
+    base = str(request.url).split("?", 1)[0]
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")]
+
+    def url(at: int) -> str:
+        return f"{base}?{urlencode([*query, ('_count', str(count)), ('_offset', str(at))])}"
+
+    links = [{"relation": "self", "url": url(offset)}]
+    if offset + count < total:
+        links.append({"relation": "next", "url": url(offset + count)})
+    if offset > 0:
+        links.append({"relation": "previous", "url": url(max(0, offset - count))})
+    return links
+
+
+@router.get("/DocumentReference", response_class=JSONResponse)
+def search_document_references(
+    request: Request,
+    session: SessionDep,
+    caller: Reader,
+    patient: Annotated[str | None, Query(description="The person's identifier in the DUI")] = None,
+    type: Annotated[str | None, Query(description="[system|]code of the document type")] = None,
+    status: Annotated[str | None, Query(description="current | superseded")] = None,
+    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 20,
+    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+) -> JSONResponse:
+    """Search the documents produced for the organisation's persons."""
+    _check_params(request, _DOCREF_PARAMS)
+    tenant_id = caller.tenant_id
+    stmt = _base_query(tenant_id)
+    if patient is not None:
+        person = patient.split("|")[-1].removeprefix("Patient/")
+        stmt = stmt.where(Submission.person_ref == person)
+    if type is not None:
+        stmt = stmt.where(Submission.document_type.in_(_document_types_for(type)))
+    if status is not None:
+        if status not in ("current", "superseded"):
+            raise ValidationFailed(f"status {status!r} is not supported: current or superseded", status=400)
+        latest = stmt.selected_columns.latest
+        stmt = stmt.where(Rendition.version >= latest if status == "current" else Rendition.version < latest)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    result = session.execute(stmt.order_by(Rendition.created_at.desc(), Rendition.id).offset(offset).limit(count)).all()
+    rows = [_Row(r, s, latest) for r, s, latest in result]
+    replaced = _replaced_ids(session, rows, tenant_id)
+    base = _base_url(request)
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": _page_links(request, offset, count, total),
+    }
+    if rows:
+        bundle["entry"] = [
+            {
+                "fullUrl": f"{base}/DocumentReference/{row.rendition.id}",
+                "resource": _document_reference(row, base, replaced),
+                "search": {"mode": "match"},
+            }
+            for row in rows
+        ]
+    return _fhir(bundle)
+
+
+def _one(session: Session, caller: Caller, rendition_id: str) -> _Row:
+    stmt = _base_query(caller.tenant_id).where(Rendition.id == rendition_id)
+    found = session.execute(stmt).first()
+    if found is None:
+        raise NotFound(f"no document {rendition_id}")
+    rendition, submission, latest = found
+    return _Row(rendition, submission, latest)
+
+
+@router.get("/DocumentReference/{rendition_id}", response_class=JSONResponse)
+def read_document_reference(request: Request, session: SessionDep, caller: Reader, rendition_id: str) -> JSONResponse:
+    """One document's DocumentReference."""
+    row = _one(session, caller, rendition_id)
+    return _fhir(_document_reference(row, _base_url(request), _replaced_ids(session, [row], caller.tenant_id)))
+
+
+# --------------------------------------------------------------------------------------------
+# Binary
+# --------------------------------------------------------------------------------------------
+
+
+@router.get("/Binary/{rendition_id}")
+def read_binary(
+    request: Request, session: SessionDep, runtime: RuntimeDep, caller: Reader, rendition_id: str
+) -> Response:
+    """The document itself: raw bytes, or a FHIR Binary when JSON is asked for (audited as a read)."""
+    row = _one(session, caller, rendition_id)
+    _, content = queries.read_rendition(
+        session,
+        tenant_id=row.submission.tenant_id,
+        submission_id=row.submission.id,
+        kind=row.rendition.kind,
+        keyring=runtime.keyring,
+        actor=caller.actor,
+    )
+    accept = request.headers.get("accept", "")
+    wants_resource = "fhir+json" in accept or request.query_params.get("_format") in ("json", FHIR_JSON)
+    if wants_resource and row.rendition.media_type != FHIR_JSON:
+        return _fhir(
+            {
+                "resourceType": "Binary",
+                "id": row.rendition.id,
+                "contentType": row.rendition.media_type,
+                "data": base64.b64encode(content).decode("ascii"),
+            }
+        )
+    return Response(content, media_type=row.rendition.media_type)
+
+
+# --------------------------------------------------------------------------------------------
+# AuditEvent
+# --------------------------------------------------------------------------------------------
+
+
+@router.get("/AuditEvent", response_class=JSONResponse)
+def search_audit_events(
+    request: Request,
+    session: SessionDep,
+    caller: Auditor,
+    count: Annotated[int, Query(alias="_count", ge=1, le=MAX_COUNT)] = 50,
+    after: Annotated[int | None, Query(alias="_after", ge=0, description="continue after this chain seq")] = None,
+) -> JSONResponse:
+    """The organisation's audit trail (chain order), paged with ``next`` links."""
+    _check_params(request, {"_count", "_after", "_format"})
+    events, next_seq = queries.list_audit_events(
+        session, tenant_id=caller.tenant_id, actor=caller.actor, after_seq=after, limit=count
+    )
+    base = _base_url(request)
+    links = [{"relation": "self", "url": str(request.url)}]
+    if next_seq is not None:
+        links.append(
+            {"relation": "next", "url": f"{base}/AuditEvent?{urlencode({'_count': count, '_after': next_seq})}"}
+        )
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "link": links,
+    }
+    if events:
+        bundle["entry"] = [
+            {"fullUrl": f"urn:uuid:{e.id}", "resource": audit.to_fhir_audit_event(e), "search": {"mode": "match"}}
+            for e in events
+        ]
+    return _fhir(bundle)
