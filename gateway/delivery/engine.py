@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import and_, exists, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from connectors.base import Connector, Envelope, PermanentError, Receipt, TransientError
@@ -109,7 +109,12 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _due_query(now: datetime, destinations: list[str]) -> Any:
+def _due_queries(now: datetime, destinations: list[str]) -> list[Any]:
+    """Expired leases first (work of a dead worker), then pending deliveries that are due.
+
+    Two queries, each with an equality on ``status`` and a range on a time column, so that both
+    databases walk ``ix_deliveries_due`` instead of a destination's whole history.
+    """
     earlier = aliased(Delivery)
     blocked = exists().where(
         and_(
@@ -119,18 +124,19 @@ def _due_query(now: datetime, destinations: list[str]) -> Any:
             earlier.status.not_in(TERMINAL),
         )
     )
-    return (
+    expired = (
         select(Delivery.id, Delivery.status)
-        .where(
-            Delivery.destination.in_(destinations),
-            or_(
-                and_(Delivery.status == "pending", Delivery.next_attempt_at <= now),
-                and_(Delivery.status == "in_flight", Delivery.lease_until <= now),
-            ),
-            ~blocked,
-        )
+        .where(Delivery.status == "in_flight", Delivery.lease_until <= now, Delivery.destination.in_(destinations))
+        .where(~blocked)
+        .order_by(Delivery.lease_until)
+    )
+    due = (
+        select(Delivery.id, Delivery.status)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.destination.in_(destinations))
+        .where(~blocked)
         .order_by(Delivery.next_attempt_at, Delivery.seq)
     )
+    return [expired, due]
 
 
 def _claim(
@@ -148,63 +154,88 @@ def _claim(
     names = sorted(destinations)
     if not names:
         return None
-    query = _due_query(now, names)
     postgres = _is_postgres(session)
-    # A few candidates: on SQLite a row can only be lost to a concurrent claim between our
-    # read and our conditional UPDATE (BEGIN IMMEDIATE makes that impossible in practice).
-    query = query.limit(1).with_for_update(skip_locked=True, of=Delivery) if postgres else query.limit(4)
-    for delivery_id, status in session.execute(query).all():
-        row = session.get(Delivery, delivery_id)
-        if row is None:
-            continue
-        expired_lease = status == "in_flight"
-        if expired_lease:
-            # the previous holder died mid-send: its attempt is closed as lost
-            for attempt in row.attempts:
-                if attempt.outcome == "started":
-                    attempt.outcome = "lease_expired"
-                    attempt.finished_at = now
-                    attempt.error = "lease expired before the outcome was recorded"
-            if row.attempt_count >= max_attempts:
-                _dead_letter(
-                    session,
-                    row,
-                    now=now,
-                    actor=f"worker:{worker_id}",
-                    reason=f"lease expired after {row.attempt_count} attempts (max {max_attempts})",
-                )
-                continue
-        claimed = session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.status == status,
-                Delivery.attempt_count == row.attempt_count,  # optimistic check: nobody claimed it meanwhile
+    for query in _due_queries(now, names):
+        # PostgreSQL: lock one row, skipping rows other workers hold. SQLite: the transaction
+        # holds the database write lock (BEGIN IMMEDIATE); read a few candidates.
+        query = query.limit(1).with_for_update(skip_locked=True, of=Delivery) if postgres else query.limit(4)
+        for delivery_id, status in session.execute(query).all():
+            claim = _try_claim(
+                session,
+                str(delivery_id),
+                str(status),
+                worker_id=worker_id,
+                now=now,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
             )
-            .values(
-                status="in_flight",
-                lease_owner=worker_id,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempt_count=Delivery.attempt_count + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        session.refresh(row)
-        attempt = Attempt(
-            id=str(uuid.uuid4()),
-            delivery_id=row.id,
-            number=row.attempt_count,
-            worker=worker_id,
-            started_at=now,
-            outcome="started",
-        )
-        session.add(attempt)
-        session.flush()
-        return _build_claim(session, row, attempt, destinations=destinations, options=options, keyring=keyring)
+            if claim is not None:
+                row, attempt = claim
+                return _build_claim(session, row, attempt, destinations=destinations, options=options, keyring=keyring)
     return None
+
+
+def _try_claim(
+    session: Session,
+    delivery_id: str,
+    status: str,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    max_attempts: int,
+) -> tuple[Delivery, Attempt] | None:
+    """Lease one candidate (conditional UPDATE); None if someone else got it or it was dead-lettered."""
+    row = session.get(Delivery, delivery_id)
+    if row is None:
+        return None
+    expired_lease = status == "in_flight"
+    if expired_lease:
+        # the previous holder died mid-send: its attempt is closed as lost
+        for attempt in row.attempts:
+            if attempt.outcome == "started":
+                attempt.outcome = "lease_expired"
+                attempt.finished_at = now
+                attempt.error = "lease expired before the outcome was recorded"
+        if row.attempt_count >= max_attempts:
+            _dead_letter(
+                session,
+                row,
+                now=now,
+                actor=f"worker:{worker_id}",
+                reason=f"lease expired after {row.attempt_count} attempts (max {max_attempts})",
+            )
+            return None
+    claimed = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == status,
+            Delivery.attempt_count == row.attempt_count,  # optimistic check: nobody claimed it meanwhile
+        )
+        .values(
+            status="in_flight",
+            lease_owner=worker_id,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempt_count=Delivery.attempt_count + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    session.refresh(row)
+    attempt = Attempt(
+        id=str(uuid.uuid4()),
+        delivery_id=row.id,
+        number=row.attempt_count,
+        worker=worker_id,
+        started_at=now,
+        outcome="started",
+    )
+    session.add(attempt)
+    session.flush()
+    return row, attempt
 
 
 def _build_claim(
