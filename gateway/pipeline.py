@@ -302,6 +302,13 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
         )
     except MappingFailed as exc:
         return _rejected("mapping", error={"message": str(exc), "pointer": exc.pointer})
+    except Exception as exc:
+        # A bug in a mapping must not make the submission loop forever: reject it (an operator can
+        # replay it once fixed). Only the type is kept: the message may quote the record.
+        _log.error("mapping_crashed", submission_id=loaded.submission_id, error_type=type(exc).__name__)
+        return _rejected(
+            "mapping", error={"message": f"internal mapping error ({type(exc).__name__})", "pointer": ""}, internal=True
+        )
     if not renditions:
         return _rejected("mapping", error={"message": "the mapping produced no document", "pointer": ""})
     checks: list[dict[str, Any]] = []

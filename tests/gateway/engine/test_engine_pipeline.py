@@ -363,3 +363,27 @@ def test_cisis_gate_rejects_a_broken_cda_and_passes_the_kit_example(session_fact
     errors = [f for f in check["report"]["findings"] if f["severity"] == "error"]
     assert errors and errors[0]["stage"] == "schematron" and "74207-2" in errors[0]["message"]
     assert _sub(session_factory, good).status == "routed"
+
+
+class _CrashingType(_FhirNoteType):
+    code: ClassVar[str] = "test-crashing-note"
+
+    def render(self, record: BaseModel, ctx: RenderContext) -> list[RenditionDoc]:
+        raise KeyError("Jeanne Dupont")  # a bug, with personal data in its message
+
+
+def test_a_crashing_mapping_rejects_without_quoting_the_record(session_factory, keyring, tenant) -> None:
+    doc_type = _CrashingType()
+    registry.register(doc_type)
+    try:
+        rt = make_runtime(session_factory, keyring)
+        sub_id = submit(
+            session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, document_type=doc_type.code
+        )
+        assert pipeline.process_next(rt, worker_id="w1", clock=Clock()) is True
+    finally:
+        registry.unregister(doc_type.code)
+    sub = _sub(session_factory, sub_id)
+    assert sub.status == "rejected" and sub.report["internal"] is True
+    assert sub.report["error"]["message"] == "internal mapping error (KeyError)"
+    assert "Dupont" not in json.dumps(sub.report)
