@@ -69,9 +69,7 @@ def serve(
         upgrade(settings.database_url)
     runtime = Runtime.from_settings(settings)
     try:
-        app = create_app(runtime)
-        if settings.embedded_worker:
-            runtime.start_workers()
+        app = create_app(runtime)  # its lifespan starts/drains the embedded workers (embedded_worker=true)
         # log_config=None: uvicorn's loggers go through the JSON handler set up by configure_logging
         uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
     finally:
@@ -114,24 +112,32 @@ def sandbox(
 
 
 def replay(
-    delivery_id: Annotated[str, typer.Argument(help="The delivery to send again")],
+    entity_id: Annotated[str, typer.Argument(help="The submission to send again (or a delivery with --delivery)")],
+    delivery: Annotated[
+        bool, typer.Option("--delivery", help="ENTITY_ID is a dead-lettered delivery to retry")
+    ] = False,
     actor: Annotated[str, typer.Option(help="Who asks (recorded in the audit trail)")] = "cli",
 ) -> None:
-    """Schedule a delivery to be sent again now (dead or delivered ones included); audited."""
-    from gateway.delivery.engine import replay_delivery
+    """Send a submission again to its destinations, or retry one dead-lettered delivery; audited."""
     from gateway.errors import GatewayError
     from gateway.runtime import Runtime
+    from gateway.services.operations import replay_submission, retry_delivery
+    from gateway.storage.db import session_scope
 
     settings = _settings()
     runtime = Runtime.from_settings(settings)
     try:
-        replay_delivery(runtime.session_factory, delivery_id=delivery_id, actor=f"user:{actor}")
+        with session_scope(runtime.session_factory) as session:
+            if delivery:
+                retry_delivery(session, delivery_id=entity_id, actor=f"user:{actor}", tenant_id=None)
+            else:
+                replay_submission(session, submission_id=entity_id, actor=f"user:{actor}", tenant_id=None)
     except GatewayError as exc:
         typer.echo(f"replay refused: {exc.detail}", err=True)
         raise typer.Exit(1) from None
     finally:
         runtime.close()
-    typer.echo(f"delivery {delivery_id} scheduled for replay")
+    typer.echo(f"{'delivery' if delivery else 'submission'} {entity_id} scheduled to be sent again")
 
 
 def demo(

@@ -258,8 +258,7 @@ def run_demo(
     runtime = Runtime.from_settings(settings)
     api_url = f"http://{host}:{port}"
     try:
-        app = create_app(runtime)
-        runtime.start_workers()
+        app = create_app(runtime)  # embedded_worker=True: its lifespan starts and drains the workers
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning"))
         run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver)
         print(

@@ -106,6 +106,7 @@ class ReceiverStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of this process, not a power cut
         self._db.executescript(_SCHEMA)
         self.lock = threading.Lock()
         self.faults = Faults()

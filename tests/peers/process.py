@@ -35,6 +35,7 @@ class ManagedProcess:
         self.name = name
         self.cmd = list(cmd)
         self.log_path = log_path
+        self.killed = False  # set by kill(): a death the test asked for
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
@@ -59,6 +60,7 @@ class ManagedProcess:
 
     def kill(self) -> None:
         """SIGKILL, no chance to clean up (what a crash looks like)."""
+        self.killed = True
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
@@ -77,5 +79,6 @@ class ManagedProcess:
         return self.proc.returncode
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
