@@ -121,7 +121,7 @@ class Validator:
             finding = Finding(stage="xsd", message=f"not well-formed XML: {exc.msg}", line=line)
             return Report(volet=volet, findings=(finding,), schemas=rels)
         findings = self.xsd_findings(tree)
-        node = ENGINE.parse(etree.tostring(tree, encoding="unicode"))
+        node = ENGINE.parse(_as_text(xml, tree))
         for sch in schematrons:
             findings.extend(self.schematron_findings(node, sch))
         return Report(volet=volet, findings=tuple(findings), schemas=(self.kit.relative(self.kit.xsd), *rels))
@@ -159,7 +159,14 @@ class Validator:
     @staticmethod
     def saxon_document(xml: bytes) -> Any:
         """Parse once for several schematron runs (used by the benchmark)."""
-        return ENGINE.parse(etree.tostring(_parse(xml), encoding="unicode"))
+        return ENGINE.parse(_as_text(xml, _parse(xml)))
+
+
+def _as_text(xml: bytes, tree: etree._ElementTree) -> str:
+    """The document as text for Saxon: the bytes themselves when UTF-8 (the common case, no re-serialisation)."""
+    if (tree.docinfo.encoding or "").upper().replace("_", "-") in ("UTF-8", "UTF8", "US-ASCII", "ASCII"):
+        return xml.decode("utf-8-sig")
+    return str(etree.tostring(tree, encoding="unicode"))
 
 
 def _parse(xml: bytes) -> etree._ElementTree:
