@@ -10,9 +10,10 @@ import time
 import uuid
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.problems import PayloadTooLarge
+from gateway.api.problems import PayloadTooLarge, unhandled_error_response
 from gateway.logging import get_logger
 
 __all__ = ["CORRELATION_HEADER", "BodyLimitMiddleware", "CorrelationIdMiddleware"]
@@ -27,7 +28,8 @@ class CorrelationIdMiddleware:
     """Accept the caller's ``X-Correlation-ID`` (or make one), bind it to the logs, echo it back.
 
     One access-log line per request: method, path (no query string: filters may name a
-    person reference), status and duration.
+    person reference), status and duration. An exception no handler took becomes a bare 500
+    problem here, logged by type and frames only.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -45,12 +47,14 @@ class CorrelationIdMiddleware:
         correlation_id = supplied if _CORRELATION_RE.match(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_header(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 headers = list(message.get("headers", []))
                 headers.append((CORRELATION_HEADER.lower().encode(), correlation_id.encode()))
                 message["headers"] = headers
@@ -59,6 +63,12 @@ class CorrelationIdMiddleware:
         with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
             try:
                 await self.app(scope, receive, send_with_header)
+            except Exception as exc:
+                # Last resort, here rather than in the server: its traceback would print the
+                # exception message, which may quote personal data. Type and frames only.
+                response = unhandled_error_response(Request(scope), exc)
+                if not response_started:
+                    await response(scope, receive, send_with_header)
             finally:
                 _log.info(
                     "request",

@@ -7,8 +7,9 @@ One handler per family, chosen by exception class (Starlette looks handlers up a
 * FastAPI's ``RequestValidationError`` (query, path and header parameters): 422 with the
   parameter names;
 * Starlette's ``HTTPException`` (unknown route, wrong method): ``about:blank`` with the status;
-* anything else: a bare 500 whose log line names the exception type, never its message (it
-  could quote personal data).
+* anything else: a bare 500 (:func:`unhandled_error_response`, called by the correlation
+  middleware so that the server never prints the exception's message, which could quote
+  personal data).
 
 A router mounted under a prefix can render its own error format (the FHIR facade answers with
 an ``OperationOutcome``) by registering a renderer with :func:`register_error_renderer`.
@@ -44,6 +45,7 @@ __all__ = [
     "problem_response",
     "problem_responses",
     "register_error_renderer",
+    "unhandled_error_response",
 ]
 
 PROBLEM_BASE = "https://dui-gateway.org/problems/"
@@ -204,13 +206,15 @@ def _http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-def _unhandled(request: Request, exc: Exception) -> Response:
+def unhandled_error_response(request: Request, exc: Exception) -> Response:
+    """A bare 500 problem; the log line names the exception type and frames, never its message."""
     # The message may quote input (personal data): log the type and the frames only.
     _log.error(
         "unhandled_error",
         error_type=type(exc).__name__,
         path=request.url.path,
-        frames=traceback.format_tb(exc.__traceback__)[-5:],
+        # file:line:function only; source lines could hold literals and messages quote values
+        frames=[f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)[-8:]],
     )
     return problem_response(
         request,
@@ -232,7 +236,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    app.add_exception_handler(Exception, _unhandled)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from fhir.resources.R4B.bundle import Bundle
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
@@ -191,3 +192,23 @@ def test_audit_trail_is_exported_as_fhir_auditevents(
     ] or True
     exported = audit_events(session_factory, action="exported")
     assert exported and exported[0].tenant_id == tenant.id
+
+
+def test_an_unexpected_error_is_a_bare_500_that_never_logs_its_message(
+    app: Any, client: Api, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def boom() -> None:
+        raise ValueError("DUPONT Jeanne née le 12/03/1941")  # an exception quoting personal data
+
+    app.add_api_route("/boom", boom)
+    response = client.get("/boom", headers={"X-Correlation-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/internal")
+    assert response.json()["correlation_id"] == "boom-1"
+    assert "DUPONT" not in response.text
+    time.sleep(0.2)  # the access-log line is written after the response
+    out, err = capfd.readouterr()
+    logs = out + err
+    assert "unhandled_error" in logs and "ValueError" in logs and "boom-1" in logs
+    assert "DUPONT" not in logs and "1941" not in logs
