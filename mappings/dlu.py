@@ -6,7 +6,11 @@
 - ``fhir``: added by ``mappings.dlu_fhir.to_fhir`` when that module is installed.
 
 Pure and deterministic: identifiers derive from ``ctx.submission_id`` / ``ctx.id_root`` (or, for
-the FLUDT series, from the transfer itself), times from the record and ``ctx.now``.
+the FLUDT series, from the transfer itself), times from the record and ``ctx.now``. OIDs under
+``id_root``: ``.1.<submission>`` DLU document, ``.2.<submission>`` FLUDT document, ``.3.<submission>``
+DLU series (setId), ``.4.<uuid5 of the transfer>`` FLUDT series, ``.5.<FINESS>`` local person ids
+when the ESSMS has no OID of its own. A submission id takes up to 39 digits, so ``id_root`` must
+stay within 22 characters for ids to fit the 64-character limit (checked: :class:`MappingFailed`).
 
 The INS is written only when the identity is qualifiée (RNIV); otherwise the person is identified
 by the DUI local id under the ESSMS's OID, and :func:`DluDocumentType.facts` tells the router
@@ -94,7 +98,7 @@ def _finess_arc(finess: str) -> str:
 
 def local_person_root(record: DuiRecord, ctx: RenderContext) -> str:
     """OID under which the person's local id is issued: the ESSMS's own, else derived from the deployment root."""
-    return record.essms.patient_id_oid or f"{ctx.id_root}.4.{_finess_arc(record.essms.finess)}"
+    return record.essms.patient_id_oid or f"{ctx.id_root}.5.{_finess_arc(record.essms.finess)}"
 
 
 def _check_oid(value: str, what: str) -> str:
@@ -623,7 +627,7 @@ def _rendition(
     record: DluRecord,
     ctx: RenderContext,
     *,
-    number: int,
+    arc: int,
     new_set_id: Callable[[], str],
     model: str,
     template: tuple[str, str],
@@ -634,7 +638,7 @@ def _rendition(
     format_code: Code,
     body_builder: Callable[[etree._Element, DluRecord, Ids], None],
 ) -> Rendition:
-    document_id = _check_oid(f"{ctx.id_root}.1.{ctx.submission_id.int}.{number}", "document id")
+    document_id = _check_oid(f"{ctx.id_root}.{arc}.{ctx.submission_id.int}", "document id")
     set_id, version, replaced = _series(kind, ctx, _check_oid(new_set_id(), "setId"), document_id)
     _check_oid(local_person_root(record, ctx), "local person id root")
     doc = new_document()
@@ -682,8 +686,8 @@ def render_dlu(record: DluRecord, ctx: RenderContext) -> Rendition:
         "cda",
         record,
         ctx,
-        number=1,
-        new_set_id=lambda: f"{ctx.id_root}.2.{ctx.submission_id.int}.1",
+        arc=1,
+        new_set_id=lambda: f"{ctx.id_root}.3.{ctx.submission_id.int}",
         model=DLU_MODEL,
         template=DLU_TEMPLATE,
         title="Document de liaison d'urgence",
@@ -701,7 +705,7 @@ def _fludt_set_id(record: DluRecord, ctx: RenderContext) -> str:
     seed = "|".join(
         (record.essms.finess, record.person.local_id, record.transfer.transfer_time.isoformat(), ctx.id_root)
     )
-    return f"{ctx.id_root}.3.{uuid.uuid5(uuid.NAMESPACE_OID, seed).int}"
+    return f"{ctx.id_root}.4.{uuid.uuid5(uuid.NAMESPACE_OID, seed).int}"
 
 
 def render_fludt(record: DluRecord, ctx: RenderContext) -> Rendition:
@@ -713,7 +717,7 @@ def render_fludt(record: DluRecord, ctx: RenderContext) -> Rendition:
         "fludt-cda",
         record,
         ctx,
-        number=2,
+        arc=2,
         new_set_id=lambda: _fludt_set_id(record, ctx),
         model=FLUDT_MODEL,
         template=FLUDT_TEMPLATE,

@@ -430,7 +430,7 @@ def transfers(draw: st.DrawFn, after: datetime) -> TransferContext:
             temperature=draw(st.none() | st.floats(34, 42).map(lambda v: round(v, 1))),
             weight=draw(st.none() | st.floats(30, 150).map(lambda v: round(v, 1))),
             systolic=systolic,
-            diastolic=draw(st.none() | st.integers(20, (systolic or 200) - 1)),
+            diastolic=draw(st.none() | st.integers(20, min(200, (systolic or 201) - 1))),
         )
     return TransferContext(
         transfer_time=leave,

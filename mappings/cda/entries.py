@@ -39,7 +39,7 @@ _PROBLEM_CODE = Code("282291009", SNOMED, "interprétation diagnostique")
 _ALLERGY_CODES = {
     "food": Code("414285001", SNOMED, "allergie alimentaire"),
     "medication": Code("416098002", SNOMED, "allergie médicamenteuse"),
-    "environment": Code("426232007", SNOMED, "allergie environnementale"),
+    "environment": Code("609328004", SNOMED, "allergie"),  # JDV_TypeEvenementIndesirablePrevisible
     "other": Code("419199007", SNOMED, "allergie à une substance"),
 }
 _ORG_ROOT = "1.2.250.1.71.4.2.2"

@@ -226,7 +226,7 @@ def custodian(doc: etree._Element, essms: Essms) -> None:
     org = add(assigned, "representedCustodianOrganization", classCode="ORG", determinerCode="INSTANCE")
     ii(org, STRUCT_ID_ROOT, org_id_extension(essms.finess))
     add(org, "name", essms.name)
-    _telecoms(org, essms.telecoms)
+    _telecoms(org, essms.telecoms[:1])  # CustodianOrganization has at most one telecom (XSD)
     if essms.address is not None:
         _address(org, essms.address)
 
