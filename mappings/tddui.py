@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, Self
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import BaseModel, Field, model_validator
 
+from mappings import fhir
 from mappings.base import MappingFailed, RecordFacts, RenderContext, Rendition
 from mappings.ppa_model import (
     SERAFIN_SYSTEM_FHIR,
@@ -305,32 +306,12 @@ class BundleBuilder:
         return full_url
 
     def practitioner(self, pro: Professional) -> str:
-        """Reference to the Practitioner for ``pro`` (added once)."""
+        """Reference to the Practitioner for ``pro`` (added once): the shared FR Core builder, TDDUI profile."""
         key = f"practitioner/{pro.rpps or pro.internal_id}"
         if key in self._urls:
             return self._urls[key]
-        identifiers: list[Json] = [
-            {
-                "type": {"coding": [_coding(FR_CORE_CS + "fr-core-cs-v2-0203", "IDNPS")]},
-                "system": "urn:oid:1.2.250.1.71.4.2.1",
-                "value": f"8{pro.rpps}" if pro.rpps else f"3{self.finess}/{pro.internal_id}",
-            }
-        ]
-        if pro.rpps:
-            identifiers.append({"system": "https://rpps.esante.gouv.fr", "value": pro.rpps})
-        name: Json = {"family": pro.family_name}
-        if pro.given_name:
-            name["given"] = [pro.given_name]
-        if pro.title:
-            name["prefix"] = [pro.title]
-        resource: Json = {
-            "resourceType": "Practitioner",
-            "meta": {"profile": [TDDUI + "tddui-practitioner"]},
-            "identifier": identifiers,
-            "name": [name],
-        }
-        if pro.telecoms:
-            resource["telecom"] = _telecoms(pro.telecoms)
+        resource = fhir.practitioner(pro, self.record.essms)
+        resource["meta"] = {"profile": [TDDUI + "tddui-practitioner"]}
         return self._add("Practitioner", key, resource)
 
     def related_person(self, related: RelatedPerson, key: str) -> str:
@@ -361,115 +342,21 @@ class BundleBuilder:
     # -- person and organisation ---------------------------------------------------------------
 
     def _patient(self) -> Json:
+        """The shared FR Core Patient (INS only when qualifiée), as tddui-patient-ins or tddui-patient."""
         person = self.person
-        traits = person.traits
-        with_ins = person.ins_usable and person.ins is not None
-        identifiers: list[Json] = []
-        if with_ins and person.ins is not None:
-            type_code, use = _INS_SLICES[person.ins.oid]
-            identifiers.append(
-                {
-                    "use": use,
-                    "type": {"coding": [_coding(FR_CORE_CS + "fr-core-cs-v2-0203", type_code)]},
-                    "system": f"urn:oid:{person.ins.oid}",
-                    "value": person.ins.matricule,
-                }
-            )
-        identifiers.append(
-            {
-                "use": "usual",
-                "type": {"coding": [_coding(TDDUI_CS + "tddui-identifier", "PLI")]},
-                "system": _ID_SYSTEM.format("localusager"),
-                "value": f"3{self.finess}/{person.local_id}",
-            }
-        )
-        official: Json = {
-            "extension": [
-                {
-                    "url": FR_CORE + "fr-core-patient-birth-list-given-name",
-                    "valueString": " ".join(traits.birth_given_names),
-                }
-            ],
-            "use": "official",
-            "family": traits.birth_family_name,
-            "given": [traits.birth_given_names[0]],
-        }
-        names = [official]
-        if person.used_family_name or person.used_given_name:
-            usual: Json = {"use": "usual", "family": person.used_family_name or traits.birth_family_name}
-            if person.used_given_name:
-                usual["given"] = [person.used_given_name]
-            names.append(usual)
-        extensions: list[Json] = [
-            {
-                "url": FR_CORE + "fr-core-identity-reliability",
-                "extension": [
-                    {
-                        "url": "identityStatus",
-                        "valueCoding": _coding(
-                            FR_CORE_CS + "fr-core-cs-v2-0445", _STATUS_CODES[person.identity_status]
-                        ),
-                    }
-                ],
-            }
-        ]
-        if traits.birth_place_code or traits.birth_place_city:
-            place: Json = {}
-            if traits.birth_place_code:
-                place["extension"] = [
-                    {
-                        "url": FR_CORE + "fr-core-address-insee-code",
-                        "valueCoding": _coding(
-                            "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM",
-                            traits.birth_place_code,
-                        ),
-                    }
-                ]
-            if traits.birth_place_city:
-                place["city"] = traits.birth_place_city
-            extensions.append(
-                {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace", "valueAddress": place}
-            )
-        resource: Json = {
-            "resourceType": "Patient",
-            "meta": {"profile": [TDDUI + ("tddui-patient-ins" if with_ins else "tddui-patient")]},
-            "extension": extensions,
-            "identifier": identifiers,
-            "name": names,
-            "gender": _GENDER[traits.sex.value],
-            "birthDate": _date(traits.birth_date),
-        }
+        with_ins = fhir.ins_identifier(person) is not None
+        resource = fhir.patient(person, self.record.essms)
+        resource["meta"] = {"profile": [TDDUI + ("tddui-patient-ins" if with_ins else "tddui-patient")]}
+        for identifier in resource["identifier"]:
+            if identifier.get("system") == _ID_SYSTEM.format("localusager"):
+                # TDDUI localIdentifier slice: type PLI (tddui-identifier code system)
+                identifier["type"] = {"coding": [_coding(TDDUI_CS + "tddui-identifier", "PLI")]}
         if not with_ins:
             # tddui-patient: rang de naissance (birthDate extension) is mandatory when no INS is sent
             resource["_birthDate"] = {
                 "extension": [_ext("tddui-birth-order", valuePositiveInt=birth_order(person, self._birth_order))]
             }
-        if person.telecoms:
-            resource["telecom"] = _telecoms(person.telecoms)
-        home = _address(person.address)
-        if home:
-            resource["address"] = [{"use": "home", **home}]
-        if person.legal_representative is not None or person.trusted_person is not None:
-            contacts = []
-            if person.legal_representative is not None:
-                contacts.append(self._contact(person.legal_representative, "N"))
-            if person.trusted_person is not None:
-                contacts.append(self._contact(person.trusted_person, "C"))
-            resource["contact"] = contacts
         return resource
-
-    @staticmethod
-    def _contact(related: RelatedPerson, role: str) -> Json:
-        name: Json = {"family": related.family_name}
-        if related.given_name:
-            name["given"] = [related.given_name]
-        out: Json = {
-            "relationship": [{"coding": [_coding("http://terminology.hl7.org/CodeSystem/v2-0131", role)]}],
-            "name": name,
-        }
-        if related.telecoms:
-            out["telecom"] = _telecoms(related.telecoms)
-        return out
 
     def _organization(self, essms: Essms) -> Json:
         legal = essms.legal_entity_finess or essms.finess
