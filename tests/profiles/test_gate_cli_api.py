@@ -179,3 +179,20 @@ def test_validate_endpoint_accepts_resource_or_parameters(client: Client) -> Non
 
     assert client.post("/fhir/Patient/$validate", content=json.dumps(consent)).status_code == 400
     assert client.post("/fhir/$validate", content=b"not json").status_code == 400
+
+
+def test_pdsm_gate_checks_the_provide_bundle_and_its_entries() -> None:
+    bundle = example("Bundle-example-td2-iti65-lot-soumission.json")
+    bundle["entry"][1]["resource"]["custodian"] = {"reference": "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001"}
+    report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
+    # the custodian points at the SubmissionSet List: a reference of the wrong type
+    assert [(i.expression, i.rule) for i in report.errors] == [
+        ("Bundle.entry[1].resource.custodian.reference", "reference")
+    ]
+    del bundle["entry"][1]["resource"]["meta"]
+    del bundle["entry"][1]["resource"]["custodian"]
+    report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
+    assert ("Bundle.entry[1].resource.meta.profile", "required") in {(i.expression, i.code) for i in report.errors}
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "List"]
+    report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
+    assert ("Bundle", "dui-pdsm-bundle-1") in {(i.expression, i.rule) for i in report.errors}
