@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from mappings.base import DocumentType
 
 _REGISTRY: dict[str, DocumentType] = {}
@@ -28,19 +30,28 @@ def codes() -> list[str]:
 
 
 _loaded = False
+_load_lock = threading.RLock()
 
 
 def _load_builtins() -> None:
-    """Import the shipped document types once (each module registers itself)."""
+    """Import the shipped document types once (each module registers itself).
+
+    Thread-safe: worker threads call this concurrently at start; none may see the registry
+    before the imports are done (that rejected submissions with "unknown document type").
+    The lock is re-entrant because an imported module may call back into the registry.
+    """
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    import importlib
+    with _load_lock:
+        if _loaded:
+            return
+        import importlib
 
-    for module in ("mappings.dlu", "mappings.ppa"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a document type not written yet
-            if exc.name != module:
-                raise
+        for module in ("mappings.dlu", "mappings.ppa"):
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:  # a document type not written yet
+                if exc.name != module:
+                    raise
+        _loaded = True
