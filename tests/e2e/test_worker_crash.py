@@ -83,4 +83,6 @@ def test_sigkill_worker_mid_delivery_then_new_worker_delivers_everything_once(
     # resends after the crash carried the same Idempotency-Key (recognised, not accepted again)
     everything = sandbox.received()
     accepted_keys = {r["idempotency_key"] for r in accepted}
-    assert all(r["idempotency_key"] in accepted_keys for r in everything if r["outcome"] == "duplicate")
+    resends = [r for r in everything if r["outcome"] == "duplicate"]
+    assert all(r["idempotency_key"] in accepted_keys for r in resends)
+    print(f"\nkilled with {len(in_flight)} deliveries in flight; {len(resends)} resends recognised by the receiver")
