@@ -189,7 +189,8 @@ def test_exchange_metadata() -> None:
     assert fludt.metadata is not None
     assert fludt.metadata.format_code.code == "urn:asip:ci-sis:fludt:2017"
     assert fludt.metadata.extra["model"] == FLUDT_MODEL
-    assert fludt.metadata.service_start == record.transfer.transfer_time if record.transfer else False
+    assert record.transfer is not None
+    assert fludt.metadata.service_start == record.transfer.transfer_time
 
 
 def test_header_parts() -> None:
