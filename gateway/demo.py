@@ -125,6 +125,7 @@ class DemoRun:
     api_url: str
     api_key: str
     receiver: SandboxReceiver
+    settings: Settings
     posted: list[tuple[str, str]] = field(default_factory=list)  # (file name, submission id)
     statuses: dict[str, str] = field(default_factory=dict)
     error: str | None = None
@@ -177,8 +178,13 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
         # what an earlier run left in var/sandbox.db is not printed again
         seen = max((int(r["n"]) for r in run.receiver.store.received()), default=0)
         records = demo_records()
+        gate = _gate_problems(run)
         if not records or _missing_document_types(records):
             print("No demo document type available yet (mappings.dlu missing): nothing posted.", flush=True)
+        elif gate:
+            run.error = "the conformance gate cannot run, documents would wait forever: " + "; ".join(gate)
+            print(run.error + "\n  point CISIS_KIT_DIR at the CI-SIS kit folder and start again", flush=True)
+            return
         else:
             run.receiver.store.control({"fail_next": 2, "status": 503})
             print("Sandbox asked to fail the first 2 deliveries with 503: watch the retries.", flush=True)
@@ -204,6 +210,12 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
         run.done.set()
         if exit_after_demo or run.error:
             server.should_exit = True
+
+
+def _gate_problems(run: DemoRun) -> list[str]:
+    from gateway.pipeline import gate_problems
+
+    return gate_problems(run.settings)
 
 
 def _missing_document_types(records: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
@@ -260,7 +272,7 @@ def run_demo(
     try:
         app = create_app(runtime)  # embedded_worker=True: its lifespan starts and drains the workers
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning"))
-        run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver)
+        run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver, settings=settings)
         print(
             "\n".join(
                 [
