@@ -271,6 +271,7 @@ def run_demo(
     api_url = f"http://{host}:{port}"
     try:
         app = create_app(runtime)  # embedded_worker=True: its lifespan starts and drains the workers
+        has_console = any(str(getattr(r, "path", "")).startswith("/console") for r in app.routes)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning"))
         run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver, settings=settings)
         print(
@@ -279,7 +280,7 @@ def run_demo(
                     "dui-gateway demo",
                     f"  API            {api_url}/v1",
                     f"  API docs       {api_url}/docs",
-                    f"  console        {api_url}/console",
+                    *([f"  console        {api_url}/console"] if has_console else []),
                     f"  API key        {api_key}",
                     f"  sandbox        {receiver.url}/_received  (what the destinations received)",
                     f"  database       {settings.database_url}",

@@ -57,8 +57,10 @@ def _port_open(host: str, port: int) -> bool:
 def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    kit = ROOT.parent / "shared" / "cisis-kit"
-    if "CISIS_KIT_DIR" not in env and kit.is_dir():
+    # the CI-SIS kit (data, not shipped in the repository): first folder found, unless set
+    candidates = (ROOT / "cisis-kit", ROOT / "var" / "cisis-kit", ROOT.parent / "shared" / "cisis-kit")
+    kit = next((c for c in candidates if (c / "schematrons").is_dir()), None)
+    if "CISIS_KIT_DIR" not in env and kit is not None:
         env["CISIS_KIT_DIR"] = str(kit)
     return env
 
