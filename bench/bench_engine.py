@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select  # noqa: E402
 
 from gateway.delivery.engine import as_utc  # noqa: E402
+from gateway.logging import configure_logging  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 from gateway.storage.models import ApiClient, Delivery, Submission  # noqa: E402
 from tests.peers.gateway import (  # noqa: E402
     Deployment,
@@ -99,6 +101,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker process")
     parser.add_argument("--pg-url", default=None, help="PostgreSQL URL (a scratch database is created next to it)")
     args = parser.parse_args()
+    configure_logging(Settings(log_level="WARNING"))  # the in-process intake/routing stays quiet
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
         if backend == "postgresql" and not args.pg_url:
