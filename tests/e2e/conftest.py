@@ -42,15 +42,17 @@ def demo_records() -> list[dict[str, Any]]:
     ]
 
 
-def sample_records() -> list[dict[str, Any]]:
-    """The DLU sample records of tests/resources/records (when present) and the demo records."""
-    out = []
+def sample_submissions() -> list[tuple[str, dict[str, Any]]]:
+    """(document type, record) of the sample records of tests/resources/records (DLU and PPA,
+    when present) followed by the demo DLU records."""
+    out: list[tuple[str, dict[str, Any]]] = []
     if RECORDS_DIR.is_dir():
         for path in sorted(RECORDS_DIR.glob("*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "dlu" in data:
-                out.append(data)
-    return out + demo_records()
+            for doc_type in ("dlu", "ppa"):
+                if isinstance(data, dict) and doc_type in data:
+                    out.append((doc_type, data))
+    return out + [("dlu", r) for r in demo_records()]
 
 
 def with_finess(record: dict[str, Any], finess: str) -> dict[str, Any]:

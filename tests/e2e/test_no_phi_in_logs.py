@@ -1,4 +1,4 @@
-"""No personal data in logs: a full flow with DLU records, then every process's output is scanned.
+"""No personal data in logs: a full flow with DLU (and PPA) records, then every process's output is scanned.
 
 The flow goes through the paths where data tends to leak: an invalid record refused by the API,
 transient failures and retries, a permanent refusal (dead letter), an operator replay from the
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import require_dlu, sample_records, with_finess
+from tests.e2e.conftest import require_dlu, sample_submissions, with_finess
 from tests.peers.gateway import Deployment, post_submissions, provision, webhook_routing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -83,28 +83,31 @@ def test_full_flow_logs_carry_no_personal_data(deployment: Deployment, kit_dir: 
     tenant = provision(dep.db_url)
     sandbox = dep.start_sandbox()
     dep.write_routing(
-        webhook_routing(sandbox.url, destinations={"dmp-sbx": "dmp", "mss-sbx": "mssante"}, document_types=["dlu"])
+        webhook_routing(
+            sandbox.url, destinations={"dmp-sbx": "dmp", "mss-sbx": "mssante"}, document_types=["dlu", "ppa"]
+        )
     )
-    records = [with_finess(r, tenant.finess) for r in sample_records()]
+    submissions = [(t, with_finess(r, tenant.finess)) for t, r in sample_submissions()]
     needles: set[str] = set()
-    for r in records:
+    for _t, r in submissions:
         needles |= personal_data(r)
-    assert len(records) >= 3 and len(needles) >= 9
+    assert len(submissions) >= 3 and len(needles) >= 9
+    first_type, first = next((t, r) for t, r in submissions if t == "dlu")
 
     api = dep.start_api()
     dep.start_worker("worker")
     # an invalid record: the 422 names the field, the logs must not quote the value
-    broken = copy.deepcopy(records[0])
+    broken = copy.deepcopy(first)
     broken["person"]["traits"]["birth_date"] = "2999-01-01"
     post_submissions(api, tenant.api_key, [("dlu", broken)], expect=422)
     # two transient failures, then one permanent refusal (dead letter), then normal deliveries
     sandbox.control(fail_next=2, status=503)
-    ids = post_submissions(api, tenant.api_key, [("dlu", records[0])])
+    ids = post_submissions(api, tenant.api_key, [(first_type, first)])
     dep.wait_until(
         lambda: len([r for r in sandbox.received() if r["outcome"] == "failed"]) == 2, timeout=120, what="503s"
     )
     sandbox.control(reject_next=1, status=422)
-    ids += post_submissions(api, tenant.api_key, [("dlu", r) for r in records[1:]])
+    ids += post_submissions(api, tenant.api_key, [(t, r) for t, r in submissions if r is not first])
 
     def settled() -> bool:
         statuses = dep.submission_statuses()
@@ -116,6 +119,7 @@ def test_full_flow_logs_carry_no_personal_data(deployment: Deployment, kit_dir: 
     dep.run("replay", "--delivery", dead[0].id)
     dep.wait_until(lambda: all(d.status == "delivered" for d in dep.deliveries()), timeout=120, what="replayed")
     assert len(sandbox.accepted()) == len(dep.deliveries())
+    assert dep.submission_statuses() == {"delivered": len(ids)}
 
     logs = dep.logs()
     assert "submission" in logs and "sandbox" in logs  # the scan looks at real output
