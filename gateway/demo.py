@@ -203,6 +203,8 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
         if not settled:
             run.error = f"demo submissions not settled after {timeout:.0f}s"
             print(run.error, flush=True)
+        elif not exit_after_demo:
+            print("Demo documents settled; the gateway keeps running (Ctrl-C stops everything).", flush=True)
     except Exception as exc:  # report and stop: the demo must not hang on a failure
         run.error = f"{type(exc).__name__}: {exc}"
         print(f"demo failed: {run.error}", flush=True)
