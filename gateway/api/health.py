@@ -1,4 +1,4 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (database and destinations reachable)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (database, conformance gate, destinations)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from gateway.api.deps import RuntimeDep
 from gateway.api.problems import PROBLEM_BASE, problem_response, problem_responses
+from gateway.pipeline import gate_problems
 
 __all__ = ["router"]
 
@@ -24,7 +25,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={200: {"description": "ready"}, **problem_responses(503)})
 def readyz(request: Request, runtime: RuntimeDep) -> Response:
-    """Readiness: the database answers and every configured destination reports healthy."""
+    """Readiness: the database answers, the conformance gate can run, every destination is healthy."""
     checks: dict[str, dict[str, Any]] = {}
     try:
         with runtime.engine.connect() as conn:
@@ -32,6 +33,9 @@ def readyz(request: Request, runtime: RuntimeDep) -> Response:
         checks["database"] = {"ok": True}
     except Exception as exc:  # any driver error means "not ready"; the type is enough
         checks["database"] = {"ok": False, "detail": type(exc).__name__}
+    # Documents whose conformance cannot be checked are never sent: not ready until the gate can run.
+    gate = gate_problems(runtime.settings)
+    checks["conformance"] = {"ok": not gate, "detail": "; ".join(gate)} if gate else {"ok": True}
     for name, health in sorted(runtime.health().items()):
         checks[f"destination:{name}"] = {"ok": health.ok, "detail": health.detail}
     failing = sorted(name for name, check in checks.items() if not check["ok"])

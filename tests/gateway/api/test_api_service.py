@@ -40,11 +40,12 @@ class _Destination:
         return Health(ok=self.ok, detail="" if self.ok else "connection refused")
 
 
-def test_healthz_and_readyz(client: Api, runtime: Runtime) -> None:
+def test_healthz_and_readyz(client: Api, runtime: Runtime, kit_dir: Path) -> None:
+    runtime.settings = runtime.settings.model_copy(update={"cisis_kit_dir": kit_dir})
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": {"ok": True}}}
+    assert ready.json() == {"status": "ready", "checks": {"database": {"ok": True}, "conformance": {"ok": True}}}
 
     runtime.destinations = {"dmp": _Destination(ok=True), "mss": _Destination(ok=False)}
     not_ready = client.get("/readyz")
@@ -55,6 +56,16 @@ def test_healthz_and_readyz(client: Api, runtime: Runtime) -> None:
     assert problem["checks"]["destination:mss"] == {"ok": False, "detail": "connection refused"}
     assert problem["checks"]["destination:dmp"]["ok"] is True
     assert "destination:mss" in problem["detail"] and "dmp" not in problem["detail"]
+
+
+def test_readyz_is_red_while_the_conformance_gate_cannot_run(client: Api, runtime: Runtime, tmp_path: Path) -> None:
+    runtime.settings = runtime.settings.model_copy(update={"cisis_kit_dir": tmp_path / "no-kit-here"})
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    check = response.json()["checks"]["conformance"]
+    assert check["ok"] is False
+    assert "CI-SIS kit" in check["detail"]
+    assert "conformance" in response.json()["detail"]
 
 
 def test_readyz_reports_an_unreachable_database(tmp_path: Path, runtime: Runtime, live_server: Any) -> None:
