@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cisis_mutations import MUTATIONS, Mutation
 from lxml import etree
 
 from ci_sis import Validator
+from tests.ci_sis.cisis_mutations import MUTATIONS, Mutation
 
 pytestmark = pytest.mark.conformance
 

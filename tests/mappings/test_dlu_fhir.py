@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from hypothesis import HealthCheck, given, settings
-from strategies import dlu_records
 
 from mappings.base import PreviousVersion, RenderContext
 from mappings.dlu_fhir import SECTIONS, to_fhir
 from mappings.record import DluRecord, IdentityStatus
 from profiles import check_rendition, validate
+from tests.strategies import dlu_records
 
 RECORDS = Path(__file__).resolve().parents[1] / "resources" / "records"
 INS_OIDS = {f"urn:oid:1.2.250.1.213.1.4.{n}" for n in (8, 9, 10, 11)}

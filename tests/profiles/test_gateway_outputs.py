@@ -11,12 +11,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from pydantic import ValidationError
-from strategies import dui_parts
 
 from mappings.base import RenderContext
 from mappings.ppa import PpaRecord, render_fhir
 from profiles import check_rendition
 from profiles.definitions.tddui import PENDING_PROFILES
+from tests.strategies import dui_parts
 
 RECORDS = Path(__file__).resolve().parents[1] / "resources" / "records"
 PENDING = {p.url for p in PENDING_PROFILES}
