@@ -697,21 +697,32 @@ class BundleBuilder:
         return self._add("Consent", f"refusal/{partner}", resource)
 
     def _wish(self, text: str, index: int, ppa: ProjetPersonnalise) -> str:
+        """Goal (tddui-goal-attente): one of the person's wishes, linked to the PPA's CarePlan.
+
+        Wishes have no id of their own in the record: the identifier's local part is the PPA id
+        and the wish's rank (``<ppa id>-<n>``, from 1), so the same PPA gives the same identifiers.
+        """
         resource: Json = {
             "resourceType": "Goal",
             "meta": {"profile": [TDDUI + "tddui-goal-attente"]},
+            "extension": [_ext("tddui-careplan-reference", valueReference={"reference": self.url("careplan")})],
+            "identifier": [self.business_id("ATTE", "attente", f"{ppa.id}-{index + 1}")],
             "lifecycleStatus": "active",
             "description": {"text": text},
             "subject": {"reference": self.patient_ref},
             "startDate": _date(ppa.expression.expressed_on),
             "expressedBy": {"reference": self.patient_ref},
+            # TDDUI 2.2: note[origineAttente] 1..1 (who expressed the wish, in words): the person
+            "note": [{"extension": [_discriminated("origineAttente")], "text": "Usager"}],
         }
         return self._add("Goal", f"wish/{index}", resource)
 
     def _life_project(self, text: str, ppa: ProjetPersonnalise) -> str:
+        """Goal (tddui-goal-projet-vie): the person's life project, identified by the PPA id."""
         resource: Json = {
             "resourceType": "Goal",
             "meta": {"profile": [TDDUI + "tddui-goal-projet-vie"]},
+            "identifier": [self.business_id("PDV", "projetvie", ppa.id)],
             "lifecycleStatus": "active",
             "description": {"text": text},
             "subject": {"reference": self.patient_ref},

@@ -17,7 +17,7 @@ from profiles.definitions.fr_core import (
 )
 from profiles.definitions.valuesets import GENDER_INS, SERAFIN_BESOINS, SERAFIN_PRESTATIONS, code_list
 
-__all__ = ["PENDING_PROFILES", "PROFILES", "TDDUI", "TDDUI_ALIASES"]
+__all__ = ["PROFILES", "TDDUI", "TDDUI_ALIASES"]
 
 TDDUI = "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/"
 TDDUI_CS = "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"
@@ -315,10 +315,18 @@ TDDUI_GOAL_ATTENTE = Profile(
     url=TDDUI + "tddui-goal-attente",
     type="Goal",
     title="TDDUI Goal Attente",
+    slices=(
+        _discriminated("note:origineAttente", "origineAttente"),
+        _discriminated("note:commentaireAttente", "commentaireAttente"),
+    ),
     rules=(
         Card(f"extension({TDDUI}tddui-careplan-reference)", 1, 1),
+        Card(f"extension({TDDUI}tddui-careplan-reference).valueReference", 1, 1),
         RefTarget(f"extension({TDDUI}tddui-careplan-reference).valueReference", ("CarePlan",)),
         Card("identifier", 1, 1),
+        *_business_id("identifier", "https://identifiant-medicosocial-attente.esante.gouv.fr", "ATTE"),
+        Card("note:origineAttente", 1, 1),
+        Card("note:origineAttente.text", 1, 1),
         Card("expressedBy", 1, 1),
         RefTarget("expressedBy", ("PractitionerRole", "Practitioner", "Patient", "RelatedPerson")),
         RefTarget("subject", PATIENT),
@@ -385,16 +393,12 @@ PROFILES = (
     TDDUI_GOAL_OBJECTIF,
     TDDUI_SERVICE_REQUEST_BESOIN,
     TDDUI_TASK_PRESTATION,
+    TDDUI_GOAL_ATTENTE,
+    TDDUI_GOAL_PROJET_VIE,
     TDDUI_RELATED_PERSON_CONTACT,
     TDDUI_DOCUMENT_REFERENCE,
     TDDUI_BUNDLE,
 )
-
-#: Declared but not yet enforced by the gate: the gateway's own PPA rendition (mappings.ppa /
-#: mappings.tddui) does not give Goal attente / projet de vie their identifier (1..1) nor the
-#: attente its tddui-careplan-reference extension (1..1). Enforcing them now would reject every
-#: PPA FHIR rendition; move them into PROFILES once the mapping carries these elements.
-PENDING_PROFILES = (TDDUI_GOAL_ATTENTE, TDDUI_GOAL_PROJET_VIE)
 
 #: earlier canonical ids of the same profiles (2.2.0-ballot FSH ids)
 TDDUI_ALIASES = {

@@ -155,7 +155,11 @@ def test_every_ppa_renders_conformant_documents(validator: Validator, data: dict
 
     fhir_report = profiles.check_rendition(fhir.content, "fhir:tddui")
     assert fhir_report.ok, [i.message for i in fhir_report.issues if i.severity in ("error", "fatal")][:5]
+    # every profile the bundle declares (Goal attente / projet de vie included) is known and checked
+    assert [i.message for i in fhir_report.issues if i.code == "not-supported" or i.severity == "warning"] == []
     bundle = json.loads(fhir.content)
+    declared = {p for e in bundle["entry"] for p in e["resource"].get("meta", {}).get("profile", [])}
+    assert declared <= set(fhir_report.profiles)
     assert len([e for e in bundle["entry"] if e["resource"]["resourceType"] == "Goal"]) >= len(record.ppa.goals)
 
     body = etree.fromstring(cda.content).find(".//{urn:hl7-org:v3}nonXMLBody/{urn:hl7-org:v3}text")

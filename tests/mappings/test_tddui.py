@@ -112,6 +112,29 @@ def test_careplan_and_its_graph() -> None:
         "Marcher jusqu'au parc le dimanche",
         "Chanter à la chorale du jeudi",
     ]
+    assert [w["identifier"] for w in wishes] == [
+        [
+            {
+                "system": "https://identifiant-medicosocial-attente.esante.gouv.fr",
+                "value": f"3750803447/EHPAD-2024-0042-ATTE-PP1-{n}",
+            }
+        ]
+        for n in (1, 2)
+    ]
+    careplan_url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"] is careplan)
+    for wish in wishes:
+        assert wish["extension"] == [
+            {"url": TDDUI + "tddui-careplan-reference", "valueReference": {"reference": careplan_url}}
+        ]
+    life = [g for g in _resources(bundle, "Goal") if g["meta"]["profile"] == [TDDUI + "tddui-goal-projet-vie"]]
+    assert [g["identifier"] for g in life] == [
+        [
+            {
+                "system": "https://identifiant-medicosocial-projetvie.esante.gouv.fr",
+                "value": "3750803447/EHPAD-2024-0042-PDV-PP1",
+            }
+        ]
+    ]
     tasks = _resources(bundle, "Task")
     kinds = [t["input"][1]["valueCodeableConcept"]["coding"][0]["code"] for t in tasks]
     assert kinds == ["2.1.2.1", "2.3.4.2", "3.2.4.3"]  # direct (J284) and indirect (J283) prestations

@@ -1,5 +1,7 @@
 """The gateway's own FHIR renditions pass the conformance gate: the PPA's TDDUI transaction
-(sample record and property-generated people/ESSMS/authors) and the TDDUI export."""
+(sample records and property-generated people/ESSMS/authors) and the DLU document, with every
+profile they declare known to the validator (no "not-supported" findings); broken Goal
+attente / projet de vie are rejected at the right path."""
 
 from __future__ import annotations
 
@@ -9,42 +11,76 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from pydantic import ValidationError
 
 from mappings.base import RenderContext
+from mappings.dlu_fhir import to_fhir
 from mappings.ppa import PpaRecord, render_fhir
-from profiles import check_rendition
-from profiles.definitions.tddui import PENDING_PROFILES
+from mappings.record import DluRecord
+from profiles import Report, check_rendition, definitions
 from tests.strategies import dui_parts
 
 RECORDS = Path(__file__).resolve().parents[1] / "resources" / "records"
-PENDING = {p.url for p in PENDING_PROFILES}
+PPA_RECORDS = sorted(RECORDS.glob("ppa-*.json"))
+DLU_RECORDS = sorted(p for p in RECORDS.glob("*.json") if "dlu" in json.loads(p.read_text(encoding="utf-8")))
+TDDUI = "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/"
 CTX = RenderContext(now=datetime(2026, 1, 5, 9, 0, tzinfo=UTC), submission_id=uuid.UUID(int=11))
 
 
-def ppa_data() -> dict[str, Any]:
-    return json.loads((RECORDS / "ppa-ehpad.json").read_text(encoding="utf-8"))
+def ppa_data(path: Path = PPA_RECORDS[0]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _declared(bundle: dict[str, Any]) -> set[str]:
+    roots = [bundle, *(e["resource"] for e in bundle.get("entry", []))]
+    return {p for r in roots for p in r.get("meta", {}).get("profile", [])}
+
+
+def assert_every_declared_profile_checked(content: bytes, report: Report) -> None:
+    """No profile the rendition declares is unknown to the validator, and each was really checked."""
+    unchecked = [(i.expression, i.message) for i in report.issues if i.code == "not-supported"]
+    assert unchecked == []
+    declared = _declared(json.loads(content))
+    assert [p for p in sorted(declared) if not definitions.chain(p)] == []
+    assert declared <= set(report.profiles)
 
 
 def assert_gate_passes(content: bytes) -> None:
     report = check_rendition(content, "fhir:tddui")
     assert report.ok, [(i.expression, i.message) for i in report.errors]
-    unchecked = {i.profile for i in report.issues if i.code == "not-supported"}
-    assert unchecked <= PENDING, unchecked  # every other declared TDDUI profile was really checked
-    bundle = json.loads(content)
-    declared = {p for e in bundle["entry"] for p in e["resource"].get("meta", {}).get("profile", [])}
-    assert declared - PENDING <= set(report.profiles)
+    assert [(i.expression, i.message) for i in report.issues if i.severity == "warning"] == []
+    assert_every_declared_profile_checked(content, report)
 
 
-def test_ppa_sample_rendition_passes_the_tddui_gate() -> None:
-    rendition = render_fhir(PpaRecord.model_validate(ppa_data()), CTX)
+def test_there_are_ppa_and_dlu_sample_records() -> None:
+    assert PPA_RECORDS and DLU_RECORDS
+
+
+@pytest.mark.parametrize("path", PPA_RECORDS, ids=lambda p: p.stem)
+def test_ppa_sample_rendition_passes_the_tddui_gate(path: Path) -> None:
+    rendition = render_fhir(PpaRecord.model_validate(ppa_data(path)), CTX)
     assert "fhir:tddui" in rendition.conformance
     assert_gate_passes(rendition.content)
-    report = check_rendition(rendition.content, "fhir:tddui")
-    checked = set(report.profiles)
-    for name in ("tddui-patient-ins", "tddui-careplan-projet-personnalise", "tddui-task-prestation", "tddui-bundle"):
-        assert f"https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/{name}" in checked
+    checked = set(check_rendition(rendition.content, "fhir:tddui").profiles)
+    for name in ("tddui-careplan-projet-personnalise", "tddui-task-prestation", "tddui-bundle"):
+        assert TDDUI + name in checked
+    data = ppa_data(path)
+    if data["ppa"]["expression"].get("wishes"):
+        assert TDDUI + "tddui-goal-attente" in checked
+    if data["ppa"]["expression"].get("life_project"):
+        assert TDDUI + "tddui-goal-projet-vie" in checked
+
+
+@pytest.mark.parametrize("path", DLU_RECORDS, ids=lambda p: p.stem)
+def test_dlu_sample_rendition_declares_only_known_profiles(path: Path) -> None:
+    rendition = to_fhir(DluRecord.model_validate_json(path.read_text(encoding="utf-8")), CTX)
+    for tag in rendition.conformance:
+        report = check_rendition(rendition.content, tag)
+        assert report.ok, [(i.expression, i.message) for i in report.errors]
+        assert_every_declared_profile_checked(rendition.content, report)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -79,25 +115,53 @@ def test_task_prestation_rejects_a_besoin_code_as_prestation() -> None:
     assert (f"Task.input[{index}].valueCodeableConcept.coding[0].code", "binding") in found
 
 
-def test_pending_goal_profiles_state_what_the_ppa_mapping_still_lacks() -> None:
-    from profiles._paths import Node
-    from profiles._rules import check_profile
-    from profiles.definitions.tddui import TDDUI_GOAL_ATTENTE, TDDUI_GOAL_PROJET_VIE
-
-    (_, attente), *_ = _entries("tddui-goal-attente")
-    found = {(i.expression, i.rule) for i in check_profile([TDDUI_GOAL_ATTENTE], Node("Goal", attente))}
-    assert {("Goal.identifier", "card"), ("Goal.extension", "card")} <= found
-    complete = dict(
-        attente,
-        identifier=[{"value": "3750803447/EHPAD-2024-0042-ATT-1"}],
-        extension=[
-            {
-                "url": "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-careplan-reference",
-                "valueReference": {"reference": "CarePlan/pp-1"},
-            }
-        ],
+def _broken(profile_name: str, change: Any) -> tuple[str, Report]:
+    """The sample PPA bundle with ``change`` applied to its first ``profile_name`` entry."""
+    bundle = json.loads(render_fhir(PpaRecord.model_validate(ppa_data()), CTX).content)
+    index, resource = next(
+        (i, e["resource"])
+        for i, e in enumerate(bundle["entry"])
+        if TDDUI + profile_name in e["resource"]["meta"]["profile"]
     )
-    assert check_profile([TDDUI_GOAL_ATTENTE], Node("Goal", complete)) == []
-    (_, projet_vie), *_ = _entries("tddui-goal-projet-vie")
-    found = {(i.expression, i.rule) for i in check_profile([TDDUI_GOAL_PROJET_VIE], Node("Goal", projet_vie))}
-    assert ("Goal.identifier", "card") in found
+    change(resource)
+    return f"Bundle.entry[{index}].resource", check_rendition(json.dumps(bundle).encode("utf-8"), "fhir:tddui")
+
+
+def _errors(report: Report) -> set[tuple[str, str, str]]:
+    return {(i.profile, i.expression, i.rule) for i in report.errors}
+
+
+def test_goal_attente_without_identifier_is_rejected_at_its_identifier() -> None:
+    path, report = _broken("tddui-goal-attente", lambda r: r.pop("identifier"))
+    assert not report.ok
+    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.identifier", "card")}
+
+
+def test_goal_attente_without_careplan_reference_is_rejected_at_its_extension() -> None:
+    path, report = _broken("tddui-goal-attente", lambda r: r.pop("extension"))
+    assert not report.ok
+    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.extension", "card")}
+
+
+def test_goal_attente_with_a_foreign_identifier_system_is_rejected() -> None:
+    def change(resource: dict[str, Any]) -> None:
+        resource["identifier"][0]["system"] = "https://identifiant-medicosocial-objectif.esante.gouv.fr"
+
+    path, report = _broken("tddui-goal-attente", change)
+    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.identifier[0].system", "fixed")}
+
+
+def test_goal_attente_without_its_origin_note_is_rejected() -> None:
+    path, report = _broken("tddui-goal-attente", lambda r: r.pop("note"))
+    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.note", "card")}
+
+
+def test_goal_projet_vie_without_identifier_is_rejected_at_its_identifier() -> None:
+    path, report = _broken("tddui-goal-projet-vie", lambda r: r.pop("identifier"))
+    assert not report.ok
+    assert _errors(report) == {(TDDUI + "tddui-goal-projet-vie", f"{path}.identifier", "card")}
+
+
+def test_goal_projet_vie_without_identifier_value_is_rejected() -> None:
+    path, report = _broken("tddui-goal-projet-vie", lambda r: r["identifier"][0].pop("value"))
+    assert _errors(report) == {(TDDUI + "tddui-goal-projet-vie", f"{path}.identifier[0].value", "card")}
