@@ -33,6 +33,15 @@ class Runtime:
     routing: Any = None  # gateway.routing.RoutingTable once loaded
     _workers: Any = None
 
+    def __post_init__(self) -> None:
+        # Sessions carry this runtime's audit sealer, so audit.append never falls back to
+        # process-wide settings that may differ from the runtime's.
+        from gateway.audit.chain import SEALER_INFO_KEY, AuditSealer
+
+        info = dict(self.session_factory.kw.get("info") or {})
+        info[SEALER_INFO_KEY] = AuditSealer.for_settings(self.settings)
+        self.session_factory.configure(info=info)
+
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
         from gateway.security.crypto import KeyRing

@@ -67,7 +67,6 @@ def base_env() -> dict[str, str]:
 
 def test_env() -> dict[str, str]:
     env = base_env()
-    env.setdefault("DUI_GATEWAY_PROFILE", "test")
     if "DUI_GATEWAY_TEST_PG_URL" not in env and _port_open("127.0.0.1", 5432):
         env["DUI_GATEWAY_TEST_PG_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     return env

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,11 +36,15 @@ from sqlalchemy.orm import Session
 from gateway.security.crypto import parse_key_spec
 from gateway.storage.models import AuditEvent, AuditHead
 
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
 __all__ = [
     "ACTIONS",
     "GENESIS_HASH",
     "OUTCOMES",
     "PLAIN_KEY_ID",
+    "SEALER_INFO_KEY",
     "AuditSealer",
     "VerifyResult",
     "append",
@@ -51,6 +55,8 @@ __all__ = [
 
 GENESIS_HASH = "0" * 64
 PLAIN_KEY_ID = "sha256"
+# Session.info key under which the runtime puts the AuditSealer of its settings.
+SEALER_INFO_KEY = "dui_gateway.audit_sealer"
 HEAD_ID = 1
 
 # The steps the gateway records. Other lowercase action names are accepted too.
@@ -110,11 +116,22 @@ class AuditSealer:
         return cls(tuple(pairs))
 
     @classmethod
+    def for_settings(cls, settings: Settings) -> AuditSealer:
+        keys = settings.audit_keys
+        return cls.parse(keys.get_secret_value() if keys is not None else None)
+
+    @classmethod
     def from_settings(cls) -> AuditSealer:
+        """The sealer of the process-wide settings (CLI use; services get theirs from the session)."""
         from gateway.settings import get_settings
 
-        keys = get_settings().audit_keys
-        return cls.parse(keys.get_secret_value() if keys is not None else None)
+        return cls.for_settings(get_settings())
+
+    @classmethod
+    def of_session(cls, session: Session) -> AuditSealer:
+        """The sealer the runtime attached to this session, else the process-wide settings' one."""
+        sealer = session.info.get(SEALER_INFO_KEY)
+        return sealer if isinstance(sealer, AuditSealer) else cls.from_settings()
 
     @property
     def keyed(self) -> bool:
@@ -235,7 +252,7 @@ def append(
     if detail is not None:
         _check_detail(detail)
         detail = json.loads(json.dumps(detail, allow_nan=False))  # plain JSON, as it will be read back
-    sealer = sealer or AuditSealer.from_settings()
+    sealer = sealer or AuditSealer.of_session(session)
     head = _lock_head(session)
     event = AuditEvent(
         seq=head.last_seq + 1,
@@ -282,7 +299,7 @@ def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: i
     Run it in one snapshot (SQLite transactions are; on PostgreSQL use REPEATABLE READ, as the
     CLI does), otherwise an append committed during the walk looks like a head mismatch.
     """
-    sealer = sealer or AuditSealer.from_settings()
+    sealer = sealer or AuditSealer.of_session(session)
     result = VerifyResult()
     expected_seq = 1
     prev_hash = GENESIS_HASH
