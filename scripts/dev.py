@@ -2,8 +2,7 @@
 """Project bootstrap: the two commands of the README, runnable with only Python 3.11+.
 
     python3 scripts/dev.py gateway   # venv + install + migrate SQLite + API/worker + sandbox + demo data
-    python3 scripts/dev.py test      # venv + install + the whole test suite (ruff + pytest)
-    python3 scripts/dev.py check     # ruff format --check, ruff, mypy --strict, pytest
+    python3 scripts/dev.py test      # venv + install + ruff format + ruff + mypy --strict + pytest
 
 The virtualenv lives in .venv; it is (re)installed only when pyproject.toml changed.
 """
@@ -73,14 +72,7 @@ def test_env() -> dict[str, str]:
 
 
 def cmd_test(args: list[str]) -> int:
-    ensure_venv()
-    env = test_env()
-    if _run(PY, "-m", "ruff", "check", ".", env=env) != 0:
-        return 1
-    return _run(PY, "-m", "pytest", *args, env=env)
-
-
-def cmd_check(args: list[str]) -> int:
+    """The whole suite: formatting, lint, strict typing, then pytest."""
     ensure_venv()
     env = test_env()
     for cmd in (("ruff", "format", "--check", "."), ("ruff", "check", "."), ("mypy",)):
@@ -97,7 +89,7 @@ def cmd_gateway(args: list[str]) -> int:
 
 
 def main() -> int:
-    commands = {"test": cmd_test, "check": cmd_check, "gateway": cmd_gateway}
+    commands = {"test": cmd_test, "gateway": cmd_gateway}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
