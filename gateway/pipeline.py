@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, aliased
 
 from gateway import audit
 from gateway.delivery.engine import advisory_series_lock
-from gateway.delivery.renditions import facts_to_json, metadata_to_json
+from gateway.delivery.renditions import facts_to_json, metadata_aad, metadata_to_json
 from gateway.routing import Decision, RoutingTable
 from gateway.security.crypto import decrypt, encrypt
 from gateway.settings import Settings
@@ -410,6 +410,15 @@ def _write(
         document_type=loaded.document_type,
     )
     advisory_series_lock(session, key)
+
+    def sealer(rid: str) -> Callable[[bytes], tuple[bytes, str]]:
+        def seal(plain: bytes) -> tuple[bytes, str]:
+            return encrypt(
+                session, tenant_id=loaded.tenant_id, plaintext=plain, keyring=runtime.keyring, aad=metadata_aad(rid)
+            )
+
+        return seal
+
     stored = []
     for rendition in result.renditions:
         rid = str(uuid.uuid4())
@@ -430,7 +439,7 @@ def _write(
                 data_key_id=key_id,
                 sha256=hashlib.sha256(rendition.content).hexdigest(),
                 size=len(rendition.content),
-                metadata_json=metadata_to_json(rendition),
+                metadata_json=metadata_to_json(rendition, seal=sealer(rid)),
                 created_at=now,
             )
         )

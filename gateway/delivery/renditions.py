@@ -2,12 +2,17 @@
 
 A rendition row keeps its conformance tags and exchange metadata (XDS/MHD attributes the DMP
 and MSSanté connectors need) in ``metadata_json``; its bytes are encrypted (AAD = rendition id).
+The person's identifier in the metadata (``patient_id``: the INS/NIR when qualified) is not kept
+in clear: it is sealed under the tenant's data key (AAD = rendition id + ``:metadata``) in
+``metadata_json["sealed"]`` and merged back by :func:`load_rendition`.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +22,10 @@ from gateway.security.crypto import KeyRing, decrypt
 from gateway.storage.models import Rendition as RenditionRow
 from mappings.base import Code, ExchangeMetadata, RecordFacts, Rendition
 
-__all__ = ["facts_from_json", "facts_to_json", "load_rendition", "metadata_to_json"]
+__all__ = ["SEALED_FIELDS", "facts_from_json", "facts_to_json", "load_rendition", "metadata_aad", "metadata_to_json"]
+
+SEALED_FIELDS: tuple[str, ...] = ("patient_id",)
+"""Exchange metadata fields stored encrypted (personal identifiers), never in clear."""
 
 _CODE_FIELDS = {f.name for f in dataclasses.fields(ExchangeMetadata) if f.type in ("Code", Code)}
 _TIME_FIELDS = {"creation_time", "service_start", "service_stop"}
@@ -50,12 +58,21 @@ def _exchange_from_json(data: Mapping[str, Any]) -> ExchangeMetadata:
     return ExchangeMetadata(**kwargs)
 
 
-def metadata_to_json(rendition: Rendition) -> dict[str, Any]:
-    """What goes in ``renditions.metadata_json``."""
-    return {
-        "conformance": list(rendition.conformance),
-        "exchange": _exchange_to_json(rendition.metadata) if rendition.metadata is not None else None,
-    }
+def metadata_aad(rendition_id: str) -> bytes:
+    """AAD of the sealed part of a rendition's metadata (distinct from the content's)."""
+    return f"{rendition_id}:metadata".encode()
+
+
+def metadata_to_json(rendition: Rendition, *, seal: Callable[[bytes], tuple[bytes, str]]) -> dict[str, Any]:
+    """What goes in ``renditions.metadata_json``; ``seal`` encrypts (ciphertext, data key id)."""
+    exchange = _exchange_to_json(rendition.metadata) if rendition.metadata is not None else None
+    out: dict[str, Any] = {"conformance": list(rendition.conformance), "exchange": exchange}
+    if exchange is not None:
+        hidden = {name: exchange.pop(name) for name in SEALED_FIELDS if name in exchange}
+        if any(hidden.values()):
+            ciphertext, key_id = seal(json.dumps(hidden, ensure_ascii=False).encode("utf-8"))
+            out["sealed"] = {"data_key_id": key_id, "ciphertext": base64.b64encode(ciphertext).decode("ascii")}
+    return out
 
 
 def load_rendition(session: Session, row: RenditionRow, *, keyring: KeyRing) -> Rendition:
@@ -65,6 +82,16 @@ def load_rendition(session: Session, row: RenditionRow, *, keyring: KeyRing) -> 
     )
     meta = row.metadata_json or {}
     exchange = meta.get("exchange")
+    sealed = meta.get("sealed")
+    if isinstance(exchange, Mapping) and isinstance(sealed, Mapping):
+        hidden = decrypt(
+            session,
+            data_key_id=str(sealed["data_key_id"]),
+            ciphertext=base64.b64decode(sealed["ciphertext"]),
+            keyring=keyring,
+            aad=metadata_aad(row.id),
+        )
+        exchange = {**exchange, **json.loads(hidden)}
     return Rendition(
         kind=row.kind,
         media_type=row.media_type,
