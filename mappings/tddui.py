@@ -86,6 +86,11 @@ _INS_SLICES = {
     "1.2.250.1.213.1.4.11": ("INS-NIR-DEMO", "official"),
 }
 _GENDER = {"M": "male", "F": "female", "U": "unknown"}
+TASK_REASON = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Task.reason"
+"""R5 Task.reason (0..*) as an R4 cross-version extension: every need a prestation answers."""
+BILAN_CATEGORY_SYSTEM = "https://smt.esante.gouv.fr/fhir/CodeSystem/tre-r389-statut-bilan-projet-personnalise"
+"""TRE_R389 (JDV_J366 StatutBilanProjetPersonnaliseMs): category of a PPA review."""
+_REVIEW_KIND = {"intermediate": ("INTERMEDIAIRE", "Intermédiaire"), "final": ("FINAL", "Final")}
 _TELECOM_USE = {"home": "home", "work": "work", "mobile": "mobile", "emergency": "work"}
 _QUESTIONNAIRES = {
     "serafin": "tddui-questionnaire-serafin",
@@ -261,6 +266,12 @@ def _address(address: Any) -> Json | None:
     if address.country:
         out["country"] = address.country
     return out or None
+
+
+def _bilan_type(code: str, *, output: bool = False) -> Json:
+    """Task bilan input/output type (TDDUI 2.2.0 code systems tddui-task-input-bilan / -output-bilan)."""
+    system = TDDUI_CS + ("tddui-task-output-bilan" if output else "tddui-task-input-bilan")
+    return {"coding": [_coding(system, code)]}
 
 
 def _discriminated(code: str) -> Json:
@@ -585,6 +596,14 @@ class BundleBuilder:
                 "status": "in-progress" if item.end is None or item.end >= self.ctx.now.date() else "completed",
                 "intent": "plan",
                 "for": {"reference": self.patient_ref},
+                # Every need the prestation answers. TDDUI links Prestation -> Besoin only through
+                # partOf Task action -> input[objectif] -> Goal.addresses, and R4 Task.reasonReference
+                # is 0..1: the R5 Task.reason cross-version extension carries them all, in DUI order,
+                # and reasonReference keeps the first for R4-only readers (docs/ppa.md).
+                "extension": [
+                    {"url": TASK_REASON, "valueReference": {"reference": need_urls[need_id]}}
+                    for need_id in item.need_ids
+                ],
                 "reasonReference": {"reference": need_urls[item.need_ids[0]]},
                 "input": [
                     {
@@ -611,6 +630,9 @@ class BundleBuilder:
             if item.frequency:
                 resource["note"] = [{"text": item.frequency}]
             task_urls.append(self._add("Task", f"prestation/{item.id}", resource))
+
+        for index in range(len(ppa.reviews)):
+            self._review(ppa, index)
 
         status = "active"
         if ppa.period_end is not None and ppa.period_end < self.ctx.now.date():
@@ -695,6 +717,50 @@ class BundleBuilder:
             "provision": {"type": "deny", "purpose": [_coding("urn:dui-gateway:partner", partner)]},
         }
         return self._add("Consent", f"refusal/{partner}", resource)
+
+    def _review(self, ppa: ProjetPersonnalise, index: int) -> str:
+        """Task (tddui-task-bilan, TDDUI 2.2.0): a review (bilan) of the PPA already held.
+
+        Reviews have no id of their own in the record: the ``BILA`` identifier's local part is the
+        PPA id and the review's rank in ``ppa.reviews`` (``<ppa id>-<n>``, from 1). The IG's bilan
+        has no participant element: those present (contributors, and the person when present) go
+        to ``input[invite]`` (text). The latest review carries the PPA's next evaluation date as
+        ``input[dateProchainBilan]``. No ``pieceJointe``: it is 0..* in 2.2.0 (the 1..1
+        ``pieceJointeBilan`` extension was a 2.1.0-ballot draft).
+        """
+        review = ppa.reviews[index]
+        present = [self._participant(ppa, key) for key in review.participants]
+        if review.person_present:
+            present.insert(0, "Usager")
+        inputs: list[Json] = []
+        if present:
+            inputs.append({"type": _bilan_type("invite"), "valueString": "; ".join(present)})
+        latest = max(range(len(ppa.reviews)), key=lambda i: (ppa.reviews[i].on, i))
+        if index == latest:
+            inputs.append({"type": _bilan_type("dateProchainBilan"), "valueDateTime": _date(ppa.next_evaluation_on)})
+        code, display = _REVIEW_KIND[review.kind]
+        resource: Json = {
+            "resourceType": "Task",
+            "meta": {"profile": [TDDUI + "tddui-task-bilan"]},
+            "identifier": [self.business_id("BILA", "bilan", f"{ppa.id}-{index + 1}")],
+            "basedOn": [{"reference": self.url("careplan")}],
+            "status": "completed",
+            "intent": "plan",
+            "code": {"coding": [_coding(BILAN_CATEGORY_SYSTEM, code, display)]},
+            "for": {"reference": self.patient_ref},
+            "executionPeriod": {"start": _date(review.on)},
+            "output": [{"type": _bilan_type("syntheseBilan", output=True), "valueString": review.synthesis}],
+        }
+        if inputs:
+            resource["input"] = inputs
+        return self._add("Task", f"review/{index}", resource)
+
+    @staticmethod
+    def _participant(ppa: ProjetPersonnalise, key: str) -> str:
+        contributor = ppa.contributor(key)
+        pro = contributor.professional
+        name = " ".join(part for part in (pro.given_name, pro.family_name) if part)
+        return f"{name} ({contributor.role})"
 
     def _wish(self, text: str, index: int, ppa: ProjetPersonnalise) -> str:
         """Goal (tddui-goal-attente): one of the person's wishes, linked to the PPA's CarePlan.

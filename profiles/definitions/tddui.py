@@ -311,6 +311,71 @@ TDDUI_TASK_PRESTATION = Profile(
     ),
 )
 
+_TASK_BILAN_INPUT = TDDUI_CS + "tddui-task-input-bilan"
+_TASK_BILAN_OUTPUT = TDDUI_CS + "tddui-task-output-bilan"
+#: JDV_J366 StatutBilanProjetPersonnaliseMs (TRE_R389): category of a review
+BILAN_CATEGORIES: ValueSet = code_list(
+    "https://smt.esante.gouv.fr/fhir/ValueSet/jdv-j366-statut-bilan-projet-personnalise-ms",
+    "JDV_J366 StatutBilanProjetPersonnaliseMs",
+    "PARTIEL|INTERMEDIAIRE|FINAL",
+    frozenset({"https://smt.esante.gouv.fr/fhir/CodeSystem/tre-r389-statut-bilan-projet-personnalise"}),
+)
+
+
+def _typed_input(element: str, code: str, system: str, value: str, high: int | None) -> tuple[Rule, ...]:
+    """A Task input/output slice recognised by its ``type`` code, with its cardinality and value type."""
+    path = f"{element}:{code}"
+    return (
+        Card(path, 0, high),
+        Fixed(f"{path}.type", {"coding": [{"system": system, "code": code}]}, pattern=True),
+        Card(f"{path}.{value}", 1, 1),
+    )
+
+
+TDDUI_TASK_BILAN = Profile(
+    url=TDDUI + "tddui-task-bilan",
+    type="Task",
+    title="TDDUI Task Bilan (review of the projet personnalisé, TDDUI 2.2.0)",
+    slices=(
+        *(
+            Slice(f"input:{code}", (("type.coding.code", code),))
+            for code in (
+                "perimetre",
+                "problematique",
+                "invite",
+                "pieceJointe",
+                "dateProchainBilan",
+                "synthesePreparationBilan",
+            )
+        ),
+        Slice("output:syntheseBilan", (("type.coding.code", "syntheseBilan"),)),
+    ),
+    rules=(
+        Card("identifier", 1, 1),
+        *_business_id("identifier", "https://identifiant-medicosocial-bilan.esante.gouv.fr", "BILA"),
+        Card("basedOn", 1, 1),
+        RefTarget("basedOn", ("CarePlan",)),
+        Binding("code", BILAN_CATEGORIES),
+        Card("executionPeriod", 1, 1),
+        Card("executionPeriod.start", 1, 1),
+        *_typed_input("input", "perimetre", _TASK_BILAN_INPUT, "valueString", 1),
+        *_typed_input("input", "problematique", _TASK_BILAN_INPUT, "valueString", 1),
+        *_typed_input("input", "invite", _TASK_BILAN_INPUT, "valueString", 1),
+        *_typed_input("input", "pieceJointe", _TASK_BILAN_INPUT, "valueReference", None),
+        RefTarget("input:pieceJointe.valueReference", ("DocumentReference",)),
+        *_typed_input("input", "dateProchainBilan", _TASK_BILAN_INPUT, "valueDateTime", 1),
+        *_typed_input("input", "synthesePreparationBilan", _TASK_BILAN_INPUT, "valueAnnotation", None),
+        Card("input:synthesePreparationBilan.valueAnnotation.text", 1, 1),
+        Card("input:synthesePreparationBilan.valueAnnotation.authorReference", 1, 1),
+        RefTarget(
+            "input:synthesePreparationBilan.valueAnnotation.authorReference",
+            ("Practitioner", "Patient", "RelatedPerson"),
+        ),
+        *_typed_input("output", "syntheseBilan", _TASK_BILAN_OUTPUT, "valueString", 1),
+        RefTarget("for", PATIENT),
+    ),
+)
+
 TDDUI_GOAL_ATTENTE = Profile(
     url=TDDUI + "tddui-goal-attente",
     type="Goal",
@@ -393,6 +458,7 @@ PROFILES = (
     TDDUI_GOAL_OBJECTIF,
     TDDUI_SERVICE_REQUEST_BESOIN,
     TDDUI_TASK_PRESTATION,
+    TDDUI_TASK_BILAN,
     TDDUI_GOAL_ATTENTE,
     TDDUI_GOAL_PROJET_VIE,
     TDDUI_RELATED_PERSON_CONTACT,

@@ -23,6 +23,7 @@ from ci_sis import Validator, load_validator
 from mappings import ppa_model
 from mappings.base import RenderContext
 from mappings.ppa import PPA, PpaRecord
+from mappings.tddui import TASK_REASON, TDDUI
 
 FIXTURE = Path(__file__).parents[1] / "resources" / "records" / "ppa-ehpad.json"
 BASE = json.loads(FIXTURE.read_text(encoding="utf-8"))
@@ -102,6 +103,16 @@ def ppa_records(draw: st.DrawFn) -> dict[str, Any]:
         }
         for i in range(draw(st.integers(1, 4)))
     ]
+    reviews = [
+        {
+            "on": _iso(elaborated + timedelta(days=draw(st.integers(0, (next_eval - elaborated).days)))),
+            "kind": draw(st.sampled_from(["intermediate", "final"])),
+            "participants": draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)),
+            "person_present": draw(st.booleans()),
+            "synthesis": draw(TEXT),
+        }
+        for _ in range(draw(st.integers(0, 3)))
+    ]
     status = draw(st.sampled_from(["validated", "signed"]))
     agreements = [{"party": "structure", "agreed": True, "on": _iso(elaborated), "by": draw(st.sampled_from(keys))}]
     if status == "signed":
@@ -130,6 +141,7 @@ def ppa_records(draw: st.DrawFn) -> dict[str, Any]:
         "person_participated": draw(st.booleans()),
         "agreements": agreements,
         "sharing_refusals": [{"partner": p, "on": _iso(elaborated)} for p in refusals],
+        "reviews": reviews,
     }
     return data
 
@@ -161,6 +173,20 @@ def test_every_ppa_renders_conformant_documents(validator: Validator, data: dict
     declared = {p for e in bundle["entry"] for p in e["resource"].get("meta", {}).get("profile", [])}
     assert declared <= set(fhir_report.profiles)
     assert len([e for e in bundle["entry"] if e["resource"]["resourceType"] == "Goal"]) >= len(record.ppa.goals)
+    # every review is a Task bilan (date, synthesis); every prestation links every need it answers
+    tasks = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task"]
+    bilans = [t for t in tasks if t["meta"]["profile"] == [TDDUI + "tddui-task-bilan"]]
+    assert [(b["executionPeriod"]["start"], b["output"][0]["valueString"]) for b in bilans] == [
+        (r.on.isoformat(), r.synthesis) for r in record.ppa.reviews
+    ]
+    urls = {
+        e["resource"]["identifier"][0]["value"]: e["fullUrl"] for e in bundle["entry"] if "identifier" in e["resource"]
+    }
+    prefix = f"3{record.essms.finess}/{record.person.local_id}-BESO-"
+    prestations = [t for t in tasks if t["meta"]["profile"] == [TDDUI + "tddui-task-prestation"]]
+    for item, task in zip(record.ppa.prestations, prestations, strict=True):
+        linked = [x["valueReference"]["reference"] for x in task["extension"] if x["url"] == TASK_REASON]
+        assert linked == [urls[prefix + need_id] for need_id in item.need_ids]
 
     body = etree.fromstring(cda.content).find(".//{urn:hl7-org:v3}nonXMLBody/{urn:hl7-org:v3}text")
     assert body is not None

@@ -14,7 +14,7 @@ import profiles
 from mappings import registry
 from mappings.base import MappingFailed, PreviousVersion, RenderContext
 from mappings.ppa import PpaRecord, render_fhir
-from mappings.tddui import EXPORT, TDDUI, TdduiExportRecord
+from mappings.tddui import EXPORT, TASK_REASON, TDDUI, TdduiExportRecord
 
 FIXTURE = Path(__file__).parents[1] / "resources" / "records" / "ppa-ehpad.json"
 NOW = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
@@ -290,3 +290,133 @@ def test_an_invalid_bundle_is_caught_by_the_gate() -> None:
             entry["resource"]["supportingInfo"] = []
     report = profiles.check_rendition(json.dumps(bundle).encode(), "fhir:tddui")
     assert not report.ok
+
+
+def _with_reviews() -> dict[str, Any]:
+    data = _data()
+    data["ppa"]["reviews"] = [
+        {
+            "on": "2024-05-20",
+            "kind": "intermediate",
+            "participants": ["ide", "kine"],
+            "person_present": True,
+            "synthesis": "Sorties au parc reprises ; chorale à poursuivre.",
+        },
+        {"on": "2024-06-10", "participants": ["anim"], "person_present": False, "synthesis": "Point chorale."},
+    ]
+    return data
+
+
+def _bilans(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in _resources(bundle, "Task") if t["meta"]["profile"] == [TDDUI + "tddui-task-bilan"]]
+
+
+def _url_of(bundle: dict[str, Any], resource: dict[str, Any]) -> str:
+    return next(e["fullUrl"] for e in bundle["entry"] if e["resource"] is resource)
+
+
+def test_reviews_are_task_bilans_of_the_careplan() -> None:
+    content = render_fhir(PpaRecord.model_validate(_with_reviews()), _ctx()).content
+    bundle = _bundle(content)
+    (careplan,) = _resources(bundle, "CarePlan")
+    bilans = _bilans(bundle)
+    assert [b["identifier"] for b in bilans] == [
+        [
+            {
+                "system": "https://identifiant-medicosocial-bilan.esante.gouv.fr",
+                "value": f"3750803447/EHPAD-2024-0042-BILA-PP1-{n}",
+            }
+        ]
+        for n in (1, 2)
+    ]
+    assert {b["basedOn"][0]["reference"] for b in bilans} == {_url_of(bundle, careplan)}
+    assert [b["executionPeriod"] for b in bilans] == [{"start": "2024-05-20"}, {"start": "2024-06-10"}]
+    assert [b["status"] for b in bilans] == ["completed", "completed"]
+    assert {b["code"]["coding"][0]["code"] for b in bilans} == {"INTERMEDIAIRE"}
+    first, last = ({i["type"]["coding"][0]["code"]: i for i in b.get("input", [])} for b in bilans)
+    assert first["invite"]["valueString"] == (
+        "Usager; Anne LEROY (Infirmière coordinatrice); Stéphane MÉDIONI (Masseur-kinésithérapeute)"
+    )
+    assert "dateProchainBilan" not in first  # only the latest review carries the next evaluation
+    assert last["invite"]["valueString"] == "Karim Benali (Animateur)"
+    assert last["dateProchainBilan"]["valueDateTime"] == "2024-08-20"
+    assert [b["output"] for b in bilans] == [
+        [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/tddui-task-output-bilan",
+                            "code": "syntheseBilan",
+                        }
+                    ]
+                },
+                "valueString": text,
+            }
+        ]
+        for text in ("Sorties au parc reprises ; chorale à poursuivre.", "Point chorale.")
+    ]
+    report = profiles.check_rendition(content, "fhir:tddui")
+    assert [i.message for i in report.issues if i.severity != "information" or i.code == "not-supported"] == []
+    assert TDDUI + "tddui-task-bilan" in report.profiles
+    # same record, same context: same bundle
+    assert render_fhir(PpaRecord.model_validate(_with_reviews()), _ctx()).content == content
+
+
+def test_a_final_review_and_no_review() -> None:
+    data = _with_reviews()
+    data["ppa"]["reviews"][1]["kind"] = "final"
+    bundle = _bundle(render_fhir(PpaRecord.model_validate(data), _ctx()).content)
+    assert [b["code"]["coding"][0]["code"] for b in _bilans(bundle)] == ["INTERMEDIAIRE", "FINAL"]
+    assert _bilans(_bundle(render_fhir(PpaRecord.model_validate(_data()), _ctx()).content)) == []
+
+
+def _break(resource: dict[str, Any], change: str) -> None:
+    if change == "no-date":
+        del resource["executionPeriod"]
+    elif change == "bad-category":
+        resource["code"]["coding"][0]["code"] = "ANNUEL"
+    elif change == "two-invites":
+        resource["input"].append(dict(resource["input"][0]))
+    elif change == "invite-not-text":
+        resource["input"][0] = {"type": resource["input"][0]["type"], "valueInteger": 3}
+    elif change == "no-careplan":
+        del resource["basedOn"]
+    elif change == "bad-identifier-system":
+        resource["identifier"][0]["system"] = "https://identifiant-medicosocial-prestation.esante.gouv.fr"
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ("no-date", "executionPeriod"),
+        ("bad-category", "code"),
+        ("two-invites", "input"),
+        ("invite-not-text", "input"),
+        ("no-careplan", "basedOn"),
+        ("bad-identifier-system", "identifier"),
+    ],
+)
+def test_a_broken_bilan_is_rejected_at_its_path(change: str, path: str) -> None:
+    bundle = _bundle(render_fhir(PpaRecord.model_validate(_with_reviews()), _ctx()).content)
+    index = next(i for i, e in enumerate(bundle["entry"]) if e["resource"] in _bilans(bundle))
+    _break(bundle["entry"][index]["resource"], change)
+    report = profiles.check_rendition(json.dumps(bundle).encode(), "fhir:tddui")
+    errors = [i for i in report.issues if i.severity in ("error", "fatal")]
+    assert errors and all(i.path.startswith(f"Bundle.entry[{index}].resource.{path}") for i in errors), errors
+
+
+def test_a_prestation_links_every_need_it_answers() -> None:
+    record = PpaRecord.model_validate(_data())
+    bundle = _bundle(render_fhir(record, _ctx()).content)
+    need_urls = {
+        n["identifier"][0]["value"].rsplit("-", 1)[1]: _url_of(bundle, n) for n in _resources(bundle, "ServiceRequest")
+    }
+    prestations = [t for t in _resources(bundle, "Task") if t["meta"]["profile"] == [TDDUI + "tddui-task-prestation"]]
+    assert record.ppa is not None
+    for item, task in zip(record.ppa.prestations, prestations, strict=True):
+        linked = [x["valueReference"]["reference"] for x in task["extension"] if x["url"] == TASK_REASON]
+        assert linked == [need_urls[n] for n in item.need_ids]
+        assert task["reasonReference"] == {"reference": need_urls[item.need_ids[0]]}
+    p3 = prestations[2]
+    assert len([x for x in p3["extension"] if x["url"] == TASK_REASON]) == 2  # P3 answers B1 and B2
