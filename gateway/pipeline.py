@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from lxml import etree
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -140,6 +143,67 @@ def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[st
         else:
             raise GateUnavailable(f"no checker for conformance tag {tag!r}")
     return results
+
+
+# -- reports without the document's values ------------------------------------------------------
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+REDACTED = "[redacted]"
+
+
+def _document_values(content: bytes, media_type: str) -> set[str]:
+    """Every text and attribute value of a rendition (XML) or string leaf (JSON)."""
+    values: set[str] = set()
+    if "json" in media_type:
+        try:
+            stack: list[Any] = [json.loads(content)]
+        except ValueError:
+            return values
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, str | int | float) and not isinstance(item, bool):
+                values.add(str(item).strip())
+        return values
+    try:
+        root = etree.fromstring(content, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return values
+    for element in root.iter():
+        values.update(v.strip() for v in element.attrib.values())
+        for text in (element.text, element.tail):
+            if text and text.strip():
+                values.add(text.strip())
+    return values
+
+
+def redact_report(report: Any, content: bytes, media_type: str) -> Any:
+    """The report with every quoted value that comes from the document masked.
+
+    Validator messages quote the offending value (an XSD pattern error quotes the birth date,
+    a length error the name): rejection reports are stored in clear and returned by the API.
+    """
+    values = {v for v in _document_values(content, media_type) if v}
+
+    def mask(match: re.Match[str]) -> str:
+        inner = match.group(1) if match.group(1) is not None else match.group(2)
+        if inner.strip() in values:
+            quote = match.group(0)[0]
+            return f"{quote}{REDACTED}{quote}"
+        return match.group(0)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _QUOTED.sub(mask, item) if values else item
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(report)
 
 
 def gate_problems(settings: Settings, tags: list[str] | None = None) -> list[str]:
@@ -315,6 +379,8 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
     try:
         for rendition in renditions:
             results = check_rendition(rendition, settings=runtime.settings)
+            if not all(r["ok"] for r in results):
+                results = redact_report(results, rendition.content, rendition.media_type)
             checks.append(
                 {
                     "kind": rendition.kind,

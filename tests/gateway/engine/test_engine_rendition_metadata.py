@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from gateway import pipeline
 from gateway.delivery import deliver_next
-from gateway.storage.models import Rendition
+from gateway.storage.models import Rendition, Submission
 from mappings import registry
 from mappings.base import Code, ExchangeMetadata, RecordFacts, RenderContext
 from mappings.base import Rendition as RenditionDoc
@@ -82,3 +83,53 @@ def test_ins_in_exchange_metadata_is_encrypted_at_rest_and_reaches_the_connector
     meta = sent.envelope.renditions[0].metadata
     assert meta is not None
     assert (meta.patient_id, meta.patient_id_system) == (NIR, "1.2.250.1.213.1.4.8")
+
+
+class _KitCdaBadBirthTime:
+    """The kit's example DLU with a birth date the XSD refuses (the XSD error quotes the value)."""
+
+    code: ClassVar[str] = "test-kit-birthtime"
+    record_model: ClassVar[type[BaseModel]] = NoteRecord
+    example: ClassVar[bytes] = b""
+
+    def facts(self, record: BaseModel) -> RecordFacts:
+        return NOTE.facts(record)
+
+    def render(self, record: BaseModel, ctx: RenderContext) -> list[RenditionDoc]:
+        content = re.sub(rb'<birthTime value="\d+"', b'<birthTime value="1937-02-11"', self.example, count=1)
+        return [
+            RenditionDoc(
+                kind="cda",
+                media_type="application/xml",
+                content=content,
+                document_id=f"{ctx.id_root}^{ctx.submission_id.hex}",
+                set_id=f"{ctx.id_root}^{ctx.submission_id.hex}",
+                version=1,
+                conformance=("cisis:DLU-EHPAD-DLU_2022.01",),
+            )
+        ]
+
+
+def test_rejection_report_does_not_quote_the_documents_personal_values(
+    session_factory, keyring, tenant, kit_dir
+) -> None:
+    doc_type = _KitCdaBadBirthTime()
+    _KitCdaBadBirthTime.example = (kit_dir / "ExemplesCDA" / "DLU-EHPAD-DLU_2022.01.xml").read_bytes()
+    registry.register(doc_type)
+    try:
+        rt = make_runtime(session_factory, keyring, cisis_kit_dir=kit_dir)
+        sub_id = submit(
+            session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, document_type=doc_type.code
+        )
+        assert pipeline.process_next(rt, worker_id="w1", clock=Clock()) is True
+    finally:
+        registry.unregister(doc_type.code)
+    with session_factory() as session:
+        sub = session.get(Submission, sub_id)
+        assert sub is not None
+        report = sub.report
+    assert sub.status == "rejected" and report["stage"] == "conformance"
+    (check,) = report["renditions"][0]["checks"]
+    xsd = [f for f in check["report"]["findings"] if f["stage"] == "xsd"]
+    assert xsd and "birthTime" in xsd[0]["message"]  # still says what is wrong, and where
+    assert "1937-02-11" not in json.dumps(report)
