@@ -607,12 +607,12 @@ class BundleBuilder:
                 "reasonReference": {"reference": need_urls[item.need_ids[0]]},
                 "input": [
                     {
-                        "type": {"coding": [_coding(TDDUI_CS + "input-tddui-task-prestation-codesystem", "titre")]},
+                        "type": {"coding": [_coding(TDDUI_CS + "tddui-task-input-prestation", "titre")]},
                         "valueString": item.title,
                     },
                     {
                         "type": {
-                            "coding": [_coding(TDDUI_CS + "input-tddui-task-prestation-codesystem", "typePrestation")]
+                            "coding": [_coding(TDDUI_CS + "tddui-task-input-prestation", "typePrestation")]
                         },
                         "valueCodeableConcept": {"coding": [_coding(SERAFIN_SYSTEM_FHIR, code.code, code.display)]},
                     },

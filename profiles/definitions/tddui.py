@@ -282,7 +282,7 @@ TDDUI_SERVICE_REQUEST_BESOIN = Profile(
     ),
 )
 
-_TASK_PRESTATION_INPUT = TDDUI_CS + "input-tddui-task-prestation-codesystem"
+_TASK_PRESTATION_INPUT = TDDUI_CS + "tddui-task-input-prestation"
 
 TDDUI_TASK_PRESTATION = Profile(
     url=TDDUI + "tddui-task-prestation",

@@ -420,3 +420,21 @@ def test_a_prestation_links_every_need_it_answers() -> None:
         assert task["reasonReference"] == {"reference": need_urls[item.need_ids[0]]}
     p3 = prestations[2]
     assert len([x for x in p3["extension"] if x["url"] == TASK_REASON]) == 2  # P3 answers B1 and B2
+
+
+def test_prestation_inputs_use_the_released_tddui_code_system() -> None:
+    """TDDUI 2.2.0 (released) binds Task.input.type of a prestation to CodeSystem tddui-task-input-prestation;
+    the 2.2.0 ballot's input-tddui-task-prestation-codesystem is refused."""
+    released = "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/tddui-task-input-prestation"
+    bundle = _bundle(render_fhir(PpaRecord.model_validate(_data()), _ctx()).content)
+    prestations = [
+        t for t in _resources(bundle, "Task") if any("tddui-task-prestation" in p for p in t["meta"]["profile"])
+    ]
+    assert prestations
+    for task in prestations:
+        assert {c["system"] for i in task["input"] for c in i["type"]["coding"]} == {released}
+    for coding in prestations[0]["input"][0]["type"]["coding"]:
+        coding["system"] = released.replace("tddui-task-input-prestation", "input-tddui-task-prestation-codesystem")
+    report = profiles.check_rendition(json.dumps(bundle).encode(), "fhir:tddui")
+    assert not report.ok
+    assert any("input" in (i.expression or "") for i in report.issues if i.severity == "error")
