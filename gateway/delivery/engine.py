@@ -171,7 +171,21 @@ def _claim(
             )
             if claim is not None:
                 row, attempt = claim
-                return _build_claim(session, row, attempt, destinations=destinations, options=options, keyring=keyring)
+                try:
+                    return _build_claim(
+                        session, row, attempt, destinations=destinations, options=options, keyring=keyring
+                    )
+                except Exception as exc:
+                    # Its renditions cannot be read back (key gone, tampered row, stored metadata
+                    # this version cannot load): rolling back would leave it due, to be claimed
+                    # again first on every iteration while every other delivery waits. It can
+                    # never succeed as is: dead-letter it (type only: messages may quote data).
+                    reason = f"cannot prepare the delivery: {type(exc).__name__}"
+                    _log.error("delivery_unpreparable", delivery_id=row.id, error_type=type(exc).__name__)
+                    attempt.outcome = "permanent"
+                    attempt.finished_at = now
+                    attempt.error = reason
+                    _dead_letter(session, row, now=now, actor=f"worker:{worker_id}", reason=reason)
     return None
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from gateway import pipeline
 from gateway.delivery import deliver_next
-from gateway.storage.models import Rendition, Submission
+from gateway.storage.models import Delivery, Rendition, Submission
 from mappings import registry
 from mappings.base import Code, ExchangeMetadata, RecordFacts, RenderContext
 from mappings.base import Rendition as RenditionDoc
@@ -133,3 +133,33 @@ def test_rejection_report_does_not_quote_the_documents_personal_values(
     xsd = [f for f in check["report"]["findings"] if f["stage"] == "xsd"]
     assert xsd and "birthTime" in xsd[0]["message"]  # still says what is wrong, and where
     assert "1937-02-11" not in json.dumps(report)
+
+
+def test_a_delivery_that_cannot_be_prepared_is_dead_lettered_and_does_not_block_the_others(
+    session_factory, keyring, tenant
+) -> None:
+    """A rendition that no longer decrypts used to roll the claim back: the same delivery was
+    claimed again on every iteration and every other delivery waited behind it forever."""
+    peer = FakeConnector()
+    rt = make_runtime(session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": peer})
+    clock = Clock()
+    broken = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref="p-broken")
+    assert pipeline.process_next(rt, worker_id="w1", clock=clock) is True
+    clock.advance(1)
+    fine = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref="p-fine")
+    assert pipeline.process_next(rt, worker_id="w1", clock=clock) is True
+    with session_factory() as session, session.begin():
+        (row,) = session.scalars(select(Rendition).where(Rendition.submission_id == broken)).all()
+        blob = bytearray(row.content_ct)
+        blob[-1] ^= 0xFF
+        row.content_ct = bytes(blob)
+
+    outcomes = [deliver_next(rt, worker_id="w1", clock=clock) for _ in range(3)]
+    assert [o.status for o in outcomes if o is not None] == ["delivered"]
+    (sent,) = peer.accepted
+    assert sent.envelope.submission_id == fine
+    with session_factory() as session:
+        (dead,) = session.scalars(select(Delivery).where(Delivery.submission_id == broken)).all()
+        assert dead.status == "dead"
+        assert "DecryptionError" in (dead.last_error or "")
+        assert session.get(Submission, broken).status == "failed"
