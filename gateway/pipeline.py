@@ -288,6 +288,7 @@ class _Loaded:
     record: bytes
     previous: dict[str, PreviousVersion]
     report: dict[str, Any] | None
+    unreadable: str | None = None  # why the stored record cannot be read (exception type)
 
 
 @dataclass
@@ -303,9 +304,19 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
     sub = session.get(Submission, sub_id)
     assert sub is not None
     tenant = session.get(Tenant, sub.tenant_id)
-    record = decrypt(
-        session, data_key_id=sub.data_key_id, ciphertext=sub.payload_ct, keyring=runtime.keyring, aad=sub.id.encode()
-    )
+    unreadable: str | None = None
+    try:
+        record = decrypt(
+            session,
+            data_key_id=sub.data_key_id,
+            ciphertext=sub.payload_ct,
+            keyring=runtime.keyring,
+            aad=sub.id.encode(),
+        )
+    except Exception as exc:
+        # It will never decrypt (key gone, tampered row): left in "processing" it would be
+        # re-claimed after every lease, forever, holding back the rest of its series.
+        record, unreadable = b"", type(exc).__name__
     rows = session.scalars(
         select(RenditionRow)
         .join(Submission, RenditionRow.submission_id == Submission.id)
@@ -333,6 +344,7 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
         record=record,
         previous=previous,
         report=sub.report,
+        unreadable=unreadable,
     )
 
 
@@ -342,6 +354,11 @@ def _rejected(stage: str, **detail: Any) -> _Result:
 
 def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
     """Map, check, route: no database, no network."""
+    if loaded.unreadable is not None:
+        _log.error("submission_unreadable", submission_id=loaded.submission_id, error_type=loaded.unreadable)
+        return _rejected(
+            "load", error={"message": f"the stored record cannot be read ({loaded.unreadable})", "pointer": ""}
+        )
     doc_type: DocumentType | None = registry.get(loaded.document_type)
     if doc_type is None:
         return _rejected("mapping", error={"message": f"unknown document type {loaded.document_type!r}", "pointer": ""})

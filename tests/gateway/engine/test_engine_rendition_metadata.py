@@ -163,3 +163,30 @@ def test_a_delivery_that_cannot_be_prepared_is_dead_lettered_and_does_not_block_
         assert dead.status == "dead"
         assert "DecryptionError" in (dead.last_error or "")
         assert session.get(Submission, broken).status == "failed"
+
+
+def test_a_submission_whose_record_cannot_be_read_is_rejected_not_retried_forever(
+    session_factory, keyring, tenant
+) -> None:
+    rt = make_runtime(
+        session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": FakeConnector()}
+    )
+    clock = Clock()
+    broken = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess)
+    with session_factory() as session, session.begin():
+        sub = session.get(Submission, broken)
+        assert sub is not None
+        blob = bytearray(sub.payload_ct)
+        blob[-1] ^= 0xFF
+        sub.payload_ct = bytes(blob)
+    clock.advance(1)
+    later = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, created_at=clock())
+
+    assert pipeline.process_next(rt, worker_id="w1", clock=clock) is True
+    assert pipeline.process_next(rt, worker_id="w1", clock=clock) is True  # the series moves on
+    with session_factory() as session:
+        first = session.get(Submission, broken)
+        assert first is not None and first.status == "rejected"
+        assert first.report["stage"] == "load" and "DecryptionError" in first.report["error"]["message"]
+        second = session.get(Submission, later)
+        assert second is not None and second.status == "routed"
