@@ -363,6 +363,7 @@ def search_document_references(
     result = session.execute(stmt.order_by(Rendition.created_at.desc(), Rendition.id).offset(offset).limit(count)).all()
     rows = [_Row(r, s, latest) for r, s, latest in result]
     replaced = _replaced_ids(session, rows, tenant_id)
+    _audit_search(session, caller, rows, person=person if patient is not None else None)
     base = _base_url(request)
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -382,6 +383,28 @@ def search_document_references(
     return _fhir(bundle)
 
 
+def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person: str | None) -> None:
+    """One ``searched`` event per organisation whose documents were listed (as the REST listing)."""
+    by_tenant: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_tenant.setdefault(row.submission.tenant_id, []).append(row)
+    for tenant_id, found in by_tenant.items():
+        audit.append(
+            session,
+            actor=caller.actor,
+            action="searched",
+            entity_type="tenant",
+            entity_id=tenant_id,
+            tenant_id=tenant_id,
+            person_ref=person,
+            detail={
+                "resource": "DocumentReference",
+                "document_reference_ids": [r.rendition.id for r in found],
+                "submission_ids": list(dict.fromkeys(r.submission.id for r in found)),
+            },
+        )
+
+
 def _one(session: Session, caller: Caller, rendition_id: str) -> _Row:
     stmt = _base_query(caller.tenant_id).where(Rendition.id == rendition_id)
     found = session.execute(stmt).first()
@@ -395,7 +418,18 @@ def _one(session: Session, caller: Caller, rendition_id: str) -> _Row:
 def read_document_reference(request: Request, session: SessionDep, caller: Reader, rendition_id: str) -> JSONResponse:
     """One document's DocumentReference."""
     row = _one(session, caller, rendition_id)
-    return _fhir(_document_reference(row, _base_url(request), _replaced_ids(session, [row], caller.tenant_id)))
+    resource = _document_reference(row, _base_url(request), _replaced_ids(session, [row], caller.tenant_id))
+    audit.append(
+        session,
+        actor=caller.actor,
+        action="read",
+        entity_type="rendition",
+        entity_id=row.rendition.id,
+        tenant_id=row.submission.tenant_id,
+        person_ref=row.submission.person_ref,
+        detail={"submission_id": row.submission.id, "view": "DocumentReference", "kind": row.rendition.kind},
+    )
+    return _fhir(resource)
 
 
 # --------------------------------------------------------------------------------------------

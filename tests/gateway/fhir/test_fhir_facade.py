@@ -186,3 +186,19 @@ def test_a_stock_fhir_client_browses_documents_to_binary(facade: Facade, ppa_rec
         assert len(data) == doc.content[0].attachment.size
         assert hashlib.sha256(data).hexdigest()
         assert b"80788-3" in data
+
+
+def test_searching_and_reading_document_references_is_audited(
+    facade: Facade, ppa_record: dict[str, Any], auditor_key: str
+) -> None:
+    """Like the REST listing (``searched``) and status view (``read``): who looked at which person's documents."""
+    facade.submit_ppa(ppa_record)
+    docs = _entries(facade.get("/DocumentReference").json())
+    assert docs
+    assert facade.get(f"/DocumentReference/{docs[0]['id']}").status_code == 200
+    events = _entries(facade.get("/AuditEvent", key=auditor_key, params={"_count": 100}).json())
+    actions = [(s["code"], e) for e in events for s in e.get("subtype", [])]
+    searched = [e for code, e in actions if code == "searched"]
+    read = [e for code, e in actions if code == "read" and docs[0]["id"] in str(e)]
+    assert searched, "the DocumentReference search is in the trail"
+    assert read, "the DocumentReference read is in the trail"
