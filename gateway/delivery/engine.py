@@ -299,16 +299,22 @@ def _lock_submission(session: Session, submission_id: str) -> Submission | None:
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
 
-    Any delivery still pending or in flight: ``routed``. All terminal: ``delivered`` when none is
-    dead, ``failed`` when none was delivered, else ``partially_failed``. Cancelled and rejected
-    submissions keep their status; a submission without deliveries stays ``routed``.
+    Only each destination's latest delivery counts (a replay supersedes the earlier ones), and
+    cancelled deliveries do not count. Any pending or in flight: ``routed``. All terminal:
+    ``delivered`` when none is dead, ``failed`` when none was delivered, else ``partially_failed``.
+    Cancelled and rejected submissions keep their status; one without deliveries stays ``routed``.
     """
     if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
         return submission.status
-    statuses = [
-        s for (s,) in session.execute(select(Delivery.status).where(Delivery.submission_id == submission.id)).all()
-    ]
-    counted = [s for s in statuses if s != "cancelled"]
+    latest: dict[str, tuple[int, str]] = {}
+    for destination, seq, status in session.execute(
+        select(Delivery.destination, Delivery.seq, Delivery.status).where(
+            Delivery.submission_id == submission.id, Delivery.status != "cancelled"
+        )
+    ).all():
+        if destination not in latest or seq > latest[destination][0]:
+            latest[destination] = (seq, status)
+    counted = [status for _, status in latest.values()]
     if not counted or any(s not in TERMINAL for s in counted):
         new = "routed"
     elif all(s == "delivered" for s in counted):

@@ -178,3 +178,22 @@ def test_cancel_before_processing_and_not_found(session_factory, keyring, tenant
         replay_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
     assert pipeline.process_next(rt, worker_id="w1", clock=Clock()) is True
     assert _status(session_factory, sub_id) == "routed"
+
+
+def test_a_failed_submission_replayed_successfully_is_delivered(session_factory, keyring, tenant) -> None:
+    """Only each destination's latest delivery decides the status: the dead letter a replay
+    superseded must not keep a fully re-delivered submission 'partially_failed' forever."""
+    clock = Clock()
+    peer = FakeConnector([permanent()])  # first send refused, the next ones accepted
+    rt = make_runtime(session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": peer})
+    sub_id = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess)
+    pipeline.process_next(rt, worker_id="w1", clock=clock)
+    deliver_next(rt, worker_id="w1", clock=clock)
+    assert _status(session_factory, sub_id) == "failed"
+
+    with session_scope(session_factory) as session:
+        replay_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id, now=clock())
+    while deliver_next(rt, worker_id="w1", clock=clock):
+        pass
+    assert sorted((r.seq, r.status) for r in _deliveries(session_factory, sub_id)) == [(1, "dead"), (2, "delivered")]
+    assert _status(session_factory, sub_id) == "delivered"
