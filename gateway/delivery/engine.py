@@ -299,23 +299,24 @@ def _lock_submission(session: Session, submission_id: str) -> Submission | None:
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
 
-    Only each destination's latest delivery counts (a replay supersedes the earlier ones), and
-    cancelled deliveries do not count. Any pending or in flight: ``routed``. All terminal:
-    ``delivered`` when none is dead, ``failed`` when none was delivered, else ``partially_failed``.
-    Cancelled and rejected submissions keep their status; one without deliveries stays ``routed``.
+    Cancelled deliveries do not count. Any pending or in flight: ``routed``. All terminal: each
+    destination's latest delivery decides (a replay supersedes the earlier ones): ``delivered``
+    when none is dead, ``failed`` when none was delivered, else ``partially_failed``. Cancelled
+    and rejected submissions keep their status; one without deliveries stays ``routed``.
     """
     if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
         return submission.status
-    latest: dict[str, tuple[int, str]] = {}
-    for destination, seq, status in session.execute(
+    rows = session.execute(
         select(Delivery.destination, Delivery.seq, Delivery.status).where(
             Delivery.submission_id == submission.id, Delivery.status != "cancelled"
         )
-    ).all():
+    ).all()
+    latest: dict[str, tuple[int, str]] = {}
+    for destination, seq, status in rows:
         if destination not in latest or seq > latest[destination][0]:
             latest[destination] = (seq, status)
     counted = [status for _, status in latest.values()]
-    if not counted or any(s not in TERMINAL for s in counted):
+    if not counted or any(status not in TERMINAL for _, _, status in rows):
         new = "routed"
     elif all(s == "delivered" for s in counted):
         new = "delivered"

@@ -197,3 +197,11 @@ def test_a_failed_submission_replayed_successfully_is_delivered(session_factory,
         pass
     assert sorted((r.seq, r.status) for r in _deliveries(session_factory, sub_id)) == [(1, "dead"), (2, "delivered")]
     assert _status(session_factory, sub_id) == "delivered"
+    # retrying the superseded dead letter puts the submission back in progress until it is sent
+    (dead,) = [r for r in _deliveries(session_factory, sub_id) if r.status == "dead"]
+    with session_scope(session_factory) as session:
+        retry_delivery(session, delivery_id=dead.id, actor="user:ops", tenant_id=tenant.id, now=clock())
+    assert _status(session_factory, sub_id) == "routed"
+    while deliver_next(rt, worker_id="w1", clock=clock):
+        pass
+    assert _status(session_factory, sub_id) == "delivered"
