@@ -611,9 +611,7 @@ class BundleBuilder:
                         "valueString": item.title,
                     },
                     {
-                        "type": {
-                            "coding": [_coding(TDDUI_CS + "tddui-task-input-prestation", "typePrestation")]
-                        },
+                        "type": {"coding": [_coding(TDDUI_CS + "tddui-task-input-prestation", "typePrestation")]},
                         "valueCodeableConcept": {"coding": [_coding(SERAFIN_SYSTEM_FHIR, code.code, code.display)]},
                     },
                 ],
