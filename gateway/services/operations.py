@@ -57,6 +57,24 @@ def retry_delivery(
         raise Conflict(f"only a dead-lettered delivery can be retried (this one is {row.status})")
     if sub.status == "cancelled":
         raise Conflict("the submission was cancelled")
+    newer_delivered = session.scalars(
+        select(Delivery.id)
+        .where(
+            Delivery.destination == row.destination,
+            Delivery.series_key == row.series_key,
+            Delivery.seq > row.seq,
+            Delivery.status == "delivered",
+            Delivery.submission_id != row.submission_id,  # a replay of the same document is no newer version
+        )
+        .limit(1)
+    ).first()
+    if newer_delivered is not None:
+        # The destination already holds a newer version: sending this one now would put an older
+        # version after it (ARCHITECTURE "Delivery semantics"). Submit a new version instead.
+        raise Conflict(
+            "a newer version of this document was already delivered to this destination; "
+            "retrying this older one would deliver it after the newer one"
+        )
     row.status = "pending"
     row.next_attempt_at = now
     row.lease_owner = None

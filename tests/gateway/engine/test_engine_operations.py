@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -12,6 +14,7 @@ from gateway.services.operations import cancel_submission, replay_submission, re
 from gateway.storage.db import session_scope
 from gateway.storage.models import Delivery, Submission
 from tests.gateway.engine.support import (
+    T0,
     Clock,
     FakeConnector,
     audit_actions,
@@ -74,6 +77,32 @@ def test_retry_a_dead_delivery(session_factory, keyring, tenant) -> None:
     ]
     (retried,) = audit_events(session_factory, dead.id, "retried")
     assert retried.actor == "user:ops"
+
+
+def test_retry_refuses_an_older_version_once_a_newer_one_reached_the_destination(
+    session_factory, keyring, tenant
+) -> None:
+    clock = Clock()
+    peer = FakeConnector([permanent()])  # version 1 is refused, then the peer accepts
+    rt = make_runtime(session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": peer})
+    v1 = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, created_at=T0)
+    v2 = submit(
+        session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, created_at=T0 + timedelta(seconds=1)
+    )
+    while pipeline.process_next(rt, worker_id="w1", clock=clock):
+        pass
+    assert deliver_next(rt, worker_id="w1", clock=clock).status == "dead"  # v1
+    assert deliver_next(rt, worker_id="w1", clock=clock).status == "delivered"  # v2 (v1 is terminal)
+    (dead,) = _deliveries(session_factory, v1)
+    (newer,) = _deliveries(session_factory, v2)
+    assert newer.status == "delivered" and newer.seq > dead.seq
+
+    with pytest.raises(Conflict, match="newer version"):
+        with session_scope(session_factory) as session:
+            retry_delivery(session, delivery_id=dead.id, actor="user:ops", tenant_id=tenant.id, now=clock())
+    (still,) = _deliveries(session_factory, v1)
+    assert still.status == "dead"
+    assert [c.envelope.submission_id for c in peer.calls] == [v1, v2]
 
 
 def test_replay_a_delivered_submission_sends_again_after_what_is_queued(session_factory, keyring, tenant) -> None:
