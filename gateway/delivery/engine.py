@@ -330,22 +330,51 @@ def refresh_submission_status(session: Session, submission: Submission, *, now: 
     return new
 
 
-def _dead_letter(session: Session, row: Delivery, *, now: datetime, actor: str, reason: str) -> None:
-    sub = _lock_submission(session, row.submission_id)
-    row.status = "dead"
+def release(row: Delivery, status: str, *, now: datetime) -> None:
+    """Move a delivery to ``status`` and drop any worker's lease on it."""
+    row.status = status
     row.lease_owner = None
     row.lease_until = None
-    row.last_error = reason
     row.updated_at = now
-    session.flush()
+
+
+def audit_delivery(
+    session: Session,
+    row: Delivery,
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    person_ref: str | None,
+    detail: dict[str, Any],
+    at: datetime,
+) -> None:
+    """Append the audit event of one step of a delivery (its tenant, the person concerned)."""
     audit.append(
         session,
         actor=actor,
-        action="dead_lettered",
+        action=action,
         entity_type="delivery",
         entity_id=row.id,
-        outcome="failure",
+        outcome=outcome,
         tenant_id=row.tenant_id,
+        person_ref=person_ref,
+        detail=detail,
+        at=at,
+    )
+
+
+def _dead_letter(session: Session, row: Delivery, *, now: datetime, actor: str, reason: str) -> None:
+    sub = _lock_submission(session, row.submission_id)
+    release(row, "dead", now=now)
+    row.last_error = reason
+    session.flush()
+    audit_delivery(
+        session,
+        row,
+        actor=actor,
+        action="dead_lettered",
+        outcome="failure",
         person_ref=sub.person_ref if sub is not None else None,
         detail={"destination": row.destination, "attempts": row.attempt_count, "reason": reason},
         at=now,
@@ -410,34 +439,20 @@ def _record(
     common: dict[str, Any] = {"destination": row.destination, "attempt": claim.attempt_number}
     if outcome == "success":
         assert receipt is not None
-        row.status = "delivered"
+        release(row, "delivered", now=now)
         row.remote_id = receipt.remote_id
         row.delivered_at = now
         row.last_error = None
-        row.lease_owner = None
-        row.lease_until = None
-        row.updated_at = now
         session.flush()
-        audit.append(
-            session,
-            actor=actor,
-            action="attempt",
-            entity_type="delivery",
-            entity_id=row.id,
-            outcome="success",
-            tenant_id=row.tenant_id,
-            person_ref=person_ref,
-            detail=common,
-            at=now,
+        audit_delivery(
+            session, row, actor=actor, action="attempt", outcome="success", person_ref=person_ref, detail=common, at=now
         )
-        audit.append(
+        audit_delivery(
             session,
+            row,
             actor=actor,
             action="delivered",
-            entity_type="delivery",
-            entity_id=row.id,
             outcome="success",
-            tenant_id=row.tenant_id,
             person_ref=person_ref,
             detail={**common, "remote_id": receipt.remote_id},
             at=now,
@@ -447,14 +462,12 @@ def _record(
         )
         result = DeliveryOutcome(row.id, "delivered", claim.attempt_number, remote_id=receipt.remote_id)
     else:
-        audit.append(
+        audit_delivery(
             session,
+            row,
             actor=actor,
             action="attempt",
-            entity_type="delivery",
-            entity_id=row.id,
             outcome="failure",
-            tenant_id=row.tenant_id,
             person_ref=person_ref,
             detail={**common, "kind": outcome, "error": error},
             at=now,
@@ -464,12 +477,9 @@ def _record(
             _dead_letter(session, row, now=now, actor=actor, reason=reason or "failed")
             result = DeliveryOutcome(row.id, "dead", claim.attempt_number, error)
         else:
-            row.status = "pending"
+            release(row, "pending", now=now)
             row.next_attempt_at = now + timedelta(seconds=backoff.delay(row.attempt_count))
             row.last_error = error
-            row.lease_owner = None
-            row.lease_until = None
-            row.updated_at = now
             result = DeliveryOutcome(
                 row.id, "pending", claim.attempt_number, error, next_attempt_at=row.next_attempt_at
             )

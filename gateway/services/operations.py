@@ -14,7 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import audit
-from gateway.delivery.engine import TERMINAL, advisory_series_lock, refresh_submission_status
+from gateway.delivery.engine import (
+    TERMINAL,
+    advisory_series_lock,
+    audit_delivery,
+    refresh_submission_status,
+    release,
+)
 from gateway.errors import Conflict, NotFound
 from gateway.storage.models import Delivery, Submission
 
@@ -75,20 +81,15 @@ def retry_delivery(
             "a newer version of this document was already delivered to this destination; "
             "retrying this older one would deliver it after the newer one"
         )
-    row.status = "pending"
+    release(row, "pending", now=now)
     row.next_attempt_at = now
-    row.lease_owner = None
-    row.lease_until = None
-    row.updated_at = now
     session.flush()
-    audit.append(
+    audit_delivery(
         session,
+        row,
         actor=actor,
         action="retried",
-        entity_type="delivery",
-        entity_id=row.id,
         outcome="success",
-        tenant_id=row.tenant_id,
         person_ref=sub.person_ref,
         detail={"destination": row.destination, "attempts_so_far": row.attempt_count, "last_error": row.last_error},
         at=now,
