@@ -1,13 +1,43 @@
-"""Destinations: the Connector protocol, its errors, and one subpackage per peer."""
+"""Destinations and inbound sources: the protocols, their errors, one subpackage per peer."""
 
 from connectors.base import (
+    Acknowledgement,
     Connector,
     ConnectorError,
+    Credentials,
     Envelope,
     Health,
+    HeldVersion,
+    HttpSource,
+    InboundEvent,
+    InboundMessage,
+    InboundRejected,
+    InboundSink,
+    Interpretation,
     PermanentError,
     Receipt,
+    Source,
+    StoredInbound,
     TransientError,
 )
 
-__all__ = ["Connector", "ConnectorError", "Envelope", "Health", "PermanentError", "Receipt", "TransientError"]
+__all__ = [
+    "Acknowledgement",
+    "Connector",
+    "ConnectorError",
+    "Credentials",
+    "Envelope",
+    "Health",
+    "HeldVersion",
+    "HttpSource",
+    "InboundEvent",
+    "InboundMessage",
+    "InboundRejected",
+    "InboundSink",
+    "Interpretation",
+    "PermanentError",
+    "Receipt",
+    "Source",
+    "StoredInbound",
+    "TransientError",
+]

@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import threading
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -97,14 +98,33 @@ class WebhookConnector:
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
-        self._session = requests.Session()
-        self._session.verify = settings.verify_tls
-        self._session.headers.update(settings.headers)
-        if settings.token is not None:
-            self._session.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
+        self._local = threading.local()  # one requests.Session per worker thread
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    @property
+    def send_timeout(self) -> float:
+        return self.settings.timeout
+
+    @property
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.verify = self.settings.verify_tls
+            session.headers.update(self.settings.headers)
+            if self.settings.token is not None:
+                session.headers["Authorization"] = f"Bearer {self.settings.token.get_secret_value()}"
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     def send(self, envelope: Envelope) -> Receipt:
         headers = {
@@ -118,7 +138,7 @@ class WebhookConnector:
                 self.settings.url,
                 data=envelope_json(envelope),
                 headers=headers,
-                timeout=self.settings.timeout,
+                timeout=envelope.timeout(self.settings.timeout),
                 allow_redirects=False,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
