@@ -64,7 +64,7 @@ def submission_request_schemas() -> dict[str, Any]:
     embeds the document type's record model, so the DLU record schema is published.
     """
     variants: list[tuple[str, type[BaseModel]]] = []
-    for code in registry.codes():
+    for code in registry.public_codes():
         doc = registry.get(code)
         if doc is None:
             continue

@@ -215,7 +215,7 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
 
 
 def _gate_problems(run: DemoRun) -> list[str]:
-    from gateway.pipeline import gate_problems
+    from gateway.conformance import gate_problems
 
     return gate_problems(run.settings)
 

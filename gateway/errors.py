@@ -7,6 +7,7 @@
      ├── Forbidden            403 (authenticated, but not allowed: scope, another tenant's ESSMS)
      ├── NotFound             404
      ├── Conflict             409 (idempotency key reused with another body, state clash)
+     ├── TooManyRequests      429 (an operation throttled; ``Retry-After`` says when to come back)
      ├── MappingError         a record could not be turned into a document
      ├── ConformanceFailed    a rendition failed CI-SIS/FHIR checks (report attached)
      ├── RoutingRefused       a rule forbids a destination (e.g. INS not qualified for DMP)
@@ -32,6 +33,7 @@ __all__ = [
     "NotFound",
     "PermanentDeliveryError",
     "RoutingRefused",
+    "TooManyRequests",
     "TransientDeliveryError",
     "ValidationFailed",
 ]
@@ -84,6 +86,16 @@ class Conflict(GatewayError):
     status = 409
     title = "Conflict"
     type_suffix = "conflict"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    title = "Too many requests"
+    type_suffix = "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, extra={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class MappingError(GatewayError):

@@ -13,37 +13,33 @@ Steps, in three short transactions with the pure work in between:
 4. write, in ONE transaction (only if we still hold the lease): either ``rejected`` + full report,
    or renditions (encrypted) + one delivery per destination + ``routed``; with audit events.
 
-A rendition whose conformance tag cannot be checked (validator or kit unavailable) is never
-sent: the submission stays ``received``, held for one lease period, then tried again
-(``gate_problems`` lists what is missing, for ``/readyz``). See docs/delivery.md.
+A rendition whose conformance tag cannot be checked (validator or kit unavailable, see
+:mod:`gateway.conformance`), or a record that cannot be decrypted for want of a key, is never
+rejected for it: the submission stays ``received``, held for one lease period, then tried again.
+Only content faults (invalid record, mapping refusal, failed conformance, a stored record that no
+longer authenticates) reject. See docs/delivery.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
-import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from lxml import etree
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit
-from gateway.delivery.engine import advisory_series_lock
+from gateway.conformance import GateUnavailable, check_rendition, redact_report
+from gateway.delivery import outbox
 from gateway.delivery.renditions import facts_to_json, metadata_aad, metadata_to_json
 from gateway.routing import Decision, RoutingTable
-from gateway.security.crypto import decrypt, encrypt
-from gateway.settings import Settings
+from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
 from gateway.storage.models import Delivery, Submission, Tenant
 from gateway.storage.models import Rendition as RenditionRow
 from mappings import registry
@@ -52,13 +48,7 @@ from mappings.base import DocumentType, MappingFailed, PreviousVersion, RecordFa
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
-__all__ = [
-    "GateUnavailable",
-    "check_rendition",
-    "gate_problems",
-    "process_next",
-    "series_key",
-]
+__all__ = ["HELD_OWNER", "process_next", "series_key"]
 
 _log = structlog.get_logger(__name__)
 
@@ -73,154 +63,6 @@ def series_key(*, tenant_id: str, essms_finess: str, person_ref: str, document_t
     """The ordering key of a person's document series (no personal data in clear: hashed)."""
     digest = hashlib.sha256(f"{tenant_id}|{essms_finess}|{person_ref}|{document_type}".encode()).hexdigest()
     return f"{document_type}:{digest}"
-
-
-# -- conformance gate ------------------------------------------------------------------------
-class GateUnavailable(Exception):
-    """A conformance tag cannot be checked here (validator missing, kit absent, unknown tag)."""
-
-
-_validators: dict[str, Any] = {}
-_validators_lock = threading.Lock()
-
-
-def _cisis_validator(settings: Settings) -> Any:
-    kit = settings.cisis_kit_dir
-    if kit is None or not Path(kit).is_dir():
-        raise GateUnavailable("CI-SIS kit not configured (CISIS_KIT_DIR) or missing")
-    try:
-        module = importlib.import_module("ci_sis")
-    except ImportError as exc:
-        raise GateUnavailable(f"ci_sis not importable: {type(exc).__name__}") from exc
-    load_validator = getattr(module, "load_validator", None)
-    if load_validator is None:
-        raise GateUnavailable("ci_sis.load_validator is not available")
-    key = str(Path(kit).resolve())
-    with _validators_lock:
-        if key not in _validators:
-            _validators[key] = load_validator(Path(kit))
-        return _validators[key]
-
-
-def _profiles_checker() -> Callable[[bytes, str], Any]:
-    try:
-        module = importlib.import_module("profiles")
-    except ImportError as exc:
-        raise GateUnavailable(f"profiles not importable: {type(exc).__name__}") from exc
-    check = getattr(module, "check_rendition", None)
-    if check is None:
-        raise GateUnavailable("profiles.check_rendition is not available")
-    return check  # type: ignore[no-any-return]
-
-
-def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[str, Any]]:
-    """Run every conformance check a rendition declares; one result dict per tag.
-
-    Raises :class:`GateUnavailable` when a tag cannot be checked in this process.
-    """
-    results: list[dict[str, Any]] = []
-    for tag in rendition.conformance:
-        scheme, _, arg = tag.partition(":")
-        if scheme == "cisis" and arg:
-            validator = _cisis_validator(settings)
-            try:
-                report = validator.validate(rendition.content, arg)
-            except GateUnavailable:
-                raise
-            except Exception as exc:
-                raise GateUnavailable(f"CI-SIS check {tag!r} could not run: {type(exc).__name__}: {exc}") from exc
-            results.append({"tag": tag, "ok": bool(report.ok), "report": report.to_dict()})
-        elif scheme == "fhir":
-            check = _profiles_checker()
-            known = getattr(importlib.import_module("profiles"), "RENDITION_TAGS", None)
-            if known is not None and tag not in known:
-                raise GateUnavailable(f"profiles has no check for conformance tag {tag!r}")
-            try:
-                report = check(rendition.content, tag)
-            except Exception as exc:
-                raise GateUnavailable(f"FHIR check {tag!r} could not run: {type(exc).__name__}: {exc}") from exc
-            results.append({"tag": tag, "ok": bool(report.ok), "report": report.to_operation_outcome()})
-        else:
-            raise GateUnavailable(f"no checker for conformance tag {tag!r}")
-    return results
-
-
-# -- reports without the document's values ------------------------------------------------------
-_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-REDACTED = "[redacted]"
-
-
-def _document_values(content: bytes, media_type: str) -> set[str]:
-    """Every text and attribute value of a rendition (XML) or string leaf (JSON)."""
-    values: set[str] = set()
-    if "json" in media_type:
-        try:
-            stack: list[Any] = [json.loads(content)]
-        except ValueError:
-            return values
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-            elif isinstance(item, str | int | float) and not isinstance(item, bool):
-                values.add(str(item).strip())
-        return values
-    try:
-        root = etree.fromstring(content, parser=etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError:
-        return values
-    for element in root.iter():
-        values.update(v.strip() for v in element.attrib.values())
-        for text in (element.text, element.tail):
-            if text and text.strip():
-                values.add(text.strip())
-    return values
-
-
-def redact_report(report: Any, content: bytes, media_type: str) -> Any:
-    """The report with every quoted value that comes from the document masked.
-
-    Validator messages quote the offending value (an XSD pattern error quotes the birth date,
-    a length error the name): rejection reports are stored in clear and returned by the API.
-    """
-    values = {v for v in _document_values(content, media_type) if v}
-
-    def mask(match: re.Match[str]) -> str:
-        inner = match.group(1) if match.group(1) is not None else match.group(2)
-        if inner.strip() in values:
-            quote = match.group(0)[0]
-            return f"{quote}{REDACTED}{quote}"
-        return match.group(0)
-
-    def walk(item: Any) -> Any:
-        if isinstance(item, str):
-            return _QUOTED.sub(mask, item) if values else item
-        if isinstance(item, dict):
-            return {k: walk(v) for k, v in item.items()}
-        if isinstance(item, list | tuple):
-            return [walk(v) for v in item]
-        return item
-
-    return walk(report)
-
-
-def gate_problems(settings: Settings, tags: list[str] | None = None) -> list[str]:
-    """What prevents the gate from checking ``tags`` (default: both families); empty when ready."""
-    wanted = tags if tags is not None else ["cisis:*", "fhir:*"]
-    problems: list[str] = []
-    if any(t.startswith("cisis:") for t in wanted):
-        try:
-            _cisis_validator(settings)
-        except GateUnavailable as exc:
-            problems.append(str(exc))
-    if any(t.startswith("fhir:") for t in wanted):
-        try:
-            _profiles_checker()
-        except GateUnavailable as exc:
-            problems.append(str(exc))
-    return problems
 
 
 # -- claim -----------------------------------------------------------------------------------
@@ -288,7 +130,9 @@ class _Loaded:
     record: bytes
     previous: dict[str, PreviousVersion]
     report: dict[str, Any] | None
+    series: dict[str, PreviousVersion] = field(default_factory=dict)
     unreadable: str | None = None  # why the stored record cannot be read (exception type)
+    unavailable: str | None = None  # a key is missing here: hold, do not reject
 
 
 @dataclass
@@ -300,25 +144,30 @@ class _Result:
     decision: Decision | None = None
 
 
-def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
-    sub = session.get(Submission, sub_id)
-    assert sub is not None
-    tenant = session.get(Tenant, sub.tenant_id)
-    unreadable: str | None = None
-    try:
-        record = decrypt(
-            session,
-            data_key_id=sub.data_key_id,
-            ciphertext=sub.payload_ct,
-            keyring=runtime.keyring,
-            aad=sub.id.encode(),
+# a version "reached" a destination when one of its deliveries is delivered or still on its way
+_REACHING = ("pending", "in_flight", "sent", "delivered", "unconfirmed")
+
+
+def _previous_versions(
+    session: Session, sub: Submission
+) -> tuple[dict[str, PreviousVersion], dict[str, PreviousVersion]]:
+    """Per kind and per setId: the highest version issued and the version a new one replaces.
+
+    Versions are counted from every earlier rendition of the person's series (numbers are never
+    reused), but a new version only replaces one that reached a destination or is on its way, or
+    that the gateway keeps with no destination to send it to: not one of a cancelled submission,
+    nor one whose every delivery was dead-lettered, failed or cancelled. (What *each* destination
+    holds is the connectors' business: ``Envelope.held``.)
+    """
+    rows = session.execute(
+        select(
+            RenditionRow.kind,
+            RenditionRow.set_id,
+            RenditionRow.version,
+            RenditionRow.document_id,
+            RenditionRow.created_at,
+            RenditionRow.submission_id,
         )
-    except Exception as exc:
-        # It will never decrypt (key gone, tampered row): left in "processing" it would be
-        # re-claimed after every lease, forever, holding back the rest of its series.
-        record, unreadable = b"", type(exc).__name__
-    rows = session.scalars(
-        select(RenditionRow)
         .join(Submission, RenditionRow.submission_id == Submission.id)
         .where(
             Submission.tenant_id == sub.tenant_id,
@@ -327,13 +176,67 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
             Submission.document_type == sub.document_type,
             Submission.id != sub.id,
         )
-        .order_by(RenditionRow.version.desc(), RenditionRow.created_at.desc())
     ).all()
-    previous: dict[str, PreviousVersion] = {}
-    for row in rows:
-        previous.setdefault(
-            row.kind, PreviousVersion(set_id=row.set_id, version=row.version, document_id=row.document_id)
+    if not rows:
+        return {}, {}
+    earlier = {r.submission_id for r in rows}
+    reached = set(
+        session.scalars(
+            select(Delivery.submission_id)
+            .where(Delivery.submission_id.in_(earlier), Delivery.status.in_(_REACHING))
+            .distinct()
+        ).all()
+    )
+    # a version routed to no destination is kept by the gateway and served by its FHIR facade:
+    # the DUI vendor holds it, so a newer version replaces it
+    kept = session.scalars(
+        select(Submission.id).where(
+            Submission.id.in_(earlier),
+            Submission.status == "routed",
+            ~exists().where(Delivery.submission_id == Submission.id),
         )
+    ).all()
+    reached.update(kept)
+    highest: dict[str, int] = {}
+    replaceable: dict[str, tuple[int, str]] = {}
+    newest_of_kind: dict[str, tuple[int, datetime, str]] = {}
+    for kind, set_id, version, document_id, created_at, submission_id in rows:
+        highest[set_id] = max(highest.get(set_id, 0), version)
+        if submission_id in reached and version >= replaceable.get(set_id, (0, ""))[0]:
+            replaceable[set_id] = (version, document_id)
+        stamp = (version, outbox.as_utc(created_at), set_id)
+        if kind not in newest_of_kind or stamp[:2] > newest_of_kind[kind][:2]:
+            newest_of_kind[kind] = stamp
+    series = {
+        set_id: PreviousVersion(set_id=set_id, version=top, document_id=replaceable.get(set_id, (0, None))[1])
+        for set_id, top in highest.items()
+    }
+    by_kind = {kind: series[set_id] for kind, (_v, _t, set_id) in newest_of_kind.items()}
+    return by_kind, series
+
+
+def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
+    sub = session.get(Submission, sub_id)
+    assert sub is not None
+    tenant = session.get(Tenant, sub.tenant_id)
+    unreadable: str | None = None
+    unavailable: str | None = None
+    try:
+        record = decrypt(
+            session,
+            data_key_id=sub.data_key_id,
+            ciphertext=sub.payload_ct,
+            keyring=runtime.keyring,
+            aad=sub.id.encode(),
+        )
+    except KeyUnavailable as exc:
+        # the gateway's configuration (a master key not loaded here): hold, try again later
+        record, unavailable = b"", str(exc)
+    except DecryptionError as exc:
+        # The stored record no longer authenticates (tampered, corrupted): it never will. Left in
+        # "processing" it would be re-claimed after every lease, holding back its series.
+        record, unreadable = b"", type(exc).__name__
+    previous, series = _previous_versions(session, sub)
     return _Loaded(
         submission_id=sub.id,
         tenant_id=sub.tenant_id,
@@ -344,7 +247,9 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
         record=record,
         previous=previous,
         report=sub.report,
+        series=series,
         unreadable=unreadable,
+        unavailable=unavailable,
     )
 
 
@@ -354,6 +259,8 @@ def _rejected(stage: str, **detail: Any) -> _Result:
 
 def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
     """Map, check, route: no database, no network."""
+    if loaded.unavailable is not None:
+        return _Result(kind="held", report={"outcome": "held", "stage": "load", "reason": loaded.unavailable})
     if loaded.unreadable is not None:
         _log.error("submission_unreadable", submission_id=loaded.submission_id, error_type=loaded.unreadable)
         return _rejected(
@@ -379,6 +286,7 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
                 submission_id=uuid.UUID(loaded.submission_id),
                 id_root=runtime.settings.document_id_root,
                 previous=loaded.previous,
+                series=loaded.series,
             ),
         )
     except MappingFailed as exc:
@@ -461,8 +369,50 @@ def _write(
     if done.rowcount != 1:  # type: ignore[attr-defined]
         return False
     actor = f"worker:{worker_id}"
+    events: list[tuple[str, str, dict[str, Any]]] = []  # appended last: the audit head is the last lock
 
-    def event(action: str, outcome: str, detail: dict[str, Any]) -> None:
+    if result.kind == "held":
+        previous_reason = (loaded.report or {}).get("reason")
+        if previous_reason != result.report["reason"]:  # one event per hold, not one per retry
+            events.append(("held", "failure", {"reason": result.report["reason"]}))
+        _log.warning("submission_held", submission_id=loaded.submission_id, stage=result.report.get("stage"))
+    elif result.kind == "rejected":
+        events.append(("rejected", "failure", {"stage": result.report["stage"]}))
+    else:
+        assert result.decision is not None
+        key = series_key(
+            tenant_id=loaded.tenant_id,
+            essms_finess=loaded.essms_finess,
+            person_ref=loaded.person_ref,
+            document_type=loaded.document_type,
+        )
+        stored = _store_renditions(session, runtime, loaded, result.renditions, now=now)
+        events.append(("mapped", "success", {"renditions": stored}))
+        table: RoutingTable = runtime.routing if runtime.routing is not None else RoutingTable()
+        targets = []
+        for name in result.decision.destinations:
+            dest = table.config.destinations.get(name)
+            targets.append((name, dest.connector if dest is not None else name))
+        deliveries = outbox.enqueue(
+            session,
+            submission_id=loaded.submission_id,
+            tenant_id=loaded.tenant_id,
+            series=key,
+            destinations=targets,
+            now=now,
+        )
+        events.append(
+            (
+                "routed",
+                "success",
+                {
+                    **result.decision.to_dict(),
+                    "deliveries": [{"destination": d.destination, "id": d.id} for d in deliveries],
+                    **({"reason": "no_destination"} if not deliveries else {}),
+                },
+            )
+        )
+    for action, outcome, detail in events:
         audit.append(
             session,
             actor=actor,
@@ -475,24 +425,13 @@ def _write(
             detail=detail,
             at=now,
         )
+    return True
 
-    if result.kind == "held":
-        previous_reason = (loaded.report or {}).get("reason")
-        if previous_reason != result.report["reason"]:  # one event per hold, not one per retry
-            event("held", "failure", {"reason": result.report["reason"]})
-        _log.warning("submission_held", submission_id=loaded.submission_id, reason=result.report["reason"])
-        return True
-    if result.kind == "rejected":
-        event("rejected", "failure", {"stage": result.report["stage"]})
-        return True
-    assert result.decision is not None
-    key = series_key(
-        tenant_id=loaded.tenant_id,
-        essms_finess=loaded.essms_finess,
-        person_ref=loaded.person_ref,
-        document_type=loaded.document_type,
-    )
-    advisory_series_lock(session, key)
+
+def _store_renditions(
+    session: Session, runtime: Runtime, loaded: _Loaded, renditions: list[Rendition], *, now: datetime
+) -> list[dict[str, Any]]:
+    """Encrypt and add the renditions (content AAD = row id; sealed metadata AAD = row id + ':metadata')."""
 
     def sealer(rid: str) -> Callable[[bytes], tuple[bytes, str]]:
         def seal(plain: bytes) -> tuple[bytes, str]:
@@ -503,7 +442,7 @@ def _write(
         return seal
 
     stored = []
-    for rendition in result.renditions:
+    for rendition in renditions:
         rid = str(uuid.uuid4())
         ciphertext, key_id = encrypt(
             session, tenant_id=loaded.tenant_id, plaintext=rendition.content, keyring=runtime.keyring, aad=rid.encode()
@@ -529,62 +468,8 @@ def _write(
         stored.append(
             {"id": rid, "kind": rendition.kind, "document_id": rendition.document_id, "version": rendition.version}
         )
-    event("mapped", "success", {"renditions": stored})
-    deliveries = create_deliveries(
-        session,
-        runtime,
-        submission_id=loaded.submission_id,
-        tenant_id=loaded.tenant_id,
-        series=key,
-        destinations=list(result.decision.destinations),
-        now=now,
-    )
-    event(
-        "routed",
-        "success",
-        {
-            **result.decision.to_dict(),
-            "deliveries": [{"destination": d.destination, "id": d.id} for d in deliveries],
-            **({"reason": "no_destination"} if not deliveries else {}),
-        },
-    )
-    return True
-
-
-def create_deliveries(
-    session: Session,
-    runtime: Runtime,
-    *,
-    submission_id: str,
-    tenant_id: str,
-    series: str,
-    destinations: list[str],
-    now: datetime,
-) -> list[Delivery]:
-    """One pending delivery per destination, next in the series (call under the series lock)."""
-    last = session.scalar(select(func.max(Delivery.seq)).where(Delivery.series_key == series)) or 0
-    table: RoutingTable = runtime.routing if runtime.routing is not None else RoutingTable()
-    out = []
-    for name in destinations:
-        dest = table.config.destinations.get(name)
-        row = Delivery(
-            id=str(uuid.uuid4()),
-            submission_id=submission_id,
-            tenant_id=tenant_id,
-            destination=name,
-            connector=dest.connector if dest is not None else name,
-            series_key=series,
-            seq=last + 1,
-            status="pending",
-            next_attempt_at=now,
-            attempt_count=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        out.append(row)
     session.flush()
-    return out
+    return stored
 
 
 def process_next(runtime: Runtime, *, worker_id: str, clock: Callable[[], datetime] = _utcnow) -> bool:

@@ -26,6 +26,7 @@ from mappings.base import RecordFacts
 __all__ = [
     "ENTRY_POINT_GROUP",
     "INS_REQUIRED_CATEGORIES",
+    "ConfiguredSource",
     "Decision",
     "DestinationConfig",
     "Refusal",
@@ -33,7 +34,9 @@ __all__ = [
     "RoutingConfigError",
     "RoutingTable",
     "Rule",
+    "SourceConfig",
     "build_connectors",
+    "build_sources",
     "load",
     "load_config",
     "parse_config",
@@ -66,6 +69,10 @@ class DestinationConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # passed to send() in Envelope.options
     # None: derived from the category (INS_REQUIRED_CATEGORIES)
     requires_qualified_ins: bool | None = None
+    # bulkhead: concurrent sends to this destination per process (default DUI_GATEWAY_DESTINATION_CONCURRENCY)
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    # a "sent" delivery (relay accepted) with no receipt after this long becomes "unconfirmed"
+    receipt_timeout_seconds: float | None = Field(default=None, gt=0)
 
     @property
     def needs_qualified_ins(self) -> bool:
@@ -105,9 +112,19 @@ class Rule(_Strict):
         return value
 
 
+class SourceConfig(_Strict):
+    """One inbound source: which ``dui_gateway.sources`` entry point, for which tenant, its settings."""
+
+    source: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)  # tenant code: encrypts what arrives, owns the deliveries acknowledged
+    destinations: list[str] | None = None  # deliveries it may acknowledge (None: any of the tenant's)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class RoutingConfig(_Strict):
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("destinations")
     @classmethod
@@ -298,3 +315,53 @@ def destinations_of(decision: Decision, table: RoutingTable) -> Iterable[tuple[s
 def options_of(table: RoutingTable, name: str) -> Mapping[str, Any]:
     dest = table.config.destinations.get(name)
     return dest.options if dest is not None else {}
+
+
+SOURCE_ENTRY_POINT_GROUP = "dui_gateway.sources"
+
+
+@dataclass(frozen=True)
+class ConfiguredSource:
+    """An inbound source instance with the routing file's scope for it."""
+
+    name: str
+    source: Any  # connectors.base.Source
+    tenant: str
+    destinations: tuple[str, ...] | None
+
+
+def build_sources(config: RoutingConfig, *, source: str = "<memory>") -> dict[str, ConfiguredSource]:
+    """Instantiate each configured inbound source from the ``dui_gateway.sources`` entry points."""
+    available = {ep.name: ep for ep in entry_points(group=SOURCE_ENTRY_POINT_GROUP)}
+    out: dict[str, ConfiguredSource] = {}
+    for name, conf in config.sources.items():
+        pointer = f"{source}#/sources/{name}"
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+            raise RoutingConfigError(f"{pointer}: a source name has 1 to 64 letters, digits, '-' or '_'")
+        ep = available.get(conf.source)
+        if ep is None:
+            known = ", ".join(sorted(available)) or "none installed"
+            raise RoutingConfigError(f"{pointer}/source: unknown source {conf.source!r} (known: {known})")
+        for j, dest in enumerate(conf.destinations or []):
+            if dest not in config.destinations:
+                raise RoutingConfigError(f"{pointer}/destinations/{j}: unknown destination {dest!r}")
+        try:
+            cls = ep.load()
+            settings_model = cls.Settings
+            instance = cls(settings_model.model_validate(conf.settings))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{pointer}/settings/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise RoutingConfigError(f"invalid settings for source {name!r}: {problems}") from None
+        except Exception as exc:
+            raise RoutingConfigError(
+                f"{pointer}: source {conf.source!r} failed to start: {type(exc).__name__}"
+            ) from exc
+        out[name] = ConfiguredSource(
+            name=name,
+            source=instance,
+            tenant=conf.tenant,
+            destinations=tuple(conf.destinations) if conf.destinations is not None else None,
+        )
+    return out

@@ -31,7 +31,10 @@ class Runtime:
     # destination name -> configured connector instance (filled by gateway.routing)
     destinations: dict[str, Any] = field(default_factory=dict)
     routing: Any = None  # gateway.routing.RoutingTable once loaded
+    sources: dict[str, Any] = field(default_factory=dict)  # inbound source name -> (Source, tenant id/code)
+    credentials: Any = None  # gateway.credentials.CredentialsProvider
     _workers: Any = None
+    _bulkheads: Any = None
 
     def __post_init__(self) -> None:
         # Sessions carry this runtime's audit sealer, so audit.append never falls back to
@@ -41,6 +44,28 @@ class Runtime:
         info = dict(self.session_factory.kw.get("info") or {})
         info[SEALER_INFO_KEY] = AuditSealer.for_settings(self.settings)
         self.session_factory.configure(info=info)
+        if self.credentials is None:
+            from gateway.credentials import CredentialsProvider
+
+            self.credentials = CredentialsProvider.from_settings(self.settings, self.keyring)
+
+    @property
+    def bulkheads(self) -> Any:
+        """Per-destination concurrency limits and circuit breakers of this process (built on first use)."""
+        if self._bulkheads is None:
+            from gateway.delivery.bulkhead import BreakerPolicy, Bulkheads
+
+            limits = {}
+            for name in self.destinations:
+                dest = self.routing.config.destinations.get(name) if self.routing is not None else None
+                limit = getattr(dest, "concurrency", None) if dest is not None else None
+                limits[name] = int(limit) if limit is not None else self.settings.destination_concurrency
+            policy = BreakerPolicy(
+                failure_threshold=self.settings.breaker_failure_threshold,
+                cooldown_seconds=self.settings.breaker_cooldown_seconds,
+            )
+            self._bulkheads = Bulkheads(limits, policy=policy)
+        return self._bulkheads
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
@@ -64,7 +89,12 @@ class Runtime:
             if exc.name != "gateway.routing":
                 raise
             return
+        from gateway.delivery.engine import check_connectors
+
         self.routing, self.destinations = routing.load(self.settings)
+        check_connectors(self.settings, self.destinations)
+        self.sources = routing.build_sources(self.routing.config, source=self.routing.source)
+        self._bulkheads = None
 
     def health(self) -> dict[str, Health]:
         """Each configured destination's health (one cheap call to its peer)."""
@@ -83,6 +113,11 @@ class Runtime:
         if self._workers is None:
             self._workers = WorkerPool(self)
             self._workers.start()
+
+    def wake_workers(self) -> None:
+        """Cut the in-process workers' idle sleep short (new work was just stored)."""
+        if self._workers is not None:
+            self._workers.wake()
 
     def stop_workers(self, timeout: float = 30.0) -> None:
         if self._workers is not None:

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 3600.0
     poll_interval_seconds: float = 0.5
+    # delivery core v2 (docs/delivery.md)
+    lease_heartbeat: bool = True  # extend a claim's lease while its send runs (up to the send deadline)
+    max_send_seconds: float = Field(default=300.0, gt=0, le=3600)  # longest send a connector may declare
+    receipt_timeout_seconds: float = Field(default=3600.0, gt=0)  # sent -> unconfirmed without a receipt
+    destination_concurrency: int = Field(default=4, ge=1, le=256)  # per destination, per process
+    breaker_failure_threshold: int = Field(default=5, ge=1)  # consecutive transient failures open the circuit
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)  # first open period (doubles, max 10 min)
+    replay_min_interval_seconds: float = Field(default=60.0, ge=0)  # between two replays of one submission
+    credentials_file: Path | None = None  # ESSMS credentials by tenant/FINESS/purpose (docs/credentials.md)
+    run_sources: bool = True  # run the routing file's inbound sources (listeners, pollers) in this worker process
+    inbound_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)  # largest inbound message stored
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import pipeline
+from gateway import inbound, pipeline
+from gateway.delivery import outbox
 from gateway.delivery.engine import Backoff, deliver_next
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class WorkerPool:
         self._prefix = f"{worker_id_prefix()}:{pool_no}" if pool_no > 1 else worker_id_prefix()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._sources: inbound.SourceRunner | None = None
+        self._next_receipt_sweep = 0.0
 
     @property
     def worker_ids(self) -> list[str]:
@@ -87,6 +90,9 @@ class WorkerPool:
             thread = threading.Thread(target=self._loop, args=(worker_id,), name=f"dui-worker-{worker_id}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.runtime.settings.run_sources and self.runtime.sources:
+            self._sources = inbound.SourceRunner(self.runtime)
+            self._sources.start()
         _log.info("workers_started", count=self.concurrency, prefix=self._prefix)
 
     def wake(self) -> None:
@@ -97,6 +103,9 @@ class WorkerPool:
         """Drain: stop claiming, wait up to ``timeout`` for in-flight work; True if all threads ended."""
         self._stop.set()
         self._wake.set()
+        if self._sources is not None:
+            self._sources.stop()
+            self._sources = None
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -109,12 +118,21 @@ class WorkerPool:
         return not alive
 
     def run_once(self, worker_id: str) -> bool:
-        """One unit of work: at most one submission and one delivery. True if anything was done."""
+        """One unit of work: at most one submission, one delivery and one inbound message (and, every
+        few seconds, overdue receipts). True if anything was done."""
         did = pipeline.process_next(self.runtime, worker_id=worker_id, clock=self._clock)
         if self._stop.is_set():
             return did
         outcome = deliver_next(self.runtime, worker_id=worker_id, clock=self._clock, backoff=self._backoff)
-        return did or outcome is not None
+        did = did or outcome is not None
+        if self._stop.is_set():
+            return did
+        did = inbound.process_next_inbound(self.runtime, worker_id=worker_id, clock=self._clock) or did
+        if time.monotonic() >= self._next_receipt_sweep:
+            self._next_receipt_sweep = time.monotonic() + 5.0
+            with self.runtime.session_factory() as session, session.begin():
+                did = outbox.expire_receipts(session, now=self._clock()) > 0 or did
+        return did
 
     def _loop(self, worker_id: str) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id)

@@ -49,11 +49,16 @@ class Code:
 
 @dataclass(frozen=True)
 class PreviousVersion:
-    """The latest rendition already produced for the same document series."""
+    """What a document series already has, for its next version.
+
+    ``version`` is the highest version number ever issued in the series (never reused, even when
+    that version reached nobody); ``document_id`` is the version a new one replaces (RPLC): the
+    newest that reached a destination or is on its way, or None when none did.
+    """
 
     set_id: str
     version: int
-    document_id: str
+    document_id: str | None
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,29 @@ class RenderContext:
     - ``now``: timezone-aware instant used for effective/creation times.
     - ``submission_id``: seed from which the mapping derives stable identifiers.
     - ``id_root``: the deployment's OID root for document identifiers.
-    - ``previous``: per rendition kind, the last version of this person's series
+    - ``previous``: per rendition kind, the newest series of that kind for this person
       (same tenant, ESSMS, person, document type), so a new version keeps the setId,
-      increments versionNumber and declares RPLC.
+      increments versionNumber and declares RPLC;
+    - ``series``: per setId, the same facts for every series of the person, for document types
+      with several series per kind (one FLUDT per transfer, one PPA per plan): use
+      :meth:`previous_of` with the setId the record determines.
     """
 
     now: datetime
     submission_id: uuid.UUID
     id_root: str = "1.2.250.1.999.1.1"
     previous: Mapping[str, PreviousVersion] = field(default_factory=dict)
+    series: Mapping[str, PreviousVersion] = field(default_factory=dict)
+
+    def previous_of(self, kind: str, set_id: str | None = None) -> PreviousVersion | None:
+        """The series' previous version: by ``set_id`` when the record fixes it, else by ``kind``."""
+        if set_id is None:
+            return self.previous.get(kind)
+        found = self.series.get(set_id)
+        if found is None:
+            latest = self.previous.get(kind)
+            found = latest if latest is not None and latest.set_id == set_id else None
+        return found
 
 
 @dataclass(frozen=True)

@@ -114,15 +114,20 @@ def _check_oid(value: str, what: str) -> str:
 def _series(
     kind: str, ctx: RenderContext, new_set_id: str, document_id: str
 ) -> tuple[str, int, PreviousVersion | None]:
-    """(set_id, version, replaced) for the next document of a series, from ``ctx.previous``."""
-    previous = ctx.previous.get(kind)
-    if previous is None or (kind == "fludt-cda" and previous.set_id != new_set_id):
+    """(set_id, version, replaced) for the next document of a series, from the render context.
+
+    The DLU continues the person's DLU series; a FLUDT continues the series of *its* transfer
+    (one series per transfer, found by its setId). ``replaced`` is the version a destination
+    received (or will), None when no earlier version reached anybody.
+    """
+    previous = ctx.previous_of(kind, new_set_id if kind == "fludt-cda" else None)
+    if previous is None:
         return new_set_id, 1, None
     if previous.document_id == document_id:
         raise MappingFailed(
             f"previous {kind} version has this submission's document id: same submission rendered twice?"
         )
-    return previous.set_id, previous.version + 1, previous
+    return previous.set_id, previous.version + 1, previous if previous.document_id is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ def _header(
     header.participant_pcp(doc, person.general_practitioner, record.essms, record.last_updated)
     header.documentation_of(doc, event, event_low, None, record.author, record.essms)
     if replaced is not None:
+        assert replaced.document_id is not None
         header.related_document(doc, replaced.document_id)
     header.component_of(doc, "IMP", None, encounter_end, record.signer, record.essms)
 

@@ -374,7 +374,7 @@ def to_fhir(record: DluRecord, ctx: RenderContext) -> Rendition:
         "attester": [{"mode": "legal", "time": fhir_datetime(ctx.now), "party": _ref(signer_url)}],
         "custodian": _ref(essms_url),
     }
-    if previous is not None:
+    if previous is not None and previous.document_id is not None:
         composition["relatesTo"] = [
             {"code": "replaces", "targetIdentifier": {"system": "urn:ietf:rfc:3986", "value": previous.document_id}}
         ]
@@ -403,5 +403,5 @@ def to_fhir(record: DluRecord, ctx: RenderContext) -> Rendition:
         set_id=set_id,
         version=version,
         conformance=("fhir:r4",),
-        replaces=previous.document_id if previous is not None else None,
+        replaces=previous.document_id if previous is not None else None,  # None when no version reached anybody
     )

@@ -104,8 +104,8 @@ def _series_seed(record: PpaRecord, ctx: RenderContext) -> str:
 
 def _series(kind: str, set_id: str, ctx: RenderContext) -> tuple[int, str | None]:
     """(version, replaced document id): a new version when the previous one is of the same PPA series."""
-    previous = ctx.previous.get(kind)
-    if previous is None or previous.set_id != set_id:
+    previous = ctx.previous_of(kind, set_id)
+    if previous is None:
         return 1, None
     return previous.version + 1, previous.document_id
 

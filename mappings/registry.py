@@ -24,6 +24,11 @@ def get(code: str) -> DocumentType | None:
     return _REGISTRY.get(code)
 
 
+def public_codes() -> list[str]:
+    """Document types clients may submit (internal ones, such as ``inbound-event``, excluded)."""
+    return [c for c in codes() if not getattr(_REGISTRY.get(c), "internal", False)]
+
+
 def codes() -> list[str]:
     _load_builtins()
     return sorted(_REGISTRY)
@@ -48,7 +53,7 @@ def _load_builtins() -> None:
             return
         import importlib
 
-        for module in ("mappings.dlu", "mappings.ppa"):
+        for module in ("mappings.dlu", "mappings.ppa", "mappings.inbound_event"):
             try:
                 importlib.import_module(module)
             except ModuleNotFoundError as exc:  # a document type not written yet

@@ -2,8 +2,8 @@
 request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
 """
 
-from gateway.api import audit, deliveries, health, metrics, submissions
+from gateway.api import audit, deliveries, health, inbound, metrics, submissions
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = (submissions.router, deliveries.router, audit.router, health.router, metrics.router)
+ROUTERS = (submissions.router, deliveries.router, inbound.router, audit.router, health.router, metrics.router)

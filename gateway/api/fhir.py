@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -262,20 +262,25 @@ def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> d
 
 
 def _base_query(tenant_id: str | None) -> Select[Any]:
-    latest_q = select(Rendition.set_id, Rendition.kind, func.max(Rendition.version).label("latest")).join(
-        Submission, Submission.id == Rendition.submission_id
+    # A newer version supersedes an older one only if it went out (delivered, on its way, or kept
+    # with no destination to send it to): one whose every delivery failed, or that was cancelled,
+    # was received by nobody and supersedes nothing.
+    latest_q = (
+        select(Rendition.set_id, Rendition.kind, func.max(Rendition.version).label("latest"))
+        .join(Submission, Submission.id == Rendition.submission_id)
+        .where(Submission.status.in_(("routed", "delivered", "partially_failed")))
     )
     if tenant_id is not None:
         latest_q = latest_q.where(Submission.tenant_id == tenant_id)
     latest = latest_q.group_by(Rendition.set_id, Rendition.kind).subquery()
-    stmt = (
-        select(Rendition, Submission, latest.c.latest)
+    stmt: Any = (
+        select(Rendition, Submission, func.coalesce(latest.c.latest, 0).label("latest"))
         .join(Submission, Submission.id == Rendition.submission_id)
-        .join(latest, and_(latest.c.set_id == Rendition.set_id, latest.c.kind == Rendition.kind))
+        .outerjoin(latest, and_(latest.c.set_id == Rendition.set_id, latest.c.kind == Rendition.kind))
     )
     if tenant_id is not None:
         stmt = stmt.where(Submission.tenant_id == tenant_id)
-    return stmt
+    return cast("Select[Any]", stmt)
 
 
 def _document_types_for(token: str) -> list[str]:

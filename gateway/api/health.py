@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from gateway.api.deps import RuntimeDep
 from gateway.api.problems import PROBLEM_BASE, problem_response, problem_responses
-from gateway.pipeline import gate_problems
+from gateway.conformance import gate_problems
 
 __all__ = ["router"]
 
@@ -36,8 +36,13 @@ def readyz(request: Request, runtime: RuntimeDep) -> Response:
     # Documents whose conformance cannot be checked are never sent: not ready until the gate can run.
     gate = gate_problems(runtime.settings)
     checks["conformance"] = {"ok": not gate, "detail": "; ".join(gate)} if gate else {"ok": True}
+    circuits = runtime.bulkheads.snapshot()
     for name, health in sorted(runtime.health().items()):
         checks[f"destination:{name}"] = {"ok": health.ok, "detail": health.detail}
+        lane = circuits.get(name)
+        if lane is not None:
+            # an open circuit: the gateway stopped sending there for a while (consecutive failures)
+            checks[f"circuit:{name}"] = {"ok": lane["circuit"] != "open", **lane}
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if failing:
         return problem_response(

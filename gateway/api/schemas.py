@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.services.queries import as_utc
 from gateway.storage.models import Attempt, Delivery, Rendition, Submission
+from gateway.storage.models import Receipt as ReceiptRow
 
 __all__ = [
     "AttemptOut",
@@ -58,7 +59,10 @@ class AttemptOut(_Out):
     worker: str
     started_at: datetime
     finished_at: datetime | None
-    outcome: str = Field(description="success | transient | permanent")
+    outcome: str = Field(
+        description="started | success | transient | permanent | deferred (gateway fault, retried) | "
+        "lease_lost | abandoned (worker gone mid-send)"
+    )
     error: str | None
     remote_id: str | None
 
@@ -75,11 +79,36 @@ class AttemptOut(_Out):
         )
 
 
+class ReceiptOut(_Out):
+    id: str
+    kind: str = Field(description="dsn | mdn | hl7-ack | webhook-receipt | ...")
+    outcome: str = Field(description="delivered | failed | info")
+    applied: bool = Field(description="whether this receipt moved the delivery")
+    remote_id: str | None
+    reason: str | None
+    received_at: datetime
+
+    @classmethod
+    def of(cls, r: ReceiptRow) -> ReceiptOut:
+        return cls(
+            id=r.id,
+            kind=r.kind,
+            outcome=r.outcome,
+            applied=r.applied,
+            remote_id=r.remote_id,
+            reason=r.reason,
+            received_at=as_utc(r.received_at),
+        )
+
+
 class DeliveryOut(_Out):
     id: str
     destination: str
     connector: str
-    status: str = Field(description="pending | in_flight | delivered | dead | cancelled")
+    status: str = Field(
+        description="pending | in_flight | sent (relay accepted, receipt awaited) | delivered | failed "
+        "(negative receipt) | unconfirmed (no receipt in time) | dead | cancelled"
+    )
     attempt_count: int
     next_attempt_at: datetime | None
     last_error: str | None
@@ -88,10 +117,13 @@ class DeliveryOut(_Out):
     created_at: datetime
     updated_at: datetime
     attempts: list[AttemptOut]
+    sent_at: datetime | None = None
+    receipt_due_at: datetime | None = None
+    receipts: list[ReceiptOut] = Field(default_factory=list)
     links: dict[str, str]
 
     @classmethod
-    def of(cls, d: Delivery) -> DeliveryOut:
+    def of(cls, d: Delivery, receipts: list[ReceiptRow] | None = None) -> DeliveryOut:
         return cls(
             id=d.id,
             destination=d.destination,
@@ -105,6 +137,9 @@ class DeliveryOut(_Out):
             created_at=as_utc(d.created_at),
             updated_at=as_utc(d.updated_at),
             attempts=[AttemptOut.of(a) for a in d.attempts],
+            sent_at=_ts(d.sent_at),
+            receipt_due_at=_ts(d.receipt_due_at) if d.status == "sent" else None,
+            receipts=[ReceiptOut.of(r) for r in receipts or []],
             links={"retry": f"/v1/deliveries/{d.id}/retry"},
         )
 
@@ -189,7 +224,7 @@ class SubmissionDetail(SubmissionSummary):
             facts=s.facts,
             report=s.report,
             renditions=[RenditionOut.of(r) for r in s.renditions],
-            deliveries=[DeliveryOut.of(d) for d in s.deliveries],
+            deliveries=[DeliveryOut.of(d, list(d.receipts)) for d in s.deliveries],
         )
 
 

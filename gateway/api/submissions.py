@@ -255,14 +255,30 @@ def get_rendition(submission_id: str, kind: str, runtime: RuntimeDep, session: S
     "/{submission_id}/replay",
     status_code=202,
     response_model=SubmissionDetail,
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(400, 401, 403, 404, 409, 429),
 )
-def replay(submission_id: str, session: SessionDep, caller: Submitter) -> SubmissionDetail:
-    """Run the submission again (new deliveries, or re-delivery of what was produced)."""
+def replay(
+    submission_id: str,
+    session: SessionDep,
+    caller: Submitter,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="the same key returns the first replay instead of a new one"),
+    ] = None,
+) -> SubmissionDetail:
+    """Send the submission again (409 if a destination holds a newer version; 429 if replayed too recently)."""
     from gateway.services.operations import replay_submission
 
     tenant_id = caller.tenant()
-    replay_submission(session, submission_id=submission_id, actor=caller.actor, tenant_id=tenant_id)
+    replay_submission(
+        session,
+        submission_id=submission_id,
+        actor=caller.actor,
+        tenant_id=tenant_id,
+        idempotency_key=_idempotency_key(idempotency_key),
+        min_interval_seconds=runtime.settings.replay_min_interval_seconds,
+    )
     session.expire_all()
     return SubmissionDetail.of(queries.get_submission(session, tenant_id=tenant_id, submission_id=submission_id))
 

@@ -212,6 +212,18 @@ def _check_detail(value: Any, path: str = "detail") -> None:
     raise ValueError(f"{path}: {type(value).__name__} is not JSON data")
 
 
+_PEER_MAX_KEYS = 16
+_PEER_MAX_CHARS = 500
+
+
+def _peer_values(peer: Mapping[str, Any]) -> dict[str, str | None]:
+    """Peer-chosen values as bounded strings (no type of theirs can break the JSON or the guard)."""
+    out: dict[str, str | None] = {}
+    for key, value in list(peer.items())[:_PEER_MAX_KEYS]:
+        out[str(key)[:64]] = None if value is None else str(value)[:_PEER_MAX_CHARS]
+    return out
+
+
 # -- append -----------------------------------------------------------------------------------
 def _lock_head(session: Session) -> AuditHead:
     stmt = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
@@ -236,12 +248,19 @@ def append(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
     sealer: AuditSealer | None = None,
+    peer: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event in the caller's transaction (commit it to make the event durable).
 
     Locks the chain head until that transaction ends: call it late in the transaction, and
     do no network I/O between ``append`` and the commit. ``sealer`` defaults to the one built
     from ``Settings.audit_keys``.
+
+    ``detail`` is written by the gateway and checked for identity traits (a mistake raises).
+    ``peer`` holds values a remote peer chose (its receipt id, its error code and text): they are
+    opaque to us, so they are stored as bounded strings under ``detail["peer"]`` and never run
+    through the identity guard — a peer answering ``{"id": 1733000000000}`` must not make
+    recording its acceptance fail.
     """
     if not _ACTION_RE.match(action):
         raise ValueError(f"invalid audit action {action!r}")
@@ -250,8 +269,12 @@ def append(
     if not actor or len(actor) > 255:
         raise ValueError("audit actor must be 1-255 characters")
     if detail is not None:
+        if "peer" in detail:
+            raise ValueError("detail['peer'] is reserved for peer-controlled values: pass them as peer=")
         _check_detail(detail)
         detail = json.loads(json.dumps(detail, allow_nan=False))  # plain JSON, as it will be read back
+    if peer:
+        detail = {**(detail or {}), "peer": _peer_values(peer)}
     sealer = sealer or AuditSealer.of_session(session)
     head = _lock_head(session)
     event = AuditEvent(

@@ -1,62 +1,59 @@
-"""The delivery engine: claim a due delivery, send it outside any transaction, record the outcome.
+"""The delivery engine: claim -> prepare -> send (lease kept alive, deadline set) -> finish.
 
-Life of a delivery row (docs/delivery.md)::
+Every state change is the outbox's (:mod:`gateway.delivery.outbox`); the engine only moves one
+delivery through it, outside any transaction while the peer is called:
 
-    pending --claim--> in_flight --send ok--------------------> delivered
-       ^                   |------TransientError, attempts left--> pending (next_attempt_at = backoff)
-       |                   |------PermanentError / attempts used-> dead
-       |                   '------lease expired (worker died)----> claimable again
-       '----- retry (operator) ------ dead ;  pending --cancel--> cancelled
-
-Ordering: a delivery is claimable only when every delivery of the same series
-(``series_key``) to the same destination with a smaller ``seq`` is terminal
-(delivered, dead or cancelled), so a newer version never overtakes an older one.
+1. reserve a slot in the destination's bulkhead (concurrency limit, circuit breaker), then
+   ``outbox.claim`` in one short transaction (ownership token);
+2. prepare the envelope in a read transaction: renditions decrypted, what this destination
+   holds of the series (``held``), the ESSMS's credentials, the send deadline. A known content
+   fault (a rendition that no longer authenticates) is permanent; any other failure here is the
+   gateway's (database, key ring, credentials store): the delivery is *deferred* with backoff,
+   never dead-lettered for it;
+3. ``connector.send(envelope)`` while a heartbeat extends the lease (never past the deadline);
+4. ``outbox.finish`` with the token: a lease lost meanwhile is recorded and audited, never
+   written over the newer state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, exists, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import select
 
 from connectors.base import Connector, Envelope, PermanentError, Receipt, TransientError
-from gateway import audit
+from gateway.delivery import outbox
+from gateway.delivery.outbox import ClaimToken, as_utc
 from gateway.delivery.renditions import facts_from_json, load_rendition
 from gateway.metrics import ATTEMPTS, DELIVERY_LATENCY
-from gateway.security.crypto import KeyRing
+from gateway.security.crypto import DecryptionError, KeyUnavailable
 from gateway.settings import Settings
-from gateway.storage.models import Attempt, Delivery, Rendition, Submission, Tenant
+from gateway.storage.models import Delivery, Rendition, Submission, Tenant
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 __all__ = [
-    "TERMINAL",
     "Backoff",
+    "ConnectorPolicyError",
     "DeliveryOutcome",
-    "advisory_series_lock",
+    "Prepared",
     "as_utc",
     "backoff_from",
+    "check_connectors",
+    "claim_and_prepare",
     "deliver_next",
-    "refresh_submission_status",
 ]
 
-TERMINAL: tuple[str, ...] = ("delivered", "dead", "cancelled")
-
 _log = structlog.get_logger(__name__)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything the gateway stores is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _utcnow() -> datetime:
@@ -81,312 +78,193 @@ class Backoff:
         return self.ceiling(attempts_made) * factor
 
 
+def backoff_from(settings: Settings, *, rng: Callable[[], float] | None = None) -> Backoff:
+    if rng is None:
+        return Backoff(base_seconds=settings.backoff_base_seconds, max_seconds=settings.backoff_max_seconds)
+    return Backoff(base_seconds=settings.backoff_base_seconds, max_seconds=settings.backoff_max_seconds, rng=rng)
+
+
 @dataclass(frozen=True)
 class DeliveryOutcome:
     """What one :func:`deliver_next` call did (for logs, the worker loop and tests)."""
 
     delivery_id: str
-    status: str  # delivered | pending | dead | lease_lost
+    status: str  # delivered | sent | pending | dead | lease_lost
     attempt: int
     error: str | None = None
     next_attempt_at: datetime | None = None
     remote_id: str | None = None
 
 
+class ConnectorPolicyError(ValueError):
+    """A configured connector cannot honour the engine's deadline (refused at start-up)."""
+
+
+def check_connectors(settings: Settings, destinations: Mapping[str, Any]) -> None:
+    """Refuse connectors that do not declare a finite ``send_timeout`` within ``max_send_seconds``.
+
+    The engine keeps a lease alive while a send runs, but only up to the send's deadline: a
+    connector that may block longer (or cannot say how long) could be resent concurrently.
+    """
+    for name, connector in destinations.items():
+        timeout = getattr(connector, "send_timeout", None)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+            raise ConnectorPolicyError(
+                f"destination {name!r}: connector {type(connector).__name__} declares no send_timeout; "
+                "it cannot honour the send deadline"
+            )
+        if timeout > settings.max_send_seconds:
+            raise ConnectorPolicyError(
+                f"destination {name!r}: send timeout {timeout:g} s exceeds DUI_GATEWAY_MAX_SEND_SECONDS "
+                f"({settings.max_send_seconds:g} s)"
+            )
+
+
+# -- prepare --------------------------------------------------------------------------------
+class _Unpreparable(Exception):
+    """The delivery cannot be prepared; ``permanent`` says whether that will ever change."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 @dataclass(frozen=True)
-class _Claim:
-    delivery_id: str
-    attempt_id: str
-    attempt_number: int
-    envelope: Envelope
+class Prepared:
+    """A claimed delivery with everything the send needs."""
+
+    token: ClaimToken
+    destination: str
     connector: Connector
     connector_name: str
     document_type: str
     submission_created_at: datetime
+    envelope: Envelope | None = None
+    unpreparable: _Unpreparable | None = None
+
+    @property
+    def delivery_id(self) -> str:
+        return self.token.delivery_id
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _options(runtime: Runtime, name: str) -> Mapping[str, Any]:
+    routing = runtime.routing
+    if routing is None:
+        return {}
+    dest = routing.config.destinations.get(name)
+    return dict(dest.options) if dest is not None else {}
 
 
-def _due_queries(now: datetime, destinations: list[str]) -> list[Any]:
-    """Expired leases first (work of a dead worker), then pending deliveries that are due.
-
-    Two queries, each with an equality on ``status`` and a range on a time column, so that both
-    databases walk ``ix_deliveries_due`` instead of a destination's whole history.
-    """
-    earlier = aliased(Delivery)
-    blocked = exists().where(
-        and_(
-            earlier.destination == Delivery.destination,
-            earlier.series_key == Delivery.series_key,
-            earlier.seq < Delivery.seq,
-            earlier.status.not_in(TERMINAL),
-        )
-    )
-    expired = (
-        select(Delivery.id, Delivery.status)
-        .where(Delivery.status == "in_flight", Delivery.lease_until <= now, Delivery.destination.in_(destinations))
-        .where(~blocked)
-        .order_by(Delivery.lease_until)
-    )
-    due = (
-        select(Delivery.id, Delivery.status)
-        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.destination.in_(destinations))
-        .where(~blocked)
-        .order_by(Delivery.next_attempt_at, Delivery.seq)
-    )
-    return [expired, due]
+def _receipt_timeout(runtime: Runtime, name: str) -> float:
+    routing = runtime.routing
+    dest = routing.config.destinations.get(name) if routing is not None else None
+    value = getattr(dest, "receipt_timeout_seconds", None) if dest is not None else None
+    return float(value) if value is not None else float(runtime.settings.receipt_timeout_seconds)
 
 
-def _claim(
-    session: Session,
-    *,
-    worker_id: str,
-    now: datetime,
-    lease_seconds: float,
-    max_attempts: int,
-    destinations: Mapping[str, Connector],
-    options: Mapping[str, Mapping[str, Any]],
-    keyring: KeyRing,
-) -> _Claim | None:
-    """Inside one transaction: pick a due delivery, lease it, open an Attempt, build its envelope."""
-    names = sorted(destinations)
-    if not names:
-        return None
-    postgres = _is_postgres(session)
-    for query in _due_queries(now, names):
-        # PostgreSQL: lock one row, skipping rows other workers hold. SQLite: the transaction
-        # holds the database write lock (BEGIN IMMEDIATE); read a few candidates.
-        query = query.limit(1).with_for_update(skip_locked=True, of=Delivery) if postgres else query.limit(4)
-        for delivery_id, status in session.execute(query).all():
-            claim = _try_claim(
-                session,
-                str(delivery_id),
-                str(status),
-                worker_id=worker_id,
-                now=now,
-                lease_seconds=lease_seconds,
-                max_attempts=max_attempts,
+def send_budget(runtime: Runtime, connector: Connector) -> float:
+    """Seconds a send may take: the connector's declared timeout, capped by the settings."""
+    return min(float(connector.send_timeout), float(runtime.settings.max_send_seconds))
+
+
+def _build_envelope(runtime: Runtime, token: ClaimToken, connector: Connector, now: datetime) -> Envelope:
+    with runtime.session_factory() as session:
+        row = session.get(Delivery, token.delivery_id)
+        if row is None:
+            raise _Unpreparable("the delivery row disappeared", permanent=False)
+        sub = session.get(Submission, row.submission_id)
+        assert sub is not None
+        tenant = session.get(Tenant, sub.tenant_id)
+        rows = session.scalars(
+            select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)
+        ).all()
+        try:
+            renditions = tuple(load_rendition(session, r, keyring=runtime.keyring) for r in rows)
+        except KeyUnavailable as exc:
+            raise _Unpreparable(f"a key is not available: {exc}", permanent=False) from exc
+        except DecryptionError as exc:
+            # the stored document no longer authenticates (tampered or corrupted): never sendable
+            raise _Unpreparable(f"a stored rendition cannot be read: {exc}", permanent=True) from exc
+        held = outbox.held_versions(session, row)
+        facts = facts_from_json(sub.facts, person_ref=sub.person_ref, essms_finess=sub.essms_finess)
+        credentials = None
+        purpose = getattr(connector, "credentials_purpose", None)
+        if purpose:
+            credentials = runtime.credentials.get(
+                session, tenant_id=sub.tenant_id, essms_finess=sub.essms_finess, purpose=str(purpose)
             )
-            if claim is not None:
-                row, attempt = claim
-                try:
-                    return _build_claim(
-                        session, row, attempt, destinations=destinations, options=options, keyring=keyring
-                    )
-                except Exception as exc:
-                    # Its renditions cannot be read back (key gone, tampered row, stored metadata
-                    # this version cannot load): rolling back would leave it due, to be claimed
-                    # again first on every iteration while every other delivery waits. It can
-                    # never succeed as is: dead-letter it (type only: messages may quote data).
-                    reason = f"cannot prepare the delivery: {type(exc).__name__}"
-                    _log.error("delivery_unpreparable", delivery_id=row.id, error_type=type(exc).__name__)
-                    attempt.outcome = "permanent"
-                    attempt.finished_at = now
-                    attempt.error = reason
-                    _dead_letter(session, row, now=now, actor=f"worker:{worker_id}", reason=reason)
-    return None
-
-
-def _try_claim(
-    session: Session,
-    delivery_id: str,
-    status: str,
-    *,
-    worker_id: str,
-    now: datetime,
-    lease_seconds: float,
-    max_attempts: int,
-) -> tuple[Delivery, Attempt] | None:
-    """Lease one candidate (conditional UPDATE); None if someone else got it or it was dead-lettered."""
-    row = session.get(Delivery, delivery_id)
-    if row is None:
-        return None
-    expired_lease = status == "in_flight"
-    if expired_lease:
-        # the previous holder died mid-send: its attempt is closed as lost
-        for attempt in row.attempts:
-            if attempt.outcome == "started":
-                attempt.outcome = "lease_expired"
-                attempt.finished_at = now
-                attempt.error = "lease expired before the outcome was recorded"
-        if row.attempt_count >= max_attempts:
-            _dead_letter(
-                session,
-                row,
-                now=now,
-                actor=f"worker:{worker_id}",
-                reason=f"lease expired after {row.attempt_count} attempts (max {max_attempts})",
-            )
-            return None
-    claimed = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status == status,
-            Delivery.attempt_count == row.attempt_count,  # optimistic check: nobody claimed it meanwhile
+            if credentials is None:
+                raise _Unpreparable(
+                    f"no {purpose} credentials configured for ESSMS {sub.essms_finess} "
+                    "(dui-gateway credentials set ...)",
+                    permanent=False,
+                )
+        # the deadline is real time (connectors compare it with the wall clock), whatever clock claims use
+        budget = send_budget(runtime, connector)
+        return Envelope(
+            delivery_id=row.id,
+            submission_id=sub.id,
+            idempotency_key=row.id,
+            tenant=tenant.code if tenant is not None else sub.tenant_id,
+            destination=row.destination,
+            document_type=sub.document_type,
+            renditions=renditions,
+            facts=facts,
+            options=_options(runtime, row.destination),
+            held=held,
+            deadline=datetime.now(UTC) + timedelta(seconds=budget),
+            credentials=credentials,
+            attempt=token.attempt,
         )
-        .values(
-            status="in_flight",
-            lease_owner=worker_id,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempt_count=Delivery.attempt_count + 1,
-            updated_at=now,
+
+
+def claim_and_prepare(
+    runtime: Runtime, *, worker_id: str, now: datetime, destinations: list[str] | None = None
+) -> Prepared | outbox.Ended | None:
+    """Claim one due delivery among ``destinations`` (default: all configured) and prepare it."""
+    names = destinations if destinations is not None else sorted(runtime.destinations)
+    with runtime.session_factory() as session, session.begin():
+        got = outbox.claim(
+            session,
+            worker_id=worker_id,
+            now=now,
+            lease_seconds=runtime.settings.lease_seconds,
+            max_attempts=runtime.settings.max_attempts,
+            destinations=names,
         )
-        .execution_options(synchronize_session=False)
+        if not isinstance(got, outbox.Claimed):
+            return got
+        row = got.row
+        sub_type, created = session.execute(
+            select(Submission.document_type, Submission.created_at).where(Submission.id == row.submission_id)
+        ).one()
+        destination, connector_name = row.destination, row.connector
+    connector: Connector = runtime.destinations[destination]
+    prepared = Prepared(
+        token=got.token,
+        destination=destination,
+        connector=connector,
+        connector_name=connector_name,
+        document_type=str(sub_type),
+        submission_created_at=as_utc(created),
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    session.refresh(row)
-    attempt = Attempt(
-        id=str(uuid.uuid4()),
-        delivery_id=row.id,
-        number=row.attempt_count,
-        worker=worker_id,
-        started_at=now,
-        outcome="started",
-    )
-    session.add(attempt)
-    session.flush()
-    return row, attempt
-
-
-def _build_claim(
-    session: Session,
-    row: Delivery,
-    attempt: Attempt,
-    *,
-    destinations: Mapping[str, Connector],
-    options: Mapping[str, Mapping[str, Any]],
-    keyring: KeyRing,
-) -> _Claim:
-    sub = row.submission
-    tenant = session.get(Tenant, sub.tenant_id)
-    renditions = session.scalars(
-        select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)
-    ).all()
-    envelope = Envelope(
-        delivery_id=row.id,
-        submission_id=sub.id,
-        idempotency_key=row.id,
-        tenant=tenant.code if tenant is not None else sub.tenant_id,
-        destination=row.destination,
-        document_type=sub.document_type,
-        renditions=tuple(load_rendition(session, r, keyring=keyring) for r in renditions),
-        facts=facts_from_json(sub.facts, person_ref=sub.person_ref, essms_finess=sub.essms_finess),
-        options=dict(options.get(row.destination, {})),
-    )
-    return _Claim(
-        delivery_id=row.id,
-        attempt_id=attempt.id,
-        attempt_number=attempt.number,
-        envelope=envelope,
-        connector=destinations[row.destination],
-        connector_name=row.connector,
-        document_type=sub.document_type,
-        submission_created_at=as_utc(sub.created_at),
-    )
-
-
-def _lock_submission(session: Session, submission_id: str) -> Submission | None:
-    query = select(Submission).where(Submission.id == submission_id)
-    if _is_postgres(session):
-        query = query.with_for_update()
-    return session.scalars(query).first()
-
-
-def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
-    """Derive a routed submission's status from its deliveries (call with the submission locked).
-
-    Cancelled deliveries do not count. Any pending or in flight: ``routed``. All terminal: each
-    destination's latest delivery decides (a replay supersedes the earlier ones): ``delivered``
-    when none is dead, ``failed`` when none was delivered, else ``partially_failed``. Cancelled
-    and rejected submissions keep their status; one without deliveries stays ``routed``.
-    """
-    if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
-        return submission.status
-    rows = session.execute(
-        select(Delivery.destination, Delivery.seq, Delivery.status).where(
-            Delivery.submission_id == submission.id, Delivery.status != "cancelled"
-        )
-    ).all()
-    latest: dict[str, tuple[int, str]] = {}
-    for destination, seq, status in rows:
-        if destination not in latest or seq > latest[destination][0]:
-            latest[destination] = (seq, status)
-    counted = [status for _, status in latest.values()]
-    if not counted or any(status not in TERMINAL for _, _, status in rows):
-        new = "routed"
-    elif all(s == "delivered" for s in counted):
-        new = "delivered"
-    elif not any(s == "delivered" for s in counted):
-        new = "failed"
-    else:
-        new = "partially_failed"
-    if new != submission.status:
-        submission.status = new
-        submission.updated_at = now
-    return new
-
-
-def release(row: Delivery, status: str, *, now: datetime) -> None:
-    """Move a delivery to ``status`` and drop any worker's lease on it."""
-    row.status = status
-    row.lease_owner = None
-    row.lease_until = None
-    row.updated_at = now
-
-
-def audit_delivery(
-    session: Session,
-    row: Delivery,
-    *,
-    actor: str,
-    action: str,
-    outcome: str,
-    person_ref: str | None,
-    detail: dict[str, Any],
-    at: datetime,
-) -> None:
-    """Append the audit event of one step of a delivery (its tenant, the person concerned)."""
-    audit.append(
-        session,
-        actor=actor,
-        action=action,
-        entity_type="delivery",
-        entity_id=row.id,
-        outcome=outcome,
-        tenant_id=row.tenant_id,
-        person_ref=person_ref,
-        detail=detail,
-        at=at,
-    )
-
-
-def _dead_letter(session: Session, row: Delivery, *, now: datetime, actor: str, reason: str) -> None:
-    sub = _lock_submission(session, row.submission_id)
-    release(row, "dead", now=now)
-    row.last_error = reason
-    session.flush()
-    audit_delivery(
-        session,
-        row,
-        actor=actor,
-        action="dead_lettered",
-        outcome="failure",
-        person_ref=sub.person_ref if sub is not None else None,
-        detail={"destination": row.destination, "attempts": row.attempt_count, "reason": reason},
-        at=now,
-    )
-    if sub is not None:
-        refresh_submission_status(session, sub, now=now)
-
-
-def _send(claim: _Claim) -> tuple[str, Receipt | None, str | None]:
-    """Call the connector; returns (outcome, receipt, error text). Never raises."""
     try:
-        receipt = claim.connector.send(claim.envelope)
+        envelope = _build_envelope(runtime, got.token, connector, now)
+    except _Unpreparable as exc:
+        return dataclasses.replace(prepared, unpreparable=exc)
+    except Exception as exc:  # the database, a key ring or a credentials store failing: ours, not the document's
+        _log.error("delivery_unpreparable", delivery_id=got.token.delivery_id, error_type=type(exc).__name__)
+        return dataclasses.replace(prepared, unpreparable=_Unpreparable(type(exc).__name__, permanent=False))
+    return dataclasses.replace(prepared, envelope=envelope)
+
+
+# -- send -----------------------------------------------------------------------------------
+def _send(prepared: Prepared) -> tuple[str, Receipt | None, str | None]:
+    """Call the connector; returns (outcome, receipt, error text). Never raises."""
+    assert prepared.envelope is not None
+    try:
+        receipt = prepared.connector.send(prepared.envelope)
     except PermanentError as exc:
         return "permanent", None, f"PermanentError: {exc}"[:2000]
     except TransientError as exc:
@@ -396,8 +274,8 @@ def _send(claim: _Claim) -> tuple[str, Receipt | None, str | None]:
         # the type is kept, since the message of an arbitrary exception may quote the content.
         _log.warning(
             "connector_unexpected_error",
-            delivery_id=claim.delivery_id,
-            connector=claim.connector_name,
+            delivery_id=prepared.delivery_id,
+            connector=prepared.connector_name,
             error_type=type(exc).__name__,
         )
         return "transient", None, f"unexpected {type(exc).__name__} in connector"
@@ -406,93 +284,71 @@ def _send(claim: _Claim) -> tuple[str, Receipt | None, str | None]:
     return "success", receipt, None
 
 
-def _record(
-    session: Session,
-    claim: _Claim,
+class _Heartbeat:
+    """Extends a claim's lease while its send runs, never past the send's deadline plus one lease."""
+
+    def __init__(self, runtime: Runtime, token: ClaimToken, *, budget: float, clock: Callable[[], datetime]):
+        self._runtime = runtime
+        self._token = token
+        self._limit = clock() + timedelta(seconds=budget + runtime.settings.lease_seconds)
+        self._clock = clock
+        self._stop = threading.Event()
+        self.lost = False
+        lease = float(runtime.settings.lease_seconds)
+        self._interval = max(0.05, lease / 3.0)
+        self._thread = threading.Thread(target=self._run, name=f"lease-{token.delivery_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        if self._runtime.settings.lease_heartbeat:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        lease = timedelta(seconds=self._runtime.settings.lease_seconds)
+        while not self._stop.wait(self._interval):
+            now = self._clock()
+            until = min(now + lease, self._limit)
+            try:
+                with self._runtime.session_factory() as session, session.begin():
+                    ok = outbox.extend(session, self._token, until=until, now=now)
+            except Exception as exc:  # the database is away: try again next beat
+                _log.warning("lease_extend_failed", delivery_id=self._token.delivery_id, error_type=type(exc).__name__)
+                continue
+            if not ok:
+                self.lost = True
+                _log.warning("lease_lost_while_sending", delivery_id=self._token.delivery_id)
+                return
+            if until >= self._limit:
+                return
+
+
+def _finish(
+    runtime: Runtime,
+    prepared: Prepared,
     *,
-    worker_id: str,
     outcome: str,
     receipt: Receipt | None,
     error: str | None,
     now: datetime,
-    max_attempts: int,
     backoff: Backoff,
-) -> DeliveryOutcome:
-    actor = f"worker:{worker_id}"
-    attempt = session.get(Attempt, claim.attempt_id)
-    row = session.get(Delivery, claim.delivery_id)
-    if attempt is None or row is None:  # deleted under us: nothing sensible to record
-        return DeliveryOutcome(claim.delivery_id, "lease_lost", claim.attempt_number, error)
-    sub = _lock_submission(session, row.submission_id)
-    session.refresh(row)
-    attempt.finished_at = now
-    attempt.outcome = outcome
-    attempt.error = error
-    attempt.remote_id = receipt.remote_id if receipt is not None else None
-    if row.status != "in_flight" or row.lease_owner != worker_id:
-        # Our lease expired and another worker took the delivery over (or an operator changed it):
-        # the newer state wins; our attempt stays on record.
-        attempt.error = ((error or "") + " [lease lost before the outcome was recorded]").strip()
-        _log.warning("delivery_lease_lost", delivery_id=row.id, worker=worker_id, outcome=outcome)
-        return DeliveryOutcome(row.id, "lease_lost", claim.attempt_number, error)
-    person_ref = sub.person_ref if sub is not None else None
-    common: dict[str, Any] = {"destination": row.destination, "attempt": claim.attempt_number}
-    if outcome == "success":
-        assert receipt is not None
-        release(row, "delivered", now=now)
-        row.remote_id = receipt.remote_id
-        row.delivered_at = now
-        row.last_error = None
-        session.flush()
-        audit_delivery(
-            session, row, actor=actor, action="attempt", outcome="success", person_ref=person_ref, detail=common, at=now
-        )
-        audit_delivery(
+) -> outbox.Finished:
+    with runtime.session_factory() as session, session.begin():
+        return outbox.finish(
             session,
-            row,
-            actor=actor,
-            action="delivered",
-            outcome="success",
-            person_ref=person_ref,
-            detail={**common, "remote_id": receipt.remote_id},
-            at=now,
+            prepared.token,
+            outcome=outcome,
+            receipt=receipt,
+            error=error,
+            now=now,
+            max_attempts=runtime.settings.max_attempts,
+            backoff=backoff.delay,
+            receipt_timeout_seconds=_receipt_timeout(runtime, prepared.destination),
         )
-        DELIVERY_LATENCY.labels(claim.document_type, claim.connector_name).observe(
-            max(0.0, (now - claim.submission_created_at).total_seconds())
-        )
-        result = DeliveryOutcome(row.id, "delivered", claim.attempt_number, remote_id=receipt.remote_id)
-    else:
-        audit_delivery(
-            session,
-            row,
-            actor=actor,
-            action="attempt",
-            outcome="failure",
-            person_ref=person_ref,
-            detail={**common, "kind": outcome, "error": error},
-            at=now,
-        )
-        if outcome == "permanent" or row.attempt_count >= max_attempts:
-            reason = error if outcome == "permanent" else f"{row.attempt_count} attempts (max {max_attempts}): {error}"
-            _dead_letter(session, row, now=now, actor=actor, reason=reason or "failed")
-            result = DeliveryOutcome(row.id, "dead", claim.attempt_number, error)
-        else:
-            release(row, "pending", now=now)
-            row.next_attempt_at = now + timedelta(seconds=backoff.delay(row.attempt_count))
-            row.last_error = error
-            result = DeliveryOutcome(
-                row.id, "pending", claim.attempt_number, error, next_attempt_at=row.next_attempt_at
-            )
-    session.flush()
-    if sub is not None:
-        refresh_submission_status(session, sub, now=now)
-    return result
-
-
-def backoff_from(settings: Settings, *, rng: Callable[[], float] | None = None) -> Backoff:
-    if rng is None:
-        return Backoff(base_seconds=settings.backoff_base_seconds, max_seconds=settings.backoff_max_seconds)
-    return Backoff(base_seconds=settings.backoff_base_seconds, max_seconds=settings.backoff_max_seconds, rng=rng)
 
 
 def deliver_next(
@@ -504,54 +360,60 @@ def deliver_next(
 ) -> DeliveryOutcome | None:
     """Claim one due delivery, send it (outside any transaction) and record the outcome.
 
-    Only deliveries to destinations configured in this process are claimed. Returns None when
-    nothing was due. ``clock`` gives "now" (injectable so tests need not sleep); it is read once
-    for the claim and once after the send. ``backoff`` defaults to the settings' values.
+    Only deliveries to destinations configured in this process, with a free bulkhead slot and
+    a circuit not open, are claimed. Returns None when nothing was due. ``clock`` gives "now"
+    (injectable so tests need not sleep). ``backoff`` defaults to the settings' values.
     """
-    settings = runtime.settings
-    backoff = backoff or backoff_from(settings)
-    options: dict[str, Mapping[str, Any]] = {}
-    if runtime.routing is not None:
-        options = {n: d.options for n, d in runtime.routing.config.destinations.items()}
-    with runtime.session_factory() as session, session.begin():
-        claim = _claim(
-            session,
-            worker_id=worker_id,
-            now=clock(),
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
-            destinations=runtime.destinations,
-            options=options,
-            keyring=runtime.keyring,
-        )
-    if claim is None:
+    backoff = backoff or backoff_from(runtime.settings)
+    bulkheads = runtime.bulkheads
+    reserved = bulkheads.reserve(sorted(runtime.destinations))
+    if not reserved:
         return None
-    started = time.perf_counter()
-    outcome, receipt, error = _send(claim)
-    ATTEMPTS.labels(claim.connector_name, outcome).inc()
-    _log.info(
-        "delivery_attempt",
-        delivery_id=claim.delivery_id,
-        connector=claim.connector_name,
-        attempt=claim.attempt_number,
-        outcome=outcome,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    with runtime.session_factory() as session, session.begin():
-        return _record(
-            session,
-            claim,
-            worker_id=worker_id,
+    used: str | None = None
+    breaker_outcome: str | None = None
+    try:
+        got = claim_and_prepare(runtime, worker_id=worker_id, now=clock(), destinations=reserved)
+        if got is None:
+            return None
+        if isinstance(got, outbox.Ended):
+            return DeliveryOutcome(got.delivery_id, got.status, 0, got.reason)
+        used = got.destination
+        if got.unpreparable is not None:
+            kind = "permanent" if got.unpreparable.permanent else "deferred"
+            breaker_outcome = "deferred"
+            done = _finish(
+                runtime,
+                got,
+                outcome=kind,
+                receipt=None,
+                error=f"cannot prepare the delivery: {got.unpreparable.reason}"[:2000],
+                now=clock(),
+                backoff=backoff,
+            )
+            return DeliveryOutcome(done.delivery_id, done.status, done.attempt, done.error, done.next_attempt_at)
+        assert got.envelope is not None
+        started = time.perf_counter()
+        with _Heartbeat(runtime, got.token, budget=send_budget(runtime, got.connector), clock=clock):
+            outcome, receipt, error = _send(got)
+        breaker_outcome = outcome
+        ATTEMPTS.labels(got.connector_name, outcome).inc()
+        _log.info(
+            "delivery_attempt",
+            delivery_id=got.delivery_id,
+            connector=got.connector_name,
+            attempt=got.token.attempt,
             outcome=outcome,
-            receipt=receipt,
-            error=error,
-            now=clock(),
-            max_attempts=settings.max_attempts,
-            backoff=backoff,
+            seconds=round(time.perf_counter() - started, 3),
         )
-
-
-def advisory_series_lock(session: Session, series_key: str) -> None:
-    """Serialise writers of one series on PostgreSQL (SQLite already serialises every writer)."""
-    if _is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": series_key})
+        now = clock()
+        done = _finish(runtime, got, outcome=outcome, receipt=receipt, error=error, now=now, backoff=backoff)
+        if done.status == "delivered":
+            DELIVERY_LATENCY.labels(got.document_type, got.connector_name).observe(
+                max(0.0, (now - got.submission_created_at).total_seconds())
+            )
+        return DeliveryOutcome(
+            done.delivery_id, done.status, done.attempt, done.error, done.next_attempt_at, done.remote_id
+        )
+    finally:
+        for name in reserved:
+            bulkheads.release(name, outcome=breaker_outcome if name == used else None)

@@ -36,6 +36,7 @@ from gateway.storage.models import DataKey
 __all__ = [
     "DecryptionError",
     "KeyRing",
+    "KeyUnavailable",
     "decrypt",
     "encrypt",
     "generate_master_key",
@@ -51,6 +52,11 @@ _KEY_BYTES = 32
 
 class DecryptionError(Exception):
     """Ciphertext or wrapped key does not authenticate (wrong key, wrong AAD, or tampered)."""
+
+
+class KeyUnavailable(DecryptionError):
+    """The key needed is not available here (master key not configured, data key row missing or not
+    unwrapping): the gateway's configuration, not the stored data, is at fault; try again later."""
 
 
 def generate_master_key() -> str:
@@ -141,14 +147,14 @@ class KeyRing:
     def unwrap(self, row: DataKey) -> bytes:
         aead = self._masters.get(row.master_key_id)
         if aead is None:
-            raise DecryptionError(
+            raise KeyUnavailable(
                 f"data key {row.id} is wrapped by master key {row.master_key_id!r}, which is not configured"
             )
         wrapped = bytes(row.wrapped_key)
         try:
             return aead.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_aad(row.id, row.tenant_id))
         except InvalidTag as exc:
-            raise DecryptionError(f"data key {row.id} does not unwrap (wrong master key or tampered)") from exc
+            raise KeyUnavailable(f"data key {row.id} does not unwrap (wrong master key or tampered)") from exc
 
     # -- data key cache -------------------------------------------------------------------
     def _cached(self, data_key_id: str) -> AESGCM | None:
@@ -171,7 +177,7 @@ class KeyRing:
             return cached
         row = session.get(DataKey, data_key_id)
         if row is None:
-            raise DecryptionError(f"unknown data key {data_key_id}")
+            raise KeyUnavailable(f"unknown data key {data_key_id}")
         return self._remember(data_key_id, self.unwrap(row))
 
 

@@ -126,8 +126,8 @@ def submit(
     ``/record`` or ``/document_type``), ``Forbidden`` (ESSMS of another tenant) or ``Conflict``.
     """
     doc = registry.get(document_type)
-    if doc is None:
-        known = ", ".join(registry.codes()) or "none"
+    if doc is None or getattr(doc, "internal", False):
+        known = ", ".join(registry.public_codes()) or "none"
         raise ValidationFailed(
             f"unknown document type; accepted: {known}",
             [FieldError("/document_type", f"unknown document type (accepted: {known})", "unknown_document_type")],

@@ -161,7 +161,8 @@ class Delivery(Base):
     # ordering: deliveries of the same series to the same destination go in seq order
     series_key: Mapped[str] = mapped_column(String(255), nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    # pending -> in_flight -> delivered | pending (retry) | dead ; cancelled
+    # pending -> in_flight -> delivered | sent -> (delivered | failed | unconfirmed) | pending (retry)
+    # | dead ; cancelled. Owned by gateway.delivery.outbox (docs/delivery.md).
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     next_attempt_at: Mapped[datetime] = _ts()
     attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -172,11 +173,19 @@ class Delivery(Base):
     created_at: Mapped[datetime] = _ts()
     updated_at: Mapped[datetime] = _ts()
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # acknowledgement seam: a relay accepted it (sent_at); the receipt carrying ack_ref is due by receipt_due_at
+    ack_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    receipt_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     submission: Mapped[Submission] = relationship(back_populates="deliveries")
     attempts: Mapped[list[Attempt]] = relationship(back_populates="delivery", order_by="Attempt.number")
+    receipts: Mapped[list[Receipt]] = relationship(order_by="Receipt.received_at", viewonly=True)
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_series", "destination", "series_key", "seq"),
+        Index("ix_deliveries_series_seq", "series_key", "seq"),
+        Index("ix_deliveries_ack_ref", "ack_ref"),
+        Index("ix_deliveries_receipt_due", "status", "receipt_due_at"),
     )
 
 
@@ -194,6 +203,66 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     remote_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+
+
+class Receipt(Base):
+    """An acknowledgement received for a delivery (DSN, MDN, HL7 ACK, webhook receipt...)."""
+
+    __tablename__ = "receipts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id"), nullable=False, index=True)
+    inbound_id: Mapped[str | None] = mapped_column(ForeignKey("inbound_messages.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  # delivered | failed | info
+    remote_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]
+    applied: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # moved the delivery
+    received_at: Mapped[datetime] = _ts()
+
+
+class InboundMessage(Base):
+    """A message an inbound source received, stored (encrypted) before its peer was acknowledged."""
+
+    __tablename__ = "inbound_messages"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    media_type: Mapped[str] = mapped_column(String(128), nullable=False)
+    headers: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]
+    content_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    data_key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    # received -> processing -> processed | ignored ; held (cannot be interpreted in this process)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    received_at: Mapped[datetime] = _ts()
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_inbound_source_external_id"),
+        Index("ix_inbound_status_received", "status", "received_at"),
+    )
+
+
+class CredentialSet(Base):
+    """An ESSMS's credentials for one purpose (dmp, mssante, sdo...), encrypted under the tenant key.
+
+    ``essms_finess`` is a FINESS or ``*`` (every ESSMS of the tenant).
+    """
+
+    __tablename__ = "credentials"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    essms_finess: Mapped[str] = mapped_column(String(9), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    data_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    data_key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), nullable=False)
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts()
+    __table_args__ = (UniqueConstraint("tenant_id", "essms_finess", "purpose", name="uq_credentials_owner"),)
 
 
 class AuditEvent(Base):

@@ -64,6 +64,7 @@ class FakeConnector:
     name: ClassVar[str] = "fake"
     version: ClassVar[str] = "1"
     Settings: ClassVar[type[BaseModel]] = FakeSettings
+    send_timeout: float = 10.0
 
     def __init__(self, script: Iterable[Any] = (), *, default: Any = "ok", delay: float = 0.0) -> None:
         self.script = list(script)

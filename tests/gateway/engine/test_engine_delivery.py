@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from gateway import pipeline
 from gateway.delivery import Backoff, deliver_next
-from gateway.delivery.engine import _claim
+from gateway.delivery.engine import claim_and_prepare
 from gateway.storage.models import Attempt, Delivery, Submission
 from tests.gateway.engine.support import (
     T0,
@@ -92,7 +92,10 @@ def test_transient_failures_are_retried_with_backoff(session_factory, keyring, t
     ]
     assert row.attempts[1].error == "TransientError: HTTP 503"
     assert _status(session_factory, sub_id) == "delivered"
-    assert audit_actions(session_factory, delivery_id) == ["attempt", "attempt", "attempt", "delivered"]
+    assert audit_actions(session_factory, delivery_id) == [
+        *["send_started", "attempt"] * 3,
+        "delivered",
+    ]
     assert [e.outcome for e in audit_events(session_factory, delivery_id, "attempt")] == [
         "failure",
         "failure",
@@ -113,7 +116,7 @@ def test_permanent_error_dead_letters_at_once(session_factory, keyring, tenant) 
     assert row.last_error == "PermanentError: HTTP 422 schema"
     assert _status(session_factory, sub_id) == "failed"
     (dead,) = audit_events(session_factory, delivery_id, "dead_lettered")
-    assert dead.detail["reason"] == "PermanentError: HTTP 422 schema"
+    assert dead.detail["peer"]["reason"] == "PermanentError: HTTP 422 schema"
     clock.advance(10_000)
     assert deliver_next(rt, worker_id="w1", clock=clock) is None  # never tried again by itself
 
@@ -170,17 +173,7 @@ def test_expired_lease_is_reclaimed_by_another_worker_and_delivered_once(session
     rt = make_runtime(session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": peer})
     sub_id, delivery_id = _routed(session_factory, keyring, tenant, rt, clock)
     # worker "crashed" claims the delivery and dies before sending anything
-    with session_factory() as session, session.begin():
-        claim = _claim(
-            session,
-            worker_id="crashed",
-            now=clock(),
-            lease_seconds=60,
-            max_attempts=5,
-            destinations=rt.destinations,
-            options={},
-            keyring=keyring,
-        )
+    claim = claim_and_prepare(rt, worker_id="crashed", now=clock())
     assert claim is not None
     assert deliver_next(rt, worker_id="w2", clock=clock) is None  # leased: nobody else takes it
     clock.advance(59)
@@ -190,7 +183,7 @@ def test_expired_lease_is_reclaimed_by_another_worker_and_delivered_once(session
     assert out is not None and out.status == "delivered"
     assert deliver_next(rt, worker_id="w2", clock=clock) is None
     row = _delivery(session_factory, delivery_id)
-    assert [(a.worker, a.outcome) for a in row.attempts] == [("crashed", "lease_expired"), ("w2", "success")]
+    assert [(a.worker, a.outcome) for a in row.attempts] == [("crashed", "abandoned"), ("w2", "success")]
     assert len(peer.accepted) == 1 and peer.accepted[0].envelope.idempotency_key == delivery_id
     assert _status(session_factory, sub_id) == "delivered"
 
@@ -235,21 +228,14 @@ def test_lease_expired_after_max_attempts_dead_letters(session_factory, keyring,
         max_attempts=1,
     )
     _, delivery_id = _routed(session_factory, keyring, tenant, rt, clock)
-    with session_factory() as session, session.begin():
-        assert _claim(
-            session,
-            worker_id="crashed",
-            now=clock(),
-            lease_seconds=60,
-            max_attempts=1,
-            destinations=rt.destinations,
-            options={},
-            keyring=keyring,
-        )
+    assert claim_and_prepare(rt, worker_id="crashed", now=clock())
     clock.advance(120)
+    out = deliver_next(rt, worker_id="w2", clock=clock)
+    assert out is not None and out.status == "dead"  # the expired lease had no attempt left: dead-lettered
     assert deliver_next(rt, worker_id="w2", clock=clock) is None
     row = _delivery(session_factory, delivery_id)
     assert row.status == "dead" and "lease expired" in (row.last_error or "")
+    assert audit_actions(session_factory, delivery_id)[-2:] == ["attempt_abandoned", "dead_lettered"]
 
 
 def test_only_configured_destinations_are_claimed(session_factory, keyring, tenant) -> None:

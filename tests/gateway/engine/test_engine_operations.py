@@ -69,9 +69,11 @@ def test_retry_a_dead_delivery(session_factory, keyring, tenant) -> None:
     assert row.attempt_count == 2  # attempts are kept across the retry
     assert _status(session_factory, sub_id) == "delivered"
     assert audit_actions(session_factory, dead.id) == [
+        "send_started",
         "attempt",
         "dead_lettered",
         "retried",
+        "send_started",
         "attempt",
         "delivered",
     ]
@@ -166,19 +168,9 @@ def test_cancel_pending_deliveries_leaves_in_flight_ones(session_factory, keyrin
     sub_id = submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess)
     pipeline.process_next(rt, worker_id="w1", clock=clock)
     # put "a" in flight (claimed by a worker that is still sending)
-    from gateway.delivery.engine import _claim
+    from gateway.delivery.engine import claim_and_prepare
 
-    with session_factory() as session, session.begin():
-        claim = _claim(
-            session,
-            worker_id="busy",
-            now=clock(),
-            lease_seconds=60,
-            max_attempts=5,
-            destinations={"a": a},
-            options={},
-            keyring=keyring,
-        )
+    claim = claim_and_prepare(rt, worker_id="busy", now=clock(), destinations=["a"])
     assert claim is not None
     with session_scope(session_factory) as session:
         sub = cancel_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
@@ -203,10 +195,12 @@ def test_cancel_before_processing_and_not_found(session_factory, keyring, tenant
     with pytest.raises(NotFound):
         with session_scope(session_factory) as session:
             cancel_submission(session, submission_id="nope", actor="user:ops", tenant_id=tenant.id)
-    with session_scope(session_factory) as session:  # replay of a cancelled, unprocessed one: pipeline again
-        replay_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
-    assert pipeline.process_next(rt, worker_id="w1", clock=Clock()) is True
-    assert _status(session_factory, sub_id) == "routed"
+    # a cancelled submission stays cancelled: replay does not revive it (submit the record again)
+    with pytest.raises(Conflict, match="cancelled"):
+        with session_scope(session_factory) as session:
+            replay_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
+    assert pipeline.process_next(rt, worker_id="w1", clock=Clock()) is False
+    assert _status(session_factory, sub_id) == "cancelled"
 
 
 def test_a_failed_submission_replayed_successfully_is_delivered(session_factory, keyring, tenant) -> None:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from gateway import pipeline
+from gateway import conformance, pipeline
 from gateway.delivery import deliver_next
 from gateway.delivery.engine import as_utc
 from gateway.security.crypto import decrypt
@@ -78,7 +78,7 @@ def test_happy_path_maps_routes_and_delivers(session_factory, keyring, tenant) -
     sub = _sub(session_factory, sub_id)
     assert sub.status == "delivered"
     assert audit_actions(session_factory, sub_id) == ["mapped", "routed"]
-    assert audit_actions(session_factory, delivery.id) == ["attempt", "delivered"]
+    assert audit_actions(session_factory, delivery.id) == ["send_started", "attempt", "delivered"]
     with session_factory() as session:
         row = session.get(Delivery, delivery.id)
         assert row is not None
@@ -214,7 +214,7 @@ def test_uncheckable_rendition_is_held_never_sent(session_factory, keyring, tena
         routing = webhook_routing("partner")
         routing["rules"][0]["document_types"] = ["test-cda-note"]
         rt = make_runtime(session_factory, keyring, routing=routing, connectors={"partner": peer}, cisis_kit_dir=None)
-        assert pipeline.gate_problems(rt.settings, ["cisis:DLU-EHPAD-DLU_2022.01"]) != []
+        assert conformance.gate_problems(rt.settings, ["cisis:DLU-EHPAD-DLU_2022.01"]) != []
         sub_id = submit(
             session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, document_type="test-cda-note"
         )
@@ -348,7 +348,7 @@ def test_cisis_gate_rejects_a_broken_cda_and_passes_the_kit_example(session_fact
         rt = make_runtime(
             session_factory, keyring, routing=routing, connectors={"partner": FakeConnector()}, cisis_kit_dir=kit_dir
         )
-        assert pipeline.gate_problems(rt.settings) == []
+        assert conformance.gate_problems(rt.settings) == []
         common = {"tenant_id": tenant.id, "finess": tenant.finess, "document_type": "test-kit-cda"}
         bad = submit(session_factory, keyring, person_ref="a", **common)
         good = submit(session_factory, keyring, person_ref="b", text="valid", **common)

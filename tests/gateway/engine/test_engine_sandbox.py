@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from gateway import pipeline, routing
 from gateway.delivery import Backoff, deliver_next
-from gateway.delivery.engine import _claim
+from gateway.delivery.engine import claim_and_prepare
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.storage.models import Delivery, Submission
@@ -121,17 +121,7 @@ def test_worker_crash_after_sending_is_resent_and_the_peer_keeps_one_copy(
     submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess)
     clock = Clock()
     assert pipeline.process_next(runtime, worker_id="w1", clock=clock)
-    with session_factory() as session, session.begin():
-        claim = _claim(
-            session,
-            worker_id="crashed",
-            now=clock(),
-            lease_seconds=runtime.settings.lease_seconds,
-            max_attempts=runtime.settings.max_attempts,
-            destinations=runtime.destinations,
-            options={},
-            keyring=keyring,
-        )
+    claim = claim_and_prepare(runtime, worker_id="crashed", now=clock())
     assert claim is not None
     claim.connector.send(claim.envelope)  # ... and the process dies here
     clock.advance(runtime.settings.lease_seconds)
@@ -142,4 +132,4 @@ def test_worker_crash_after_sending_is_resent_and_the_peer_keeps_one_copy(
     with session_factory() as session:
         delivery = session.get(Delivery, claim.delivery_id)
         assert delivery is not None
-        assert [(a.worker, a.outcome) for a in delivery.attempts] == [("crashed", "lease_expired"), ("w2", "success")]
+        assert [(a.worker, a.outcome) for a in delivery.attempts] == [("crashed", "abandoned"), ("w2", "success")]

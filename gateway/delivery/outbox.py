@@ -1,0 +1,988 @@
+"""The outbox: the one owner of delivery rows.
+
+Every change of a delivery's state goes through this module: enqueue (pipeline, replay),
+claim (returns an ownership token), extend (lease heartbeat), finish (a conditional update on
+that token), acknowledge (a receipt arriving later), expire overdue receipts, dead-letter,
+retry, replay, cancel, and the submission status derived from its deliveries.
+
+States (docs/delivery.md)::
+
+    pending --claim--> in_flight --Receipt delivered-------------------------> delivered
+       ^                   |------Receipt sent (relay accepted)--> sent --ack--> delivered | failed
+       |                   |                                         '--no receipt in time--> unconfirmed
+       |                   |------TransientError, attempts left----> pending (backoff)
+       |                   |------PermanentError / attempts used---> dead
+       |                   |------could not prepare (infra fault)--> pending (backoff, no attempt used up)
+       |                   '------lease expired (worker died)------> claimable again (attempt abandoned)
+       '--- retry (operator): dead | failed | unconfirmed ;  pending --cancel--> cancelled
+
+**Ownership token.** ``claim`` sets ``lease_owner`` and increments ``attempt_count``; the pair
+(owner, attempt_count) is the token. ``extend`` and ``finish`` are conditional updates on it: a
+worker whose lease lapsed and was taken over can neither extend nor finish; its late outcome is
+recorded on its attempt and audited as ``lease_lost``, never written over the newer state.
+
+**Ordering.** A delivery is claimable only when every delivery of the same series to the same
+destination with a smaller ``seq`` has ended (delivered, failed, dead, cancelled or
+unconfirmed): ``sent`` still blocks, so a newer version never reaches a destination before the
+receipt of the older one (or its timeout). ``enqueue``, retry and replay refuse to put an older
+version after a newer one the destination holds.
+
+**One lock order everywhere:** delivery rows (by id), then the submission, then the series'
+advisory lock, then the audit chain head (every audit append comes after the row locks).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy.orm import Session, aliased
+
+from connectors.base import Acknowledgement, HeldVersion, Receipt
+from gateway import audit
+from gateway.errors import Conflict, NotFound, TooManyRequests
+from gateway.storage.models import Attempt, AuditEvent, Delivery, Rendition, Submission
+from gateway.storage.models import Receipt as ReceiptRow
+
+__all__ = [
+    "ENDED",
+    "RETRYABLE",
+    "ClaimToken",
+    "Finished",
+    "acknowledge",
+    "advisory_series_lock",
+    "as_utc",
+    "cancel_submission",
+    "claim",
+    "dead_letter",
+    "enqueue",
+    "expire_receipts",
+    "extend",
+    "finish",
+    "held_versions",
+    "refresh_submission_status",
+    "replay_submission",
+    "retry_delivery",
+]
+
+# a delivery in one of these no longer holds back the next version of its series
+ENDED: tuple[str, ...] = ("delivered", "failed", "dead", "cancelled", "unconfirmed")
+# an operator may send these again
+RETRYABLE: tuple[str, ...] = ("dead", "failed", "unconfirmed")
+
+_log = structlog.get_logger(__name__)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything the gateway stores is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def advisory_series_lock(session: Session, series_key: str) -> None:
+    """Serialise writers of one series on PostgreSQL (SQLite already serialises every writer)."""
+    if _is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": series_key})
+
+
+def _lock_deliveries(session: Session, *conditions: Any) -> list[Delivery]:
+    """Delivery rows matching ``conditions``, locked in id order (the first step of the lock order)."""
+    query = select(Delivery).where(*conditions).order_by(Delivery.id).execution_options(populate_existing=True)
+    if _is_postgres(session):
+        query = query.with_for_update()
+    return list(session.scalars(query).all())
+
+
+def _lock_delivery(session: Session, delivery_id: str) -> Delivery | None:
+    rows = _lock_deliveries(session, Delivery.id == delivery_id)
+    return rows[0] if rows else None
+
+
+def _lock_submission(session: Session, submission_id: str) -> Submission | None:
+    query = select(Submission).where(Submission.id == submission_id).execution_options(populate_existing=True)
+    if _is_postgres(session):
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def _release(row: Delivery, status: str, *, now: datetime) -> None:
+    row.status = status
+    row.lease_owner = None
+    row.lease_until = None
+    row.updated_at = now
+
+
+def _audit(
+    session: Session,
+    row: Delivery,
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    person_ref: str | None,
+    detail: dict[str, Any],
+    at: datetime,
+    peer: Mapping[str, Any] | None = None,
+) -> None:
+    audit.append(
+        session,
+        actor=actor,
+        action=action,
+        entity_type="delivery",
+        entity_id=row.id,
+        outcome=outcome,
+        tenant_id=row.tenant_id,
+        person_ref=person_ref,
+        detail=detail,
+        at=at,
+        peer=peer,
+    )
+
+
+# -- status of a submission ---------------------------------------------------------------------
+def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
+    """Derive a routed submission's status from its deliveries (call with the submission locked).
+
+    Cancelled deliveries do not count. Any pending, in flight or sent: ``routed``. All ended:
+    each destination's latest delivery decides (a replay supersedes the earlier ones):
+    ``delivered`` when all are delivered, ``failed`` when none is, else ``partially_failed``
+    (an ``unconfirmed`` delivery, whose receipt never came, is not delivered). Cancelled and
+    rejected submissions keep their status; one without deliveries stays ``routed``.
+    """
+    if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
+        return submission.status
+    rows = session.execute(
+        select(Delivery.destination, Delivery.seq, Delivery.status).where(
+            Delivery.submission_id == submission.id, Delivery.status != "cancelled"
+        )
+    ).all()
+    latest: dict[str, tuple[int, str]] = {}
+    for destination, seq, status in rows:
+        if destination not in latest or seq > latest[destination][0]:
+            latest[destination] = (seq, status)
+    counted = [status for _, status in latest.values()]
+    if not counted or any(status not in ENDED for _, _, status in rows):
+        new = "routed"
+    elif all(s == "delivered" for s in counted):
+        new = "delivered"
+    elif not any(s == "delivered" for s in counted):
+        new = "failed"
+    else:
+        new = "partially_failed"
+    if new != submission.status:
+        submission.status = new
+        submission.updated_at = now
+    return new
+
+
+# -- enqueue ------------------------------------------------------------------------------------
+def enqueue(
+    session: Session,
+    *,
+    submission_id: str,
+    tenant_id: str,
+    series: str,
+    destinations: Sequence[tuple[str, str]],
+    now: datetime,
+) -> list[Delivery]:
+    """One pending delivery per (destination, connector), next in the series.
+
+    Takes the series' advisory lock (call after locking the submission, before any audit
+    append). The sequence number comes from the ``(series_key, seq)`` index.
+    """
+    advisory_series_lock(session, series)
+    last = session.scalar(select(func.max(Delivery.seq)).where(Delivery.series_key == series)) or 0
+    out = []
+    for name, connector in destinations:
+        row = Delivery(
+            id=str(uuid.uuid4()),
+            submission_id=submission_id,
+            tenant_id=tenant_id,
+            destination=name,
+            connector=connector,
+            series_key=series,
+            seq=last + 1,
+            status="pending",
+            next_attempt_at=now,
+            attempt_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        out.append(row)
+    session.flush()
+    return out
+
+
+def _newer_version_held(session: Session, row: Delivery) -> bool:
+    """Does the destination already hold a newer version of this delivery's series?"""
+    found = session.scalars(
+        select(Delivery.id)
+        .where(
+            Delivery.destination == row.destination,
+            Delivery.series_key == row.series_key,
+            Delivery.seq > row.seq,
+            Delivery.status.in_(("delivered", "sent", "unconfirmed")),
+            Delivery.submission_id != row.submission_id,  # a replay of the same document is no newer version
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+# -- claim --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClaimToken:
+    """Proof of ownership of one delivery for one attempt (see the module docstring)."""
+
+    delivery_id: str
+    owner: str
+    attempt: int  # the delivery's attempt_count after this claim: the fencing number
+    attempt_id: str
+    lease_until: datetime
+
+
+def _due_queries(now: datetime, destinations: list[str]) -> list[Any]:
+    """Expired leases first (work of a dead worker), then pending deliveries that are due.
+
+    Each query has an equality on ``status`` and a range on a time column, so both databases
+    walk ``ix_deliveries_due`` / the lease order instead of a destination's whole history.
+    """
+    earlier = aliased(Delivery)
+    blocked = exists().where(
+        and_(
+            earlier.destination == Delivery.destination,
+            earlier.series_key == Delivery.series_key,
+            earlier.seq < Delivery.seq,
+            earlier.status.not_in(ENDED),
+        )
+    )
+    expired = (
+        select(Delivery.id, Delivery.status)
+        .where(Delivery.status == "in_flight", Delivery.lease_until <= now, Delivery.destination.in_(destinations))
+        .where(~blocked)
+        .order_by(Delivery.lease_until)
+    )
+    due = (
+        select(Delivery.id, Delivery.status)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.destination.in_(destinations))
+        .where(~blocked)
+        .order_by(Delivery.next_attempt_at, Delivery.seq)
+    )
+    return [expired, due]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    token: ClaimToken
+    row: Delivery
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The claim found work but ended it instead (an expired lease with no attempt left)."""
+
+    delivery_id: str
+    status: str
+    reason: str
+
+
+def claim(
+    session: Session,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    max_attempts: int,
+    destinations: Collection[str],
+) -> Claimed | Ended | None:
+    """Inside one transaction: lease one due delivery and open its attempt.
+
+    A lease that expired (its worker died) is taken over: the dead worker's attempt is closed as
+    ``abandoned`` and audited (the send may have reached the peer). Returns :class:`Ended` when
+    the only work found was dead-lettering such a delivery (no attempt left), None when idle.
+    """
+    names = sorted(destinations)
+    if not names:
+        return None
+    postgres = _is_postgres(session)
+    for query in _due_queries(now, names):
+        # PostgreSQL: lock one row, skipping rows other workers hold. SQLite: the transaction
+        # holds the database write lock (BEGIN IMMEDIATE); read a few candidates.
+        query = query.limit(1).with_for_update(skip_locked=True, of=Delivery) if postgres else query.limit(4)
+        for delivery_id, status in session.execute(query).all():
+            got = _take(
+                session,
+                str(delivery_id),
+                str(status),
+                worker_id=worker_id,
+                now=now,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+            )
+            if got is not None:
+                return got
+    return None
+
+
+def _take(
+    session: Session,
+    delivery_id: str,
+    status: str,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    max_attempts: int,
+) -> Claimed | Ended | None:
+    row = session.get(Delivery, delivery_id, populate_existing=True)
+    if row is None or row.status != status:
+        return None
+    actor = f"worker:{worker_id}"
+    abandoned: list[Attempt] = []
+    if status == "in_flight":
+        abandoned = [a for a in row.attempts if a.outcome == "started"]
+        for attempt in abandoned:
+            attempt.outcome = "abandoned"
+            attempt.finished_at = now
+            attempt.error = "lease expired before the outcome was recorded (worker gone); the peer may have it"
+        if row.attempt_count >= max_attempts:
+            reason = f"lease expired after {row.attempt_count} attempts (max {max_attempts})"
+            dead_letter(session, row, now=now, actor=actor, reason=reason, abandoned=abandoned)
+            return Ended(row.id, "dead", reason)
+    claimed = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == status,
+            Delivery.attempt_count == row.attempt_count,  # nobody claimed it meanwhile
+        )
+        .values(
+            status="in_flight",
+            lease_owner=worker_id,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempt_count=Delivery.attempt_count + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    session.refresh(row)
+    attempt = Attempt(
+        id=str(uuid.uuid4()),
+        delivery_id=row.id,
+        number=row.attempt_count,
+        worker=worker_id,
+        started_at=now,
+        outcome="started",
+    )
+    session.add(attempt)
+    session.flush()
+    person_ref = session.scalar(select(Submission.person_ref).where(Submission.id == row.submission_id))
+    for gone in abandoned:
+        _audit(
+            session,
+            row,
+            actor=actor,
+            action="attempt_abandoned",
+            outcome="failure",
+            person_ref=person_ref,
+            detail={"destination": row.destination, "attempt": gone.number, "worker": gone.worker},
+            at=now,
+        )
+    # the disclosure starts now: audited before any byte leaves
+    _audit(
+        session,
+        row,
+        actor=actor,
+        action="send_started",
+        outcome="success",
+        person_ref=person_ref,
+        detail={"destination": row.destination, "attempt": row.attempt_count},
+        at=now,
+    )
+    token = ClaimToken(
+        delivery_id=row.id,
+        owner=worker_id,
+        attempt=row.attempt_count,
+        attempt_id=attempt.id,
+        lease_until=as_utc(row.lease_until) if row.lease_until is not None else now,
+    )
+    return Claimed(token=token, row=row)
+
+
+def _owned(token: ClaimToken) -> Any:
+    return and_(
+        Delivery.id == token.delivery_id,
+        Delivery.status == "in_flight",
+        Delivery.lease_owner == token.owner,
+        Delivery.attempt_count == token.attempt,
+    )
+
+
+def extend(session: Session, token: ClaimToken, *, until: datetime, now: datetime) -> bool:
+    """Push the lease to ``until`` if the token still owns the delivery (the heartbeat)."""
+    done = session.execute(
+        update(Delivery)
+        .where(_owned(token))
+        .values(lease_until=until, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def held_versions(session: Session, row: Delivery) -> dict[str, HeldVersion]:
+    """Per set_id, the newest version of this delivery's series that *its destination* acknowledged.
+
+    Only deliveries ``delivered`` to the same destination count: a version that was cancelled,
+    dead-lettered, refused by routing or still unacknowledged there is not held by it.
+    """
+    query = (
+        select(Rendition.kind, Rendition.set_id, Rendition.version, Rendition.document_id, Delivery.remote_id)
+        .join(Delivery, Delivery.submission_id == Rendition.submission_id)
+        .where(
+            Delivery.destination == row.destination,
+            Delivery.series_key == row.series_key,
+            Delivery.seq < row.seq,
+            Delivery.status == "delivered",
+            Delivery.submission_id != row.submission_id,
+        )
+    )
+    held: dict[str, HeldVersion] = {}
+    for kind, set_id, version, document_id, remote_id in session.execute(query).all():
+        current = held.get(set_id)
+        if current is None or version > current.version:
+            held[set_id] = HeldVersion(
+                kind=kind, set_id=set_id, version=version, document_id=document_id, remote_id=remote_id
+            )
+    return held
+
+
+# -- finish -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Finished:
+    """What :func:`finish` did."""
+
+    delivery_id: str
+    status: str  # delivered | sent | pending | dead | lease_lost
+    attempt: int
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    remote_id: str | None = None
+
+
+def finish(
+    session: Session,
+    token: ClaimToken,
+    *,
+    outcome: str,
+    receipt: Receipt | None,
+    error: str | None,
+    now: datetime,
+    max_attempts: int,
+    backoff: Callable[[int], float],
+    receipt_timeout_seconds: float,
+) -> Finished:
+    """Record one attempt's outcome, only if ``token`` still owns the delivery.
+
+    ``outcome``: ``success`` (with ``receipt``), ``transient``, ``permanent``, or ``deferred``
+    (the gateway could not prepare the send: an infrastructure fault, retried with backoff
+    without using up the delivery's attempts). ``backoff(n)`` is the delay after the n-th attempt.
+    """
+    actor = f"worker:{token.owner}"
+    row = _lock_delivery(session, token.delivery_id)
+    attempt = session.get(Attempt, token.attempt_id)
+    if row is None or attempt is None:  # deleted under us: nothing sensible to record
+        return Finished(token.delivery_id, "lease_lost", token.attempt, error)
+    sub = _lock_submission(session, row.submission_id)
+    person_ref = sub.person_ref if sub is not None else None
+    attempt.finished_at = now
+    attempt.outcome = outcome
+    attempt.error = error
+    attempt.remote_id = receipt.remote_id if receipt is not None else None
+    common: dict[str, Any] = {"destination": row.destination, "attempt": token.attempt}
+    peer: dict[str, Any] = {}
+    if receipt is not None and receipt.remote_id is not None:
+        peer["remote_id"] = receipt.remote_id
+    if error:
+        peer["error"] = error
+    owned = row.status == "in_flight" and row.lease_owner == token.owner and row.attempt_count == token.attempt
+    if not owned:
+        # Our lease lapsed and another worker took the delivery over (or an operator changed it):
+        # the newer state wins; our attempt and its outcome stay on record, audited.
+        attempt.error = ((error or "") + " [lease lost before the outcome was recorded]").strip()
+        session.flush()
+        _audit(
+            session,
+            row,
+            actor=actor,
+            action="lease_lost",
+            outcome="failure",
+            person_ref=person_ref,
+            detail={**common, "outcome": outcome, "current_status": row.status},
+            at=now,
+            peer=peer,
+        )
+        _log.warning("delivery_lease_lost", delivery_id=row.id, worker=token.owner, outcome=outcome)
+        return Finished(row.id, "lease_lost", token.attempt, error)
+    if outcome == "success":
+        assert receipt is not None
+        row.remote_id = receipt.remote_id[:255] if receipt.remote_id else None
+        row.last_error = None
+        if receipt.status == "sent":
+            _release(row, "sent", now=now)
+            row.ack_ref = (receipt.ack_ref or "")[:255]
+            row.sent_at = now
+            row.receipt_due_at = now + timedelta(seconds=receipt_timeout_seconds)
+            result = Finished(row.id, "sent", token.attempt, remote_id=row.remote_id)
+            actions = [("attempt", "success", common), ("sent", "success", {**common, "awaiting": "receipt"})]
+        else:
+            _release(row, "delivered", now=now)
+            row.delivered_at = now
+            result = Finished(row.id, "delivered", token.attempt, remote_id=row.remote_id)
+            actions = [("attempt", "success", common), ("delivered", "success", common)]
+    elif outcome == "deferred":
+        _release(row, "pending", now=now)
+        row.next_attempt_at = now + timedelta(seconds=backoff(max(1, token.attempt)))
+        row.last_error = error
+        result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=row.next_attempt_at)
+        actions = [("attempt", "failure", {**common, "kind": "deferred"})]
+    else:
+        actions = [("attempt", "failure", {**common, "kind": outcome})]
+        if outcome == "permanent" or row.attempt_count >= max_attempts:
+            reason = error if outcome == "permanent" else f"{row.attempt_count} attempts (max {max_attempts}): {error}"
+            _release(row, "dead", now=now)
+            row.last_error = reason or "failed"
+            peer["reason"] = row.last_error
+            result = Finished(row.id, "dead", token.attempt, error)
+            actions.append(("dead_lettered", "failure", {**common, "attempts": row.attempt_count}))
+        else:
+            _release(row, "pending", now=now)
+            row.next_attempt_at = now + timedelta(seconds=backoff(row.attempt_count))
+            row.last_error = error
+            result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=row.next_attempt_at)
+    session.flush()
+    if sub is not None:
+        refresh_submission_status(session, sub, now=now)
+    for action, result_outcome, detail in actions:
+        _audit(
+            session,
+            row,
+            actor=actor,
+            action=action,
+            outcome=result_outcome,
+            person_ref=person_ref,
+            detail=detail,
+            at=now,
+            peer=peer,
+        )
+    if result.status == "sent":
+        _apply_early_receipts(session, row, now=now, person_ref=person_ref, sub=sub)
+    return result
+
+
+def _apply_early_receipts(
+    session: Session, row: Delivery, *, now: datetime, person_ref: str | None, sub: Submission | None
+) -> None:
+    """A receipt stored before the send was recorded (a fast peer) ends the delivery now."""
+    early = session.scalars(
+        select(ReceiptRow)
+        .where(ReceiptRow.delivery_id == row.id, ReceiptRow.applied.is_(False), ReceiptRow.outcome != "info")
+        .order_by(ReceiptRow.received_at)
+        .limit(1)
+    ).first()
+    if early is not None:
+        _apply_receipt(session, row, early, now=now, actor="gateway:receipts", person_ref=person_ref, sub=sub)
+
+
+def dead_letter(
+    session: Session,
+    row: Delivery,
+    *,
+    now: datetime,
+    actor: str,
+    reason: str,
+    abandoned: Sequence[Attempt] = (),
+) -> None:
+    """``row`` (already locked) goes to ``dead``; its submission's status follows; audited."""
+    sub = _lock_submission(session, row.submission_id)
+    _release(row, "dead", now=now)
+    row.last_error = reason
+    session.flush()
+    if sub is not None:
+        refresh_submission_status(session, sub, now=now)
+    person_ref = sub.person_ref if sub is not None else None
+    for gone in abandoned:
+        _audit(
+            session,
+            row,
+            actor=actor,
+            action="attempt_abandoned",
+            outcome="failure",
+            person_ref=person_ref,
+            detail={"destination": row.destination, "attempt": gone.number, "worker": gone.worker},
+            at=now,
+        )
+    _audit(
+        session,
+        row,
+        actor=actor,
+        action="dead_lettered",
+        outcome="failure",
+        person_ref=person_ref,
+        detail={"destination": row.destination, "attempts": row.attempt_count},
+        at=now,
+        peer={"reason": reason},
+    )
+
+
+# -- acknowledgements ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AckResult:
+    """What one acknowledgement did: ``applied`` (moved a delivery), ``stored`` (kept, e.g. a
+    duplicate or an ``info``), or ``unknown`` (no delivery has that ack_ref)."""
+
+    result: str
+    delivery_id: str | None = None
+    status: str | None = None
+
+
+def _apply_receipt(
+    session: Session,
+    row: Delivery,
+    receipt: ReceiptRow,
+    *,
+    now: datetime,
+    actor: str,
+    person_ref: str | None,
+    sub: Submission | None,
+) -> bool:
+    if receipt.outcome not in ("delivered", "failed") or row.status not in ("sent", "unconfirmed"):
+        return False
+    receipt.applied = True
+    row.status = receipt.outcome
+    row.updated_at = now
+    row.receipt_due_at = None
+    if receipt.outcome == "delivered":
+        row.delivered_at = now
+        row.last_error = None
+        if receipt.remote_id and not row.remote_id:
+            row.remote_id = receipt.remote_id[:255]
+    else:
+        row.last_error = f"{receipt.kind}: {receipt.reason or 'failed'}"
+    session.flush()
+    if sub is not None:
+        refresh_submission_status(session, sub, now=now)
+    _audit(
+        session,
+        row,
+        actor=actor,
+        action="delivered" if receipt.outcome == "delivered" else "receipt_failed",
+        outcome="success" if receipt.outcome == "delivered" else "failure",
+        person_ref=person_ref,
+        detail={"destination": row.destination, "receipt": receipt.id, "kind": receipt.kind},
+        at=now,
+        peer={"remote_id": receipt.remote_id, "reason": receipt.reason},
+    )
+    return True
+
+
+def acknowledge(
+    session: Session,
+    ack: Acknowledgement,
+    *,
+    tenant_id: str,
+    now: datetime,
+    actor: str,
+    inbound_id: str | None = None,
+    destinations: Collection[str] | None = None,
+) -> AckResult:
+    """Store a receipt and, when it ends a ``sent`` delivery, move it to delivered or failed.
+
+    The delivery is found by ``ack_ref`` (what its :class:`Receipt` declared) or, for peers
+    that echo the idempotency key, by its id; only within ``tenant_id`` (and ``destinations``
+    when given: a source answers for its own destinations). A receipt for a delivery still in
+    flight is stored and applied as soon as the send is recorded.
+    """
+    ref = ack.ack_ref[:255]
+    scope = [Delivery.tenant_id == tenant_id]
+    if destinations is not None:
+        scope.append(Delivery.destination.in_(sorted(destinations)))
+    rows = _lock_deliveries(session, (Delivery.ack_ref == ref) | (Delivery.id == ref), *scope)
+    if not rows:
+        return AckResult("unknown")
+    row = rows[-1] if len(rows) == 1 else max(rows, key=lambda r: (r.seq, r.created_at))
+    sub = _lock_submission(session, row.submission_id)
+    person_ref = sub.person_ref if sub is not None else None
+    stored = ReceiptRow(
+        id=str(uuid.uuid4()),
+        delivery_id=row.id,
+        inbound_id=inbound_id,
+        kind=ack.kind[:32],
+        outcome=ack.outcome,
+        remote_id=ack.remote_id[:255] if ack.remote_id else None,
+        reason=ack.reason[:2000] if ack.reason else None,
+        detail=dict(ack.detail) or None,
+        applied=False,
+        received_at=now,
+    )
+    session.add(stored)
+    session.flush()
+    if _apply_receipt(session, row, stored, now=now, actor=actor, person_ref=person_ref, sub=sub):
+        return AckResult("applied", row.id, row.status)
+    _audit(
+        session,
+        row,
+        actor=actor,
+        action="receipt",
+        outcome="success",
+        person_ref=person_ref,
+        detail={"destination": row.destination, "receipt": stored.id, "kind": stored.kind, "status": row.status},
+        at=now,
+        peer={"outcome": ack.outcome, "remote_id": ack.remote_id, "reason": ack.reason},
+    )
+    return AckResult("stored", row.id, row.status)
+
+
+def expire_receipts(session: Session, *, now: datetime, limit: int = 100) -> int:
+    """``sent`` deliveries whose receipt is overdue become ``unconfirmed`` (an alert); audited."""
+    query = (
+        select(Delivery.id)
+        .where(Delivery.status == "sent", Delivery.receipt_due_at <= now)
+        .order_by(Delivery.receipt_due_at)
+        .limit(limit)
+    )
+    if _is_postgres(session):
+        query = query.with_for_update(skip_locked=True)
+    count = 0
+    for (delivery_id,) in session.execute(query).all():
+        row = _lock_delivery(session, str(delivery_id))
+        if row is None or row.status != "sent":
+            continue
+        sub = _lock_submission(session, row.submission_id)
+        row.status = "unconfirmed"
+        row.updated_at = now
+        row.last_error = "no receipt before the configured time"
+        session.flush()
+        if sub is not None:
+            refresh_submission_status(session, sub, now=now)
+        _audit(
+            session,
+            row,
+            actor="gateway:receipts",
+            action="receipt_overdue",
+            outcome="failure",
+            person_ref=sub.person_ref if sub is not None else None,
+            detail={
+                "destination": row.destination,
+                "sent_at": as_utc(row.sent_at).isoformat() if row.sent_at else None,
+            },
+            at=now,
+        )
+        count += 1
+        break  # one per transaction: no row lock is taken after the audit head
+    return count
+
+
+# -- operator actions ---------------------------------------------------------------------------
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+def _owned_submission(session: Session, submission_id: str, tenant_id: str | None) -> Submission:
+    sub = session.get(Submission, submission_id)
+    if sub is None or (tenant_id is not None and sub.tenant_id != tenant_id):
+        raise NotFound(f"submission {submission_id} not found")
+    return sub
+
+
+def retry_delivery(
+    session: Session, *, delivery_id: str, actor: str, tenant_id: str | None, now: datetime | None = None
+) -> Delivery:
+    """A dead, failed or unconfirmed delivery goes back to ``pending``, due now; its attempts are kept."""
+    now = _now(now)
+    row = _lock_delivery(session, delivery_id)
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise NotFound(f"delivery {delivery_id} not found")
+    sub = _lock_submission(session, row.submission_id)
+    assert sub is not None
+    if row.status not in RETRYABLE:
+        raise Conflict(f"only a dead, failed or unconfirmed delivery can be retried (this one is {row.status})")
+    if sub.status == "cancelled":
+        raise Conflict("the submission was cancelled")
+    if _newer_version_held(session, row):
+        # Sending this one now would put an older version after a newer one (ARCHITECTURE
+        # "Delivery semantics"). Submit a new version instead.
+        raise Conflict(
+            "a newer version of this document was already delivered to this destination; "
+            "retrying this older one would deliver it after the newer one"
+        )
+    previous_status = row.status
+    _release(row, "pending", now=now)
+    row.next_attempt_at = now
+    row.ack_ref = None
+    row.receipt_due_at = None
+    session.flush()
+    refresh_submission_status(session, sub, now=now)
+    _audit(
+        session,
+        row,
+        actor=actor,
+        action="retried",
+        outcome="success",
+        person_ref=sub.person_ref,
+        detail={"destination": row.destination, "attempts_so_far": row.attempt_count, "was": previous_status},
+        at=now,
+        peer={"last_error": row.last_error},
+    )
+    return row
+
+
+def replay_submission(
+    session: Session,
+    *,
+    submission_id: str,
+    actor: str,
+    tenant_id: str | None,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+    min_interval_seconds: float = 0.0,
+) -> Submission:
+    """Send again: new deliveries of the same renditions to the same destinations.
+
+    A rejected submission is instead run through the pipeline again, from its stored payload.
+    Refused (409) while anything is still pending, in flight or sent; for a cancelled submission;
+    and for a destination that already holds a newer version of the document (it would receive
+    versions 1, 2, 1). The same ``idempotency_key`` returns the first replay without a new one;
+    replays of one submission closer than ``min_interval_seconds`` are refused (429).
+    """
+    now = _now(now)
+    _owned_submission(session, submission_id, tenant_id)
+    deliveries = _lock_deliveries(session, Delivery.submission_id == submission_id)
+    sub = _lock_submission(session, submission_id)
+    assert sub is not None
+    previous = list(
+        session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.entity_type == "submission", AuditEvent.entity_id == sub.id)
+            .where(AuditEvent.action == "replayed")
+            .order_by(AuditEvent.seq.desc())
+        ).all()
+    )
+    if idempotency_key is not None:
+        for event in previous:
+            if (event.detail or {}).get("idempotency_key") == idempotency_key:
+                return sub  # the first replay with this key already happened
+    if sub.status in ("received", "processing"):
+        raise Conflict(f"the submission is still being processed ({sub.status})")
+    if sub.status == "cancelled":
+        raise Conflict("the submission was cancelled; submit the record again instead")
+    if any(d.status not in ENDED for d in deliveries):
+        raise Conflict("some deliveries are still pending, in flight or awaiting a receipt; cancel them or wait")
+    if previous and min_interval_seconds > 0:
+        last_at = as_utc(previous[0].recorded_at)
+        wait = (last_at + timedelta(seconds=min_interval_seconds) - now).total_seconds()
+        if wait > 0:
+            raise TooManyRequests(
+                f"this submission was replayed {int((now - last_at).total_seconds())} s ago; "
+                f"try again in {int(wait) + 1} s",
+                retry_after=int(wait) + 1,
+            )
+    detail: dict[str, Any]
+    if sub.status == "rejected":
+        sub.status = "received"
+        sub.report = None
+        sub.lease_owner = None
+        sub.lease_until = None
+        sub.updated_at = now
+        detail = {"mode": "pipeline"}
+    else:
+        latest: dict[str, Delivery] = {}
+        for d in sorted(deliveries, key=lambda d: d.seq):
+            latest[d.destination] = d
+        if not latest:
+            raise Conflict("the submission was routed to no destination; nothing to replay")
+        for d in latest.values():
+            if _newer_version_held(session, d):
+                raise Conflict(
+                    f"destination {d.destination!r} already holds a newer version of this document; "
+                    "replaying this one would deliver an older version after it"
+                )
+        key = next(iter(latest.values())).series_key
+        rows = enqueue(
+            session,
+            submission_id=sub.id,
+            tenant_id=sub.tenant_id,
+            series=key,
+            destinations=[(d.destination, d.connector) for d in latest.values()],
+            now=now,
+        )
+        sub.status = "routed"
+        sub.updated_at = now
+        detail = {"mode": "deliveries", "deliveries": [{"destination": r.destination, "id": r.id} for r in rows]}
+    if idempotency_key is not None:
+        detail["idempotency_key"] = idempotency_key
+    session.flush()
+    audit.append(
+        session,
+        actor=actor,
+        action="replayed",
+        entity_type="submission",
+        entity_id=sub.id,
+        outcome="success",
+        tenant_id=sub.tenant_id,
+        person_ref=sub.person_ref,
+        detail=detail,
+        at=now,
+    )
+    return sub
+
+
+def cancel_submission(
+    session: Session, *, submission_id: str, actor: str, tenant_id: str | None, now: datetime | None = None
+) -> Submission:
+    """Cancel what has not been sent: pending deliveries (in-flight ones finish), or the processing itself."""
+    now = _now(now)
+    _owned_submission(session, submission_id, tenant_id)
+    deliveries = _lock_deliveries(session, Delivery.submission_id == submission_id)
+    sub = _lock_submission(session, submission_id)
+    assert sub is not None
+    if sub.status in ("cancelled", "rejected"):
+        raise Conflict(f"the submission is already {sub.status}")
+    if sub.status == "processing":
+        raise Conflict("the submission is being processed right now; try again in a moment")
+    cancelled = []
+    for row in deliveries:
+        if row.status == "pending":
+            _release(row, "cancelled", now=now)
+            cancelled.append(row.id)
+    in_flight = [d.id for d in deliveries if d.status in ("in_flight", "sent")]
+    if sub.status != "received" and not cancelled:
+        raise Conflict("nothing left to cancel: every delivery is finished, in flight or awaiting a receipt")
+    sub.status = "cancelled"
+    sub.lease_owner = None
+    sub.lease_until = None
+    sub.updated_at = now
+    session.flush()
+    audit.append(
+        session,
+        actor=actor,
+        action="cancelled",
+        entity_type="submission",
+        entity_id=sub.id,
+        outcome="success",
+        tenant_id=sub.tenant_id,
+        person_ref=sub.person_ref,
+        detail={"cancelled_deliveries": cancelled, "left_in_flight": in_flight},
+        at=now,
+    )
+    return sub
