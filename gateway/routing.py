@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -22,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors.base import Connector
 from gateway.settings import Settings
 from mappings.base import RecordFacts
+from mappings.consent import ConsentFamily, Refusals, read_refusals
 
 __all__ = [
+    "CATEGORY_CONSENT",
     "ENTRY_POINT_GROUP",
     "INS_REQUIRED_CATEGORIES",
     "Decision",
@@ -40,6 +43,25 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "dui_gateway.connectors"
+
+# Every routing category and the consent family it falls under: the closed list of categories a
+# destination may declare (anything else stops start-up). A person who refused a family is never
+# routed to a destination of a category under it. None means "no consent family", said here on
+# purpose rather than by default: the DUI vendor's own webhook gets back what its own software
+# sent (statuses, the renditions of its record), which is no sharing with a third party.
+# A new kind of peer (e.g. an MLLP connector) adds its category here with its family.
+CATEGORY_CONSENT: Mapping[str, ConsentFamily | None] = MappingProxyType(
+    {
+        "dmp": ConsentFamily.DMP,
+        "mes": ConsentFamily.DMP,  # Mon espace santé is fed through the DMP (dmp-mes.md)
+        "mssante": ConsentFamily.MSSANTE,  # a professional or structure MSSanté box
+        "mssante-patient": ConsentFamily.MSSANTE,  # the person's own <INS>@patient.mssante.fr box
+        "viatrajectoire": ConsentFamily.VIATRAJECTOIRE,  # SI-SdO orientation follow-up
+        "sidoba": ConsentFamily.SIDOBA,  # CNSA indicators
+        "fhir": ConsentFamily.FHIR,  # a partner's FHIR server (TDDUI)
+        "webhook": None,  # the DUI vendor itself
+    }
+)
 
 # Categories whose destination may only receive a document when the person's INS is qualifiée
 # (identity-and-security.md: "no DMP/MES feeding, no MSSanté patient mailbox" without it).
@@ -67,6 +89,19 @@ class DestinationConfig(_Strict):
     # None: derived from the category (INS_REQUIRED_CATEGORIES)
     requires_qualified_ins: bool | None = None
 
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str) -> str:
+        if value not in CATEGORY_CONSENT:
+            known = ", ".join(sorted(CATEGORY_CONSENT))
+            raise ValueError(f"unknown category {value!r}: not in the consent map (known: {known})")
+        return value
+
+    @property
+    def consent_family(self) -> ConsentFamily | None:
+        """The consent family a refusal of which excludes this destination (None: no consent family)."""
+        return CATEGORY_CONSENT[self.category]
+
     @property
     def needs_qualified_ins(self) -> bool:
         if self.requires_qualified_ins is not None:
@@ -78,7 +113,7 @@ class When(_Strict):
     """Extra conditions of a rule, on the record's facts."""
 
     ins_qualified: bool | None = None
-    not_refused: list[str] = Field(default_factory=list)  # categories the person must not have refused
+    not_refused: list[ConsentFamily] = Field(default_factory=list)  # consent families the person must not have refused
 
     @field_validator("not_refused", mode="before")
     @classmethod
@@ -167,7 +202,7 @@ class RoutingTable:
         chosen: list[str] = []
         refused: dict[str, Refusal] = {}
         matched: list[int] = []
-        refused_categories = {c.lower() for c in facts.sharing_refused_with}
+        refusals = read_refusals(facts.sharing_refused_with)
         for index, rule in enumerate(self.config.rules):
             if rule.tenant is not None and rule.tenant not in (tenant_code, tenant_id):
                 continue
@@ -175,7 +210,7 @@ class RoutingTable:
                 continue
             if document_type not in rule.document_types:
                 continue
-            condition = _unmet_condition(rule.when, facts, refused_categories)
+            condition = _unmet_condition(rule.when, facts, refusals)
             if condition is not None:
                 for name in rule.destinations:
                     refused.setdefault(name, Refusal(name, "rule_condition", f"rule {index}: {condition}"))
@@ -185,8 +220,9 @@ class RoutingTable:
                 if name in chosen:
                     continue
                 dest = self.config.destinations[name]
-                if dest.category.lower() in refused_categories or name.lower() in refused_categories:
-                    refused[name] = Refusal(name, "sharing_refused", f"the person refused sharing with {dest.category}")
+                family = dest.consent_family
+                if family is not None and refusals.refuses(family):
+                    refused[name] = Refusal(name, "sharing_refused", _refusal_detail(family, dest.category, refusals))
                     continue
                 if dest.needs_qualified_ins and not facts.ins_qualified:
                     refused[name] = Refusal(name, "ins_not_qualified", f"{dest.category} requires a qualified INS")
@@ -197,12 +233,20 @@ class RoutingTable:
         return Decision(destinations=tuple(chosen), refused=final_refused, matched_rules=tuple(matched))
 
 
-def _unmet_condition(when: When, facts: RecordFacts, refused_categories: set[str]) -> str | None:
+def _refusal_detail(family: ConsentFamily, category: str, refusals: Refusals) -> str:
+    if family not in refusals.families:
+        # never echo the stored value: only say that it was not understood
+        return f"an unrecognised sharing refusal is read as refusing every consent family ({category})"
+    under = "" if category == family.value else f" ({category} falls under {family.value})"
+    return f"the person refused sharing with {family.value}{under}"
+
+
+def _unmet_condition(when: When, facts: RecordFacts, refusals: Refusals) -> str | None:
     if when.ins_qualified is not None and facts.ins_qualified != when.ins_qualified:
         return f"requires ins_qualified={str(when.ins_qualified).lower()}"
-    for category in when.not_refused:
-        if category.lower() in refused_categories:
-            return f"the person refused sharing with {category}"
+    for family in when.not_refused:
+        if refusals.refuses(family):
+            return f"the person refused sharing with {family.value}"
     return None
 
 

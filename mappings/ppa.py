@@ -20,6 +20,7 @@ documents): rendering it raises :class:`~mappings.base.MappingFailed`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from datetime import date, datetime, time
@@ -276,15 +277,8 @@ class PpaDocumentType:
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, PpaRecord)
-        base = facts(record)
-        refused = set(base.sharing_refused_with) | {r.partner for r in record.ppa.sharing_refusals}
-        return RecordFacts(
-            person_ref=base.person_ref,
-            essms_finess=base.essms_finess,
-            ins_qualified=base.ins_qualified,
-            sharing_refused_with=frozenset(refused),
-            extra={**base.extra, "ppa_status": record.ppa.status.value},
-        )
+        base = facts(record, also_refused=(r.partner for r in record.ppa.sharing_refusals))
+        return dataclasses.replace(base, extra={**base.extra, "ppa_status": record.ppa.status.value})
 
     def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]:
         assert isinstance(record, PpaRecord)

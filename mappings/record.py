@@ -20,6 +20,7 @@ Identity rules (RNIV, see ``shared/specs/identity-and-security.md``):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
@@ -28,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from mappings import valuesets
 from mappings.base import RecordFacts
+from mappings.consent import ConsentFamily
 
 __all__ = [
     "Address",
@@ -383,9 +385,12 @@ class Person(_Model):
         default=None, description="Legal representative (tuteur, curateur...)."
     )
     general_practitioner: Professional | None = Field(default=None, description="Médecin traitant.")
-    sharing_refusals: list[Literal["dmp", "mssante", "viatrajectoire", "sidoba", "fhir"]] = Field(
+    sharing_refusals: list[ConsentFamily] = Field(
         default_factory=list,
-        description="Destinations the person (or their representative) opposed sharing with, e.g. ['dmp'].",
+        description=(
+            "Consent families the person (or their representative) opposed sharing with, e.g. ['dmp'] "
+            "(dmp also covers Mon espace santé, mssante also the person's own MSSanté box)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -819,13 +824,17 @@ class DluRecord(DuiRecord):
         return self
 
 
-def facts(record: DuiRecord) -> RecordFacts:
-    """Routing/audit facts of any DUI record: references and flags, never names or dates."""
+def facts(record: DuiRecord, *, also_refused: Iterable[ConsentFamily] = ()) -> RecordFacts:
+    """Routing/audit facts of any DUI record: references and flags, never names or dates.
+
+    ``sharing_refused_with`` holds the person's refusals plus ``also_refused`` (a document's own
+    refusals, e.g. the PPA's), all :class:`~mappings.consent.ConsentFamily` members.
+    """
     person = record.person
     return RecordFacts(
         person_ref=person.local_id,
         essms_finess=record.essms.finess,
         ins_qualified=person.ins_usable,
-        sharing_refused_with=frozenset(person.sharing_refusals),
+        sharing_refused_with=frozenset(person.sharing_refusals) | frozenset(also_refused),
         extra={"identity_status": person.identity_status.value},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from gateway.routing import RoutingConfigError, RoutingTable, build_connectors, 
 from gateway.settings import Settings
 from gateway.storage.models import Delivery, Submission
 from mappings.base import RecordFacts
+from mappings.consent import ConsentFamily
+from mappings.ppa import PPA, PpaRecord
 from tests.gateway.engine.support import Clock, FakeConnector, audit_events, make_runtime, submit
 
 FINESS_A = "750000010"
@@ -36,7 +39,7 @@ DLU_ROUTING = {
         {
             "name": "copy to the DUI only with a qualified INS",
             "document_types": ["test-note"],
-            "when": {"ins_qualified": True, "not_refused": "webhook"},
+            "when": {"ins_qualified": True, "not_refused": "fhir"},
             "destinations": ["dui-hook"],
         },
     ],
@@ -86,7 +89,7 @@ def test_dmp_refused_without_qualified_ins_and_when_sharing_refused() -> None:
         tenant_code="og-test",
         tenant_id="t1",
         document_type="test-note",
-        facts=_facts(ins_qualified=True, sharing_refused_with=frozenset({"dmp", "webhook"})),
+        facts=_facts(ins_qualified=True, sharing_refused_with=frozenset({"dmp", "fhir"})),
     )
     assert refused.destinations == ("urgences-mss",)
     assert {r.destination: r.reason for r in refused.refused} == {
@@ -217,3 +220,139 @@ def test_routing_refusals_are_recorded_on_the_submission(session_factory, keyrin
         pass
     assert {s.envelope.options.get("to") for s in mss.accepted} == {"urgences@ch.mssante.fr"}
     assert len(dmp.accepted) == 1 and dmp.accepted[0].envelope.facts.ins_qualified is True
+
+
+# --------------------------------------------------------------------------------------------
+# Consent: refusals are consent families, every category falls under one (or explicitly none)
+# --------------------------------------------------------------------------------------------
+
+CONSENT_ROUTING = {
+    "destinations": {
+        "dmp": {"connector": "fake", "category": "dmp"},
+        "mes": {"connector": "fake", "category": "mes"},
+        "mss-pro": {"connector": "fake", "category": "mssante"},
+        "mss-patient": {"connector": "fake", "category": "mssante-patient"},
+        "sdo": {"connector": "fake", "category": "viatrajectoire"},
+        "partner-fhir": {"connector": "fake", "category": "fhir"},
+        "dui-hook": {"connector": "fake", "category": "webhook"},
+    },
+    "rules": [
+        {
+            "document_types": ["x"],
+            "destinations": ["dmp", "mes", "mss-pro", "mss-patient", "sdo", "partner-fhir", "dui-hook"],
+        }
+    ],
+}
+
+
+def _consent_decision(refused: frozenset[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    decision = RoutingTable(config=parse_config(CONSENT_ROUTING)).decide(
+        tenant_code="t",
+        tenant_id="t",
+        document_type="x",
+        facts=_facts(ins_qualified=True, sharing_refused_with=refused),
+    )
+    return decision.destinations, {r.destination: r.reason for r in decision.refused}
+
+
+def test_refusing_dmp_refuses_mes_which_is_fed_through_the_dmp() -> None:
+    chosen, refused = _consent_decision(frozenset({"dmp"}))
+    assert refused == {"dmp": "sharing_refused", "mes": "sharing_refused"}
+    assert chosen == ("mss-pro", "mss-patient", "sdo", "partner-fhir", "dui-hook")
+
+
+def test_refusing_mssante_refuses_the_patient_mailbox_too() -> None:
+    chosen, refused = _consent_decision(frozenset({"mssante"}))
+    assert refused == {"mss-pro": "sharing_refused", "mss-patient": "sharing_refused"}
+    assert chosen == ("dmp", "mes", "sdo", "partner-fhir", "dui-hook")
+
+
+@pytest.mark.parametrize("spelling", ["DMP", " dmp", "dmp ", "Dmp\t"])
+def test_case_and_spacing_variants_of_a_refusal_still_refuse(spelling: str) -> None:
+    _, refused = _consent_decision(frozenset({spelling}))
+    assert refused == {"dmp": "sharing_refused", "mes": "sharing_refused"}
+
+
+def test_an_unrecognised_stored_refusal_refuses_every_consent_family() -> None:
+    # facts of an older row (or a vocabulary we no longer know): we cannot tell what the person
+    # refused, so nothing leaves for a third party; the DUI vendor's own webhook is no disclosure.
+    chosen, refused = _consent_decision(frozenset({"mon-espace-sante"}))
+    assert chosen == ("dui-hook",)
+    assert set(refused) == {"dmp", "mes", "mss-pro", "mss-patient", "sdo", "partner-fhir"}
+    assert set(refused.values()) == {"sharing_refused"}
+
+
+def test_a_refusal_is_matched_by_family_never_by_destination_name() -> None:
+    # a destination named like a family is not refused unless its category falls under it
+    config = parse_config(
+        {
+            "destinations": {"sidoba": {"connector": "fake", "category": "webhook"}},
+            "rules": [{"document_types": ["x"], "destinations": ["sidoba"]}],
+        }
+    )
+    decision = RoutingTable(config=config).decide(
+        tenant_code="t", tenant_id="t", document_type="x", facts=_facts(sharing_refused_with=frozenset({"sidoba"}))
+    )
+    assert decision.destinations == ("sidoba",)
+
+
+def test_not_refused_condition_compares_consent_families() -> None:
+    config = parse_config(
+        {
+            "destinations": {"mes": {"connector": "fake", "category": "mes"}},
+            "rules": [{"document_types": ["x"], "when": {"not_refused": "dmp"}, "destinations": ["mes"]}],
+        }
+    )
+    decision = RoutingTable(config=config).decide(
+        tenant_code="t",
+        tenant_id="t",
+        document_type="x",
+        facts=_facts(ins_qualified=True, sharing_refused_with=frozenset({" DMP"})),
+    )
+    assert decision.destinations == () and decision.refused[0].reason == "rule_condition"
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"destinations": {"d": {"connector": "fake", "category": "hospital"}}}, "#/destinations/d/category"),
+        (
+            {
+                "destinations": {"d": {"connector": "fake", "category": "dmp"}},
+                "rules": [
+                    {"document_types": ["x"], "when": {"not_refused": ["dmp", "webhook"]}, "destinations": ["d"]}
+                ],
+            },
+            "#/rules/0/when/not_refused/1",
+        ),
+    ],
+)
+def test_category_or_condition_outside_the_consent_map_is_a_startup_error(doc, expected, tmp_path: Path) -> None:
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RoutingConfigError) as info:
+        load_config(path)
+    assert f"{path}{expected}" in str(info.value)
+
+
+def test_every_category_of_the_consent_map_is_accepted() -> None:
+    for category, family in routing.CATEGORY_CONSENT.items():
+        config = parse_config({"destinations": {"d": {"connector": "fake", "category": category}}})
+        assert config.destinations["d"].consent_family is family
+    assert routing.CATEGORY_CONSENT["mes"] is ConsentFamily.DMP
+    assert routing.CATEGORY_CONSENT["mssante-patient"] is ConsentFamily.MSSANTE
+    assert routing.CATEGORY_CONSENT["webhook"] is None
+
+
+def test_ppa_sharing_refusal_reaches_routing_as_a_consent_family() -> None:
+    data = json.loads((Path(__file__).parents[2] / "resources" / "records" / "ppa-ehpad.json").read_text("utf-8"))
+    data["ppa"]["sharing_refusals"] = [{"partner": "dmp", "on": data["ppa"]["elaborated_on"]}]
+    record = PpaRecord.model_validate(data)
+    facts = PPA.facts(record)
+    decision = RoutingTable(config=parse_config(CONSENT_ROUTING)).decide(
+        tenant_code="t", tenant_id="t", document_type="x", facts=facts
+    )
+    assert {r.destination: r.reason for r in decision.refused if r.reason == "sharing_refused"} == {
+        "dmp": "sharing_refused",
+        "mes": "sharing_refused",
+    }
