@@ -8,17 +8,30 @@ with the file path and a JSON pointer to the offending value. Semantics: docs/ro
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connectors.base import Connector
 from gateway.settings import Settings
@@ -37,6 +50,7 @@ __all__ = [
     "RoutingTable",
     "Rule",
     "build_connectors",
+    "check_tls_policy",
     "load",
     "load_config",
     "parse_config",
@@ -281,11 +295,79 @@ def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_connectors(config: RoutingConfig, *, source: str = "<memory>") -> dict[str, Connector]:
+# A connector settings field that turns TLS verification off when False ("verify", "verify_tls",
+# "tls_verify", "ssl_verify", "verify_ssl", "check_hostname"...), or on when True ("insecure...").
+_VERIFY_FIELD = re.compile(r"(^|_)(verify|check_hostname)(_|$)", re.IGNORECASE)
+_INSECURE_FIELD = re.compile(r"(^|_)insecure(_|$)", re.IGNORECASE)
+
+
+def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(JSON pointer parts, value) of every leaf of a validated settings model; secrets are not opened."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return
+    if isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            yield from _leaves(getattr(value, name), (*path, info.alias or name))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, str(key)))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, str(index)))
+    else:
+        yield path, value
+
+
+def _is_loopback(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tls_policy(connector_settings: BaseModel, *, settings: Settings, pointer: str) -> None:
+    """Refuse a destination whose validated connector settings weaken transport security.
+
+    Generic: every field of the settings model (nested models, lists and dicts included) is
+    inspected, secrets excepted. A field named like ``verify``/``verify_tls``/``check_hostname``
+    set to false (or ``insecure...`` set to true) turns TLS verification off: refused unless
+    ``DUI_GATEWAY_TLS_VERIFY=false``, which only the ``dev`` profile allows (the connector then
+    keeps its own setting). A string or URL value starting with ``http://`` is refused in the
+    ``prod`` profile unless its host is a loopback address (127.0.0.0/8, ::1, localhost).
+    ``pointer`` is the destination's ``file#/destinations/<name>``.
+    """
+    problems: list[str] = []
+    for path, value in _leaves(connector_settings, ()):
+        where = f"{pointer}/settings/{'/'.join(path)}"
+        name = path[-1] if path else ""
+        turns_off = (value is False and _VERIFY_FIELD.search(name)) or (value is True and _INSECURE_FIELD.search(name))
+        if turns_off and settings.tls_verify:
+            problems.append(
+                f"{where}: turning TLS verification off is refused "
+                f"(only with profile=dev and DUI_GATEWAY_TLS_VERIFY=false; profile is {settings.profile})"
+            )
+        if isinstance(value, str | AnyUrl) and settings.profile == "prod":
+            text = str(value).strip()
+            if text.lower().startswith("http://") and not _is_loopback(text):
+                problems.append(f"{where}: plain http:// endpoints are refused with profile=prod (use https://)")
+    if problems:
+        raise RoutingConfigError("insecure destination:\n  " + "\n  ".join(problems))
+
+
+def build_connectors(config: RoutingConfig, *, settings: Settings, source: str = "<memory>") -> dict[str, Connector]:
     """Instantiate each configured destination's connector (loaded lazily from its entry point).
 
-    A destination whose connector is unknown, fails to import or rejects its settings raises
-    :class:`RoutingConfigError`; installed connectors that no destination uses are only logged.
+    A destination whose connector is unknown, fails to import, rejects its settings or breaks the
+    TLS policy (:func:`check_tls_policy`) raises :class:`RoutingConfigError`; installed connectors
+    that no destination uses are only logged.
     """
     available = _entry_points()
     out: dict[str, Connector] = {}
@@ -313,6 +395,7 @@ def build_connectors(config: RoutingConfig, *, source: str = "<memory>") -> dict
                 f"{pointer}/settings/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise RoutingConfigError(f"invalid settings for destination {name!r}: {problems}") from None
+        check_tls_policy(connector_settings, settings=settings, pointer=pointer)
         try:
             out[name] = cls(connector_settings)
         except Exception as exc:
@@ -329,7 +412,7 @@ def load(settings: Settings) -> tuple[RoutingTable, dict[str, Connector]]:
         return RoutingTable(), {}
     path = Path(settings.routing_file)
     config = load_config(path)
-    connectors = build_connectors(config, source=str(path))
+    connectors = build_connectors(config, settings=settings, source=str(path))
     _log.info("routing_loaded", file=str(path), destinations=len(connectors), rules=len(config.rules))
     return RoutingTable(config=config, source=str(path)), connectors
 

@@ -6,11 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, SecretStr
 from sqlalchemy import select
 
 from connectors.base import Connector
 from gateway import pipeline, routing
-from gateway.routing import RoutingConfigError, RoutingTable, build_connectors, load_config, parse_config
+from gateway.routing import (
+    RoutingConfig,
+    RoutingConfigError,
+    RoutingTable,
+    build_connectors,
+    check_tls_policy,
+    load_config,
+    parse_config,
+)
+from gateway.security.crypto import generate_master_key
 from gateway.settings import Settings
 from gateway.storage.models import Delivery, Submission
 from mappings.base import RecordFacts
@@ -152,7 +162,7 @@ def test_connectors_come_from_entry_points(tmp_path: Path) -> None:
             }
         }
     )
-    connectors = build_connectors(ok)
+    connectors = build_connectors(ok, settings=_profile("dev"))
     assert type(connectors["hook"]).__name__ == "WebhookConnector"
     hook: Connector = connectors["hook"]
     assert hook.health().ok is False  # nothing listens on port 9: health() reports, never raises
@@ -161,10 +171,10 @@ def test_connectors_come_from_entry_points(tmp_path: Path) -> None:
         {"destinations": {"hook": {"connector": "webhook", "category": "webhook", "settings": {"url": "ftp://x"}}}}
     )
     with pytest.raises(RoutingConfigError, match=r"routing\.yaml#/destinations/hook/settings/url"):
-        build_connectors(bad_settings, source="routing.yaml")
+        build_connectors(bad_settings, settings=_profile("dev"), source="routing.yaml")
     unknown = parse_config({"destinations": {"d": {"connector": "no-such-connector", "category": "dmp"}}})
     with pytest.raises(RoutingConfigError, match="unknown connector 'no-such-connector'"):
-        build_connectors(unknown)
+        build_connectors(unknown, settings=_profile("dev"))
 
 
 def test_load_without_routing_file_routes_nowhere(tmp_path: Path) -> None:
@@ -356,3 +366,101 @@ def test_ppa_sharing_refusal_reaches_routing_as_a_consent_family() -> None:
         "dmp": "sharing_refused",
         "mes": "sharing_refused",
     }
+
+
+# --------------------------------------------------------------------------------------------
+# TLS policy: checked at start-up on every destination's validated connector settings
+# --------------------------------------------------------------------------------------------
+
+
+def _profile(profile: str, **kw: object) -> Settings:
+    if profile != "dev":
+        kw.setdefault("master_keys", f"k1:{generate_master_key()}")
+    if profile == "prod":
+        kw.setdefault("admin_token", "s3cret")
+    return Settings(_env_file=None, database_url="sqlite://", profile=profile, **kw)  # type: ignore[call-arg, arg-type]
+
+
+def _hook(**settings: object) -> RoutingConfig:
+    return parse_config(
+        {"destinations": {"hook": {"connector": "webhook", "category": "webhook", "settings": settings}}}
+    )
+
+
+@pytest.mark.parametrize("profile", ["test", "prod"])
+def test_tls_verification_off_is_refused_outside_dev(profile: str) -> None:
+    config = _hook(url="https://dui.example/hooks", verify_tls=False)
+    with pytest.raises(RoutingConfigError, match=r"routing\.yaml#/destinations/hook/settings/verify_tls: .*TLS"):
+        build_connectors(config, settings=_profile(profile), source="routing.yaml")
+
+
+def test_tls_verification_off_in_dev_needs_tls_verify_false() -> None:
+    config = _hook(url="https://dui.example/hooks", verify_tls=False)
+    with pytest.raises(RoutingConfigError, match="DUI_GATEWAY_TLS_VERIFY=false"):
+        build_connectors(config, settings=_profile("dev"), source="routing.yaml")
+    connectors = build_connectors(config, settings=_profile("dev", tls_verify=False))
+    assert connectors["hook"].settings.verify_tls is False  # type: ignore[attr-defined]  # keeps its own setting
+
+
+@pytest.mark.parametrize(
+    ("settings", "pointer"),
+    [
+        ({"url": "http://dui.example/hooks"}, "/settings/url"),
+        ({"url": "https://dui.example/hooks", "health_url": "http://dui.example/health"}, "/settings/health_url"),
+        ({"url": "http://127.0.0.1.example.org/x"}, "/settings/url"),
+    ],
+)
+def test_plain_http_is_refused_in_prod(settings: dict[str, object], pointer: str) -> None:
+    with pytest.raises(RoutingConfigError, match=rf"routing\.yaml#/destinations/hook{pointer}: .*http://"):
+        build_connectors(_hook(**settings), settings=_profile("prod"), source="routing.yaml")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/x", "http://127.8.0.1/x", "http://localhost:9/x", "http://[::1]:9/x"]
+)
+def test_plain_http_to_loopback_is_accepted_in_prod(url: str) -> None:
+    assert list(build_connectors(_hook(url=url), settings=_profile("prod"))) == ["hook"]
+
+
+@pytest.mark.parametrize("profile", ["dev", "test"])
+def test_plain_http_is_accepted_in_dev_and_test(profile: str) -> None:
+    assert list(build_connectors(_hook(url="http://sandbox:8787/x"), settings=_profile(profile))) == ["hook"]
+
+
+class _Tls(BaseModel):
+    verify: bool | str = True  # requests-style: a CA bundle path is still verification
+
+
+class _DeepSettings(BaseModel):
+    endpoints: list[str] = []
+    tls: _Tls = _Tls()
+    token: SecretStr | None = None
+
+
+@pytest.mark.parametrize(
+    ("values", "profile", "pointer"),
+    [
+        ({"tls": {"verify": False}}, "test", "/tls/verify"),
+        ({"endpoints": ["https://a.example", "http://b.example"]}, "prod", "/endpoints/1"),
+        ({"endpoints": [" HTTP://b.example"]}, "prod", "/endpoints/0"),
+    ],
+)
+def test_tls_policy_inspects_any_connector_settings_model(values: dict, profile: str, pointer: str) -> None:
+    with pytest.raises(RoutingConfigError, match=rf"routing\.yaml#/destinations/d/settings{pointer}:"):
+        check_tls_policy(
+            _DeepSettings.model_validate(values), settings=_profile(profile), pointer="routing.yaml#/destinations/d"
+        )
+
+
+def test_tls_policy_accepts_a_ca_bundle_and_leaves_secrets_alone() -> None:
+    ok = _DeepSettings.model_validate({"tls": {"verify": "/etc/ca.pem"}, "token": "http://not-a-url"})
+    check_tls_policy(ok, settings=_profile("prod"), pointer="routing.yaml#/destinations/d")
+
+
+def test_load_passes_the_settings_to_the_tls_policy(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "destinations:\n  hook: {connector: webhook, category: webhook, settings: {url: 'http://dui.example'}}\n"
+    )
+    with pytest.raises(RoutingConfigError, match=rf"{path}#/destinations/hook/settings/url"):
+        routing.load(_profile("prod", routing_file=path))
