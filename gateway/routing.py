@@ -8,22 +8,38 @@ with the file path and a JSON pointer to the offending value. Semantics: docs/ro
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connectors.base import Connector
 from gateway.settings import Settings
 from mappings.base import RecordFacts
+from mappings.consent import ConsentFamily, Refusals, read_refusals
 
 __all__ = [
+    "CATEGORY_CONSENT",
     "ENTRY_POINT_GROUP",
     "INS_REQUIRED_CATEGORIES",
     "ConfiguredSource",
@@ -37,12 +53,32 @@ __all__ = [
     "SourceConfig",
     "build_connectors",
     "build_sources",
+    "check_tls_policy",
     "load",
     "load_config",
     "parse_config",
 ]
 
 ENTRY_POINT_GROUP = "dui_gateway.connectors"
+
+# Every routing category and the consent family it falls under: the closed list of categories a
+# destination may declare (anything else stops start-up). A person who refused a family is never
+# routed to a destination of a category under it. None means "no consent family", said here on
+# purpose rather than by default: the DUI vendor's own webhook gets back what its own software
+# sent (statuses, the renditions of its record), which is no sharing with a third party.
+# A new kind of peer (e.g. an MLLP connector) adds its category here with its family.
+CATEGORY_CONSENT: Mapping[str, ConsentFamily | None] = MappingProxyType(
+    {
+        "dmp": ConsentFamily.DMP,
+        "mes": ConsentFamily.DMP,  # Mon espace santé is fed through the DMP (dmp-mes.md)
+        "mssante": ConsentFamily.MSSANTE,  # a professional or structure MSSanté box
+        "mssante-patient": ConsentFamily.MSSANTE,  # the person's own <INS>@patient.mssante.fr box
+        "viatrajectoire": ConsentFamily.VIATRAJECTOIRE,  # SI-SdO orientation follow-up
+        "sidoba": ConsentFamily.SIDOBA,  # CNSA indicators
+        "fhir": ConsentFamily.FHIR,  # a partner's FHIR server (TDDUI)
+        "webhook": None,  # the DUI vendor itself
+    }
+)
 
 # Categories whose destination may only receive a document when the person's INS is qualifiée
 # (identity-and-security.md: "no DMP/MES feeding, no MSSanté patient mailbox" without it).
@@ -74,6 +110,19 @@ class DestinationConfig(_Strict):
     # a "sent" delivery (relay accepted) with no receipt after this long becomes "unconfirmed"
     receipt_timeout_seconds: float | None = Field(default=None, gt=0)
 
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str) -> str:
+        if value not in CATEGORY_CONSENT:
+            known = ", ".join(sorted(CATEGORY_CONSENT))
+            raise ValueError(f"unknown category {value!r}: not in the consent map (known: {known})")
+        return value
+
+    @property
+    def consent_family(self) -> ConsentFamily | None:
+        """The consent family a refusal of which excludes this destination (None: no consent family)."""
+        return CATEGORY_CONSENT[self.category]
+
     @property
     def needs_qualified_ins(self) -> bool:
         if self.requires_qualified_ins is not None:
@@ -85,7 +134,7 @@ class When(_Strict):
     """Extra conditions of a rule, on the record's facts."""
 
     ins_qualified: bool | None = None
-    not_refused: list[str] = Field(default_factory=list)  # categories the person must not have refused
+    not_refused: list[ConsentFamily] = Field(default_factory=list)  # consent families the person must not have refused
 
     @field_validator("not_refused", mode="before")
     @classmethod
@@ -184,7 +233,7 @@ class RoutingTable:
         chosen: list[str] = []
         refused: dict[str, Refusal] = {}
         matched: list[int] = []
-        refused_categories = {c.lower() for c in facts.sharing_refused_with}
+        refusals = read_refusals(facts.sharing_refused_with)
         for index, rule in enumerate(self.config.rules):
             if rule.tenant is not None and rule.tenant not in (tenant_code, tenant_id):
                 continue
@@ -192,7 +241,7 @@ class RoutingTable:
                 continue
             if document_type not in rule.document_types:
                 continue
-            condition = _unmet_condition(rule.when, facts, refused_categories)
+            condition = _unmet_condition(rule.when, facts, refusals)
             if condition is not None:
                 for name in rule.destinations:
                     refused.setdefault(name, Refusal(name, "rule_condition", f"rule {index}: {condition}"))
@@ -202,8 +251,9 @@ class RoutingTable:
                 if name in chosen:
                     continue
                 dest = self.config.destinations[name]
-                if dest.category.lower() in refused_categories or name.lower() in refused_categories:
-                    refused[name] = Refusal(name, "sharing_refused", f"the person refused sharing with {dest.category}")
+                family = dest.consent_family
+                if family is not None and refusals.refuses(family):
+                    refused[name] = Refusal(name, "sharing_refused", _refusal_detail(family, dest.category, refusals))
                     continue
                 if dest.needs_qualified_ins and not facts.ins_qualified:
                     refused[name] = Refusal(name, "ins_not_qualified", f"{dest.category} requires a qualified INS")
@@ -214,12 +264,20 @@ class RoutingTable:
         return Decision(destinations=tuple(chosen), refused=final_refused, matched_rules=tuple(matched))
 
 
-def _unmet_condition(when: When, facts: RecordFacts, refused_categories: set[str]) -> str | None:
+def _refusal_detail(family: ConsentFamily, category: str, refusals: Refusals) -> str:
+    if family not in refusals.families:
+        # never echo the stored value: only say that it was not understood
+        return f"an unrecognised sharing refusal is read as refusing every consent family ({category})"
+    under = "" if category == family.value else f" ({category} falls under {family.value})"
+    return f"the person refused sharing with {family.value}{under}"
+
+
+def _unmet_condition(when: When, facts: RecordFacts, refusals: Refusals) -> str | None:
     if when.ins_qualified is not None and facts.ins_qualified != when.ins_qualified:
         return f"requires ins_qualified={str(when.ins_qualified).lower()}"
-    for category in when.not_refused:
-        if category.lower() in refused_categories:
-            return f"the person refused sharing with {category}"
+    for family in when.not_refused:
+        if refusals.refuses(family):
+            return f"the person refused sharing with {family.value}"
     return None
 
 
@@ -254,11 +312,79 @@ def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_connectors(config: RoutingConfig, *, source: str = "<memory>") -> dict[str, Connector]:
+# A connector settings field that turns TLS verification off when False ("verify", "verify_tls",
+# "tls_verify", "ssl_verify", "verify_ssl", "check_hostname"...), or on when True ("insecure...").
+_VERIFY_FIELD = re.compile(r"(^|_)(verify|check_hostname)(_|$)", re.IGNORECASE)
+_INSECURE_FIELD = re.compile(r"(^|_)insecure(_|$)", re.IGNORECASE)
+
+
+def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(JSON pointer parts, value) of every leaf of a validated settings model; secrets are not opened."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return
+    if isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            yield from _leaves(getattr(value, name), (*path, info.alias or name))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, str(key)))
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, str(index)))
+    else:
+        yield path, value
+
+
+def _is_loopback(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tls_policy(connector_settings: BaseModel, *, settings: Settings, pointer: str) -> None:
+    """Refuse a destination whose validated connector settings weaken transport security.
+
+    Generic: every field of the settings model (nested models, lists and dicts included) is
+    inspected, secrets excepted. A field named like ``verify``/``verify_tls``/``check_hostname``
+    set to false (or ``insecure...`` set to true) turns TLS verification off: refused unless
+    ``DUI_GATEWAY_TLS_VERIFY=false``, which only the ``dev`` profile allows (the connector then
+    keeps its own setting). A string or URL value starting with ``http://`` is refused in the
+    ``prod`` profile unless its host is a loopback address (127.0.0.0/8, ::1, localhost).
+    ``pointer`` is the destination's ``file#/destinations/<name>``.
+    """
+    problems: list[str] = []
+    for path, value in _leaves(connector_settings, ()):
+        where = f"{pointer}/settings/{'/'.join(path)}"
+        name = path[-1] if path else ""
+        turns_off = (value is False and _VERIFY_FIELD.search(name)) or (value is True and _INSECURE_FIELD.search(name))
+        if turns_off and settings.tls_verify:
+            problems.append(
+                f"{where}: turning TLS verification off is refused "
+                f"(only with profile=dev and DUI_GATEWAY_TLS_VERIFY=false; profile is {settings.profile})"
+            )
+        if isinstance(value, str | AnyUrl) and settings.profile == "prod":
+            text = str(value).strip()
+            if text.lower().startswith("http://") and not _is_loopback(text):
+                problems.append(f"{where}: plain http:// endpoints are refused with profile=prod (use https://)")
+    if problems:
+        raise RoutingConfigError("insecure destination:\n  " + "\n  ".join(problems))
+
+
+def build_connectors(config: RoutingConfig, *, settings: Settings, source: str = "<memory>") -> dict[str, Connector]:
     """Instantiate each configured destination's connector (loaded lazily from its entry point).
 
-    A destination whose connector is unknown, fails to import or rejects its settings raises
-    :class:`RoutingConfigError`; installed connectors that no destination uses are only logged.
+    A destination whose connector is unknown, fails to import, rejects its settings or breaks the
+    TLS policy (:func:`check_tls_policy`) raises :class:`RoutingConfigError`; installed connectors
+    that no destination uses are only logged.
     """
     available = _entry_points()
     out: dict[str, Connector] = {}
@@ -286,6 +412,7 @@ def build_connectors(config: RoutingConfig, *, source: str = "<memory>") -> dict
                 f"{pointer}/settings/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise RoutingConfigError(f"invalid settings for destination {name!r}: {problems}") from None
+        check_tls_policy(connector_settings, settings=settings, pointer=pointer)
         try:
             out[name] = cls(connector_settings)
         except Exception as exc:
@@ -302,7 +429,7 @@ def load(settings: Settings) -> tuple[RoutingTable, dict[str, Connector]]:
         return RoutingTable(), {}
     path = Path(settings.routing_file)
     config = load_config(path)
-    connectors = build_connectors(config, source=str(path))
+    connectors = build_connectors(config, settings=settings, source=str(path))
     _log.info("routing_loaded", file=str(path), destinations=len(connectors), rules=len(config.rules))
     return RoutingTable(config=config, source=str(path)), connectors
 

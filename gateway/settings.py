@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # audit chain HMAC keys, same "id:base64key" format (first seals new events); unset = plain SHA-256 chain
     audit_keys: SecretStr | None = None
     admin_token: SecretStr | None = None
-    tls_verify: bool = True
+    tls_verify: bool = True  # false (dev only): destinations may turn TLS verification off (routing.check_tls_policy)
     routing_file: Path | None = None  # routing rules + destinations (YAML or JSON)
     document_id_root: str = "1.2.250.1.999.1.1"  # OID root for the documents this deployment issues
     cisis_kit_dir: Path | None = Field(default=None, validation_alias="CISIS_KIT_DIR")

@@ -147,7 +147,10 @@ class RecordFacts:
     person_ref: str  # local identifier of the person in the DUI
     essms_finess: str
     ins_qualified: bool = False
-    sharing_refused_with: frozenset[str] = frozenset()  # destination categories refused (e.g. "dmp")
+    # Consent families the person refused (mappings.consent.ConsentFamily members when a mapping
+    # builds the facts; facts read back from storage may hold older plain strings, which routing
+    # reads with mappings.consent.read_refusals: an unrecognised one refuses every family).
+    sharing_refused_with: frozenset[str] = frozenset()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -19,6 +19,7 @@ that DMP/MSSanté patient routing is not allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import uuid
@@ -42,7 +43,14 @@ from mappings.base import (
 from mappings.cda import entries, header, sections
 from mappings.cda.datatypes import CIM10, LOINC, TA_ASIP, Ids, add, new_document
 from mappings.cda.narrative import Narrative, Ref, lines, yes_no
-from mappings.record import DluRecord, DuiRecord, HealthEstablishment, IdentityStatus, facts
+from mappings.record import (
+    DluRecord,
+    HealthEstablishment,
+    exchange_identity,
+    facts,
+    ins_refusal,
+    local_person_root,
+)
 
 __all__ = [
     "DLU",
@@ -87,18 +95,6 @@ _UNIT_LABEL = {"h": "heure(s)", "d": "jour(s)", "wk": "semaine(s)", "mo": "mois"
 # --------------------------------------------------------------------------------------------
 # Identifiers and versions
 # --------------------------------------------------------------------------------------------
-
-
-def _finess_arc(finess: str) -> str:
-    """An OID arc unique per FINESS (leading zeros and Corsican 2A/2B kept distinct)."""
-    if finess.isdigit():
-        return f"1{finess}"
-    return f"{2 if finess[1] == 'A' else 3}{finess[2:]}"
-
-
-def local_person_root(record: DuiRecord, ctx: RenderContext) -> str:
-    """OID under which the person's local id is issued: the ESSMS's own, else derived from the deployment root."""
-    return record.essms.patient_id_oid or f"{ctx.id_root}.5.{_finess_arc(record.essms.finess)}"
 
 
 def _check_oid(value: str, what: str) -> str:
@@ -591,11 +587,7 @@ def _metadata(
     version: int,
     service_start: datetime,
 ) -> ExchangeMetadata:
-    person = record.person
-    if person.ins_usable and person.ins is not None:
-        patient_id, patient_system = person.ins.matricule, person.ins.oid
-    else:
-        patient_id, patient_system = person.local_id, local_person_root(record, ctx)
+    identity = exchange_identity(record, ctx)
     essms = record.essms
     _, author_ext = header.professional_id(record.author, essms)
     _, signer_ext = header.professional_id(record.signer, essms)
@@ -612,8 +604,8 @@ def _metadata(
         author_institution_name=essms.name,
         author_institution_id=f"{header.STRUCT_ID_ROOT}^{header.org_id_extension(essms.finess)}",
         author_person_id=author_ext,
-        patient_id=patient_id,
-        patient_id_system=patient_system,
+        patient_id=identity.patient_id,
+        patient_id_system=identity.patient_id_system,
         service_start=service_start,
         extra={
             "model": model,
@@ -621,9 +613,7 @@ def _metadata(
             "version": version,
             "author_specialty": record.author.role,
             "legal_authenticator_id": signer_ext,
-            "source_patient_id": person.local_id,
-            "source_patient_id_system": local_person_root(record, ctx),
-            "ins_transmissible": person.ins_usable,
+            **identity.extra(),
         },
     )
 
@@ -757,27 +747,12 @@ class DluDocumentType:
         if not isinstance(record, DluRecord):
             raise TypeError(f"expected a DluRecord, got {type(record).__name__}")
         base = facts(record)
-        person = record.person
         extra = dict(base.extra)
         extra["has_transfer"] = record.transfer is not None
-        if not person.ins_usable:
-            status = person.identity_status
-            why = (
-                "identity is not 'qualifiee'"
-                if status is not IdentityStatus.QUALIFIEE
-                else "no INS on a qualified identity"
-            )
-            extra["dmp_refusal"] = (
-                f"DMP/MSSanté patient routing refused: {why} (status {status.value}); "
-                "the INS may only be used with a qualified identity (RNIV)"
-            )
-        return RecordFacts(
-            person_ref=base.person_ref,
-            essms_finess=base.essms_finess,
-            ins_qualified=base.ins_qualified,
-            sharing_refused_with=base.sharing_refused_with,
-            extra=extra,
-        )
+        refusal = ins_refusal(record.person)
+        if refusal is not None:
+            extra["dmp_refusal"] = refusal
+        return dataclasses.replace(base, extra=extra)
 
     def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]:
         if not isinstance(record, DluRecord):

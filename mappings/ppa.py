@@ -20,6 +20,7 @@ documents): rendering it raises :class:`~mappings.base.MappingFailed`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from datetime import date, datetime, time
@@ -32,10 +33,9 @@ from mappings import valuesets
 from mappings.base import Code, ExchangeMetadata, MappingFailed, RecordFacts, RenderContext, Rendition
 from mappings.cda import header
 from mappings.cda.datatypes import LOINC, add, new_document
-from mappings.dlu import local_person_root
 from mappings.pdf import render_ppa_pdf
 from mappings.ppa_model import PpaStatus, ProjetPersonnalise
-from mappings.record import DuiRecord, facts
+from mappings.record import DuiRecord, exchange_identity, facts, local_person_root
 from mappings.registry import register
 from mappings.tddui import BundleBuilder, Stay, bundle_bytes
 
@@ -121,12 +121,8 @@ def _root_extension(document_id: str) -> tuple[str, str | None]:
 
 
 def _metadata(record: PpaRecord, ctx: RenderContext, set_id: str, version: int, title: str) -> ExchangeMetadata:
-    person = record.person
+    identity = exchange_identity(record, ctx)
     essms = record.essms
-    if person.ins_usable and person.ins is not None:
-        patient_id, patient_system = person.ins.matricule, person.ins.oid
-    else:
-        patient_id, patient_system = person.local_id, local_person_root(record, ctx)
     _, author_ext = header.professional_id(record.author, essms)
     _, signer_ext = header.professional_id(record.signer, essms)
     ppa = record.ppa
@@ -143,8 +139,8 @@ def _metadata(record: PpaRecord, ctx: RenderContext, set_id: str, version: int, 
         author_institution_name=essms.name,
         author_institution_id=f"{header.STRUCT_ID_ROOT}^{header.org_id_extension(essms.finess)}",
         author_person_id=author_ext,
-        patient_id=patient_id,
-        patient_id_system=patient_system,
+        patient_id=identity.patient_id,
+        patient_id_system=identity.patient_id_system,
         service_start=_midnight(ppa.period_start, ctx),
         service_stop=_midnight(ppa.period_end, ctx) if ppa.period_end else None,
         extra={
@@ -154,9 +150,7 @@ def _metadata(record: PpaRecord, ctx: RenderContext, set_id: str, version: int, 
             "body_media_type": "application/pdf",
             "author_specialty": record.author.role,
             "legal_authenticator_id": signer_ext,
-            "source_patient_id": person.local_id,
-            "source_patient_id_system": local_person_root(record, ctx),
-            "ins_transmissible": person.ins_usable,
+            **identity.extra(),
             "ppa_status": ppa.status.value,
         },
     )
@@ -276,15 +270,8 @@ class PpaDocumentType:
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, PpaRecord)
-        base = facts(record)
-        refused = set(base.sharing_refused_with) | {r.partner for r in record.ppa.sharing_refusals}
-        return RecordFacts(
-            person_ref=base.person_ref,
-            essms_finess=base.essms_finess,
-            ins_qualified=base.ins_qualified,
-            sharing_refused_with=frozenset(refused),
-            extra={**base.extra, "ppa_status": record.ppa.status.value},
-        )
+        base = facts(record, also_refused=(r.partner for r in record.ppa.sharing_refusals))
+        return dataclasses.replace(base, extra={**base.extra, "ppa_status": record.ppa.status.value})
 
     def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]:
         assert isinstance(record, PpaRecord)

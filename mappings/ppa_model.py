@@ -20,6 +20,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mappings.base import Code
+from mappings.consent import ConsentFamily
 from mappings.record import Label, Professional, Text
 
 __all__ = [
@@ -360,8 +361,8 @@ class Agreement(_Model):
 class SharingRefusal(_Model):
     """The person (or their representative) refuses that this PPA be shared with a partner."""
 
-    partner: Literal["dmp", "mssante", "viatrajectoire", "sidoba", "fhir"] = Field(
-        description="Destination category refused (dmp = Mon espace santé)."
+    partner: ConsentFamily = Field(
+        description="Consent family refused (dmp = the DMP and Mon espace santé, mssante = MSSanté messaging)."
     )
     on: date = Field(description="When the refusal was expressed.")
     by: Literal["person", "legal_representative"] = Field(default="person", description="Who refused.")

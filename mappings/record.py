@@ -20,14 +20,17 @@ Identity rules (RNIV, see ``shared/specs/identity-and-security.md``):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mappings import valuesets
-from mappings.base import RecordFacts
+from mappings.base import RecordFacts, RenderContext
+from mappings.consent import ConsentFamily
 
 __all__ = [
     "Address",
@@ -42,6 +45,7 @@ __all__ = [
     "Dose",
     "DuiRecord",
     "Essms",
+    "ExchangeIdentity",
     "Frequency",
     "HealthEstablishment",
     "IdentityStatus",
@@ -60,8 +64,11 @@ __all__ = [
     "Treatment",
     "Vaccination",
     "VitalSigns",
+    "exchange_identity",
     "facts",
     "finess_key_ok",
+    "ins_refusal",
+    "local_person_root",
     "luhn_ok",
     "nir_key",
 ]
@@ -383,9 +390,12 @@ class Person(_Model):
         default=None, description="Legal representative (tuteur, curateur...)."
     )
     general_practitioner: Professional | None = Field(default=None, description="Médecin traitant.")
-    sharing_refusals: list[Literal["dmp", "mssante", "viatrajectoire", "sidoba", "fhir"]] = Field(
+    sharing_refusals: list[ConsentFamily] = Field(
         default_factory=list,
-        description="Destinations the person (or their representative) opposed sharing with, e.g. ['dmp'].",
+        description=(
+            "Consent families the person (or their representative) opposed sharing with, e.g. ['dmp'] "
+            "(dmp also covers Mon espace santé, mssante also the person's own MSSanté box)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -422,9 +432,14 @@ class Person(_Model):
             raise ValueError("an identity with an INS needs traits.birth_place_code (INS trait)")
 
     @property
+    def usable_ins(self) -> Ins | None:
+        """The INS when it may be used and transmitted (the identity is qualifiée), else None."""
+        return self.ins if self.identity_status is IdentityStatus.QUALIFIEE else None
+
+    @property
     def ins_usable(self) -> bool:
         """The INS may be used and transmitted only when the identity is qualifiée."""
-        return self.ins is not None and self.identity_status is IdentityStatus.QUALIFIEE
+        return self.usable_ins is not None
 
 
 class Essms(_Model):
@@ -819,13 +834,80 @@ class DluRecord(DuiRecord):
         return self
 
 
-def facts(record: DuiRecord) -> RecordFacts:
-    """Routing/audit facts of any DUI record: references and flags, never names or dates."""
+def facts(record: DuiRecord, *, also_refused: Iterable[ConsentFamily] = ()) -> RecordFacts:
+    """Routing/audit facts of any DUI record: references and flags, never names or dates.
+
+    ``sharing_refused_with`` holds the person's refusals plus ``also_refused`` (a document's own
+    refusals, e.g. the PPA's), all :class:`~mappings.consent.ConsentFamily` members.
+    """
     person = record.person
     return RecordFacts(
         person_ref=person.local_id,
         essms_finess=record.essms.finess,
         ins_qualified=person.ins_usable,
-        sharing_refused_with=frozenset(person.sharing_refusals),
+        sharing_refused_with=frozenset(person.sharing_refusals) | frozenset(also_refused),
         extra={"identity_status": person.identity_status.value},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The identity rule, once for every document type
+# --------------------------------------------------------------------------------------------
+
+
+def _finess_arc(finess: str) -> str:
+    """An OID arc unique per FINESS (leading zeros and Corsican 2A/2B kept distinct)."""
+    if finess.isdigit():
+        return f"1{finess}"
+    return f"{2 if finess[1] == 'A' else 3}{finess[2:]}"
+
+
+def local_person_root(record: DuiRecord, ctx: RenderContext) -> str:
+    """OID under which the person's local id is issued: the ESSMS's own, else derived from the deployment root."""
+    return record.essms.patient_id_oid or f"{ctx.id_root}.5.{_finess_arc(record.essms.finess)}"
+
+
+@dataclass(frozen=True)
+class ExchangeIdentity:
+    """How a document's exchange metadata identifies the person (XDS patientId, sourcePatientId)."""
+
+    patient_id: str  # the INS matricule when usable (qualifiée), else the local id
+    patient_id_system: str  # its OID
+    source_patient_id: str  # always the local id...
+    source_patient_id_system: str  # ...under local_person_root
+    ins_transmissible: bool
+
+    def extra(self) -> dict[str, Any]:
+        """The ``ExchangeMetadata.extra`` entries about the person, in their usual order."""
+        return {
+            "source_patient_id": self.source_patient_id,
+            "source_patient_id_system": self.source_patient_id_system,
+            "ins_transmissible": self.ins_transmissible,
+        }
+
+
+def exchange_identity(record: DuiRecord, ctx: RenderContext) -> ExchangeIdentity:
+    """The person's identifiers for exchange metadata: the INS only when the identity is qualifiée (RNIV)."""
+    person = record.person
+    local_root = local_person_root(record, ctx)
+    ins = person.usable_ins
+    patient_id, system = (ins.matricule, ins.oid) if ins is not None else (person.local_id, local_root)
+    return ExchangeIdentity(
+        patient_id=patient_id,
+        patient_id_system=system,
+        source_patient_id=person.local_id,
+        source_patient_id_system=local_root,
+        ins_transmissible=ins is not None,
+    )
+
+
+def ins_refusal(person: Person) -> str | None:
+    """Why the INS cannot be used (so DMP / MSSanté patient routing is refused), or None when it can."""
+    if person.ins_usable:
+        return None
+    status = person.identity_status
+    why = "identity is not 'qualifiee'" if status is not IdentityStatus.QUALIFIEE else "no INS on a qualified identity"
+    return (
+        f"DMP/MSSanté patient routing refused: {why} (status {status.value}); "
+        "the INS may only be used with a qualified identity (RNIV)"
     )

@@ -19,6 +19,7 @@ or from ``RenderContext.now``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import date, datetime
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from mappings import fhir
 from mappings.base import MappingFailed, RecordFacts, RenderContext, Rendition
+from mappings.consent import ConsentFamily
 from mappings.ppa_model import (
     SERAFIN_SYSTEM_FHIR,
     Agreement,
@@ -693,7 +695,7 @@ class BundleBuilder:
         }
         return self._add("Consent", f"agreement/{index}", resource)
 
-    def _sharing_refusal(self, partner: str, on: date, by: str) -> str:
+    def _sharing_refusal(self, partner: ConsentFamily, on: date, by: str) -> str:
         performer = self.patient_ref
         if by == "legal_representative" and self.person.legal_representative is not None:
             performer = self.related_person(self.person.legal_representative, "legal-representative")
@@ -712,9 +714,9 @@ class BundleBuilder:
             "dateTime": _date(on),
             "performer": [{"reference": performer}],
             "policy": [{"uri": "https://www.legifrance.gouv.fr/codes/article_lc/LEGIARTI000031921398"}],
-            "provision": {"type": "deny", "purpose": [_coding("urn:dui-gateway:partner", partner)]},
+            "provision": {"type": "deny", "purpose": [_coding("urn:dui-gateway:partner", partner.value)]},
         }
-        return self._add("Consent", f"refusal/{partner}", resource)
+        return self._add("Consent", f"refusal/{partner.value}", resource)
 
     def _review(self, ppa: ProjetPersonnalise, index: int) -> str:
         """Task (tddui-task-bilan, TDDUI 2.2.0): a review (bilan) of the PPA already held.
@@ -846,17 +848,9 @@ class TdduiExportDocumentType:
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, TdduiExportRecord)
-        base = facts(record)
-        refused = set(base.sharing_refused_with)
-        if record.ppa is not None:
-            refused |= {r.partner for r in record.ppa.sharing_refusals}
-        return RecordFacts(
-            person_ref=base.person_ref,
-            essms_finess=base.essms_finess,
-            ins_qualified=base.ins_qualified,
-            sharing_refused_with=frozenset(refused),
-            extra={**base.extra, "fhir_only": True},
-        )
+        ppa_refusals = record.ppa.sharing_refusals if record.ppa is not None else []
+        base = facts(record, also_refused=(r.partner for r in ppa_refusals))
+        return dataclasses.replace(base, extra={**base.extra, "fhir_only": True})
 
     def render(self, record: BaseModel, ctx: RenderContext) -> list[Rendition]:
         assert isinstance(record, TdduiExportRecord)

@@ -99,8 +99,9 @@ def document_header(doc: etree._Element, header: DocumentHeader) -> None:
 def patient_ids(person: Person, local_root: str) -> list[PatientId]:
     """The patientRole ids: INS first when usable (qualifiée), then the local id."""
     ids: list[PatientId] = []
-    if person.ins_usable and person.ins is not None:
-        ids.append(PatientId(person.ins.oid, person.ins.matricule))
+    ins = person.usable_ins
+    if ins is not None:
+        ids.append(PatientId(ins.oid, ins.matricule))
     ids.append(PatientId(local_root, person.local_id))
     return ids
 

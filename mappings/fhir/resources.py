@@ -44,8 +44,8 @@ _GENDER = {"M": "male", "F": "female", "U": "unknown"}
 
 def ins_identifier(person: Person) -> Json | None:
     """The FR Core INS identifier slice, or ``None``: the INS is carried only for a qualified identity."""
-    ins = person.ins
-    if ins is None or not person.ins_usable:
+    ins = person.usable_ins
+    if ins is None:
         return None
     # FR Core 2.1 slices: INS-NIR (.8, official), INS-NIA (.9, temp), INS-NIR-TEST (.10),
     # INS-NIR-DEMO (.11: FR Core's slice for the second test OID, used for test NIA).

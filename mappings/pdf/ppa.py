@@ -19,6 +19,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, ListFlowable, ListItem, Paragraph, SimpleDocTemplate, Spacer
 
+from mappings.consent import ConsentFamily
 from mappings.pdf._pdfa import FONT, FONT_BOLD, FONT_ITALIC, PdfAInfo, canvas_maker, document_id
 from mappings.ppa_model import (
     Achievement,
@@ -71,12 +72,12 @@ ACHIEVEMENT_FR = {
     Achievement.NO_PROGRESS: "sans progrès",
     Achievement.NOT_ATTAINABLE: "hors d'atteinte",
 }
-PARTNER_FR = {
-    "dmp": "Mon espace santé (DMP)",
-    "mssante": "la messagerie sécurisée de santé (MSSanté)",
-    "viatrajectoire": "ViaTrajectoire",
-    "sidoba": "les remontées statistiques (SIDOBA)",
-    "fhir": "les logiciels partenaires (échanges FHIR)",
+PARTNER_FR: dict[ConsentFamily, str] = {
+    ConsentFamily.DMP: "Mon espace santé (DMP)",
+    ConsentFamily.MSSANTE: "la messagerie sécurisée de santé (MSSanté)",
+    ConsentFamily.VIATRAJECTOIRE: "ViaTrajectoire",
+    ConsentFamily.SIDOBA: "les remontées statistiques (SIDOBA)",
+    ConsentFamily.FHIR: "les logiciels partenaires (échanges FHIR)",
 }
 PARTY_FR = {"person": "La personne", "legal_representative": "Le représentant légal", "structure": "La structure"}
 

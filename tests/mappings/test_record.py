@@ -16,12 +16,13 @@ from mappings.record import (
     IdentityStatus,
     Ins,
     Professional,
+    exchange_identity,
     facts,
     finess_key_ok,
     luhn_ok,
     nir_key,
 )
-from tests.mappings.conftest import SAMPLES, load_record, record_json
+from tests.mappings.conftest import RECORDS, SAMPLES, fixed_ctx, load_record, record_json
 
 
 def _errors(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -191,3 +192,21 @@ def test_json_schema_documents_the_fields() -> None:
     assert "INS" in person["ins"]["description"]
     assert schema["$defs"]["Ins"]["properties"]["matricule"]["pattern"]
     assert schema["additionalProperties"] is False
+
+
+def test_one_identity_rule_for_the_exchange_metadata_of_every_document_type() -> None:
+    from mappings.dlu import render_dlu
+    from mappings.ppa import PpaRecord, render_cda
+
+    ppa_data = json.loads((RECORDS / "ppa-ehpad.json").read_text(encoding="utf-8"))
+    for record in (load_record("rich"), load_record("not_qualified"), PpaRecord.model_validate(ppa_data)):
+        identity = exchange_identity(record, fixed_ctx())
+        qualified = record.person.identity_status is IdentityStatus.QUALIFIEE and record.person.ins is not None
+        assert identity.ins_transmissible is qualified is (record.person.usable_ins is not None)
+        expected = record.person.ins.matricule if qualified else record.person.local_id  # type: ignore[union-attr]
+        assert identity.patient_id == expected and identity.source_patient_id == record.person.local_id
+        render = render_cda if isinstance(record, PpaRecord) else render_dlu
+        meta = render(record, fixed_ctx()).metadata  # type: ignore[arg-type]
+        assert meta is not None
+        assert (meta.patient_id, meta.patient_id_system) == (identity.patient_id, identity.patient_id_system)
+        assert {k: meta.extra[k] for k in identity.extra()} == identity.extra()
