@@ -26,7 +26,11 @@ The ``Idempotency-Key`` header also carries ``envelope.idempotency_key``. Outcom
   a TLS certificate that fails verification → :class:`PermanentError` (:mod:`connectors._errors`).
 
 Every network call is bounded by ``envelope.timeout(settings.timeout)``: the connect and each
-read wait at most the time left before the envelope's deadline.
+socket read wait at most the time left before the envelope's deadline. The answer's body is read
+only up to 64 KiB (a larger one is ignored, not loaded) and a 2xx whose body is still arriving
+at the deadline is a :class:`TransientError`. Limit: requests has no total timeout, so a peer
+dribbling its *headers* byte by byte can keep one send past the deadline by up to one read
+timeout per byte; the engine's lease is the backstop.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from connectors._errors import http_status_error, map_errors
 from connectors._secrets import SecretRef
-from connectors.base import Envelope, Health, Receipt
+from connectors.base import Envelope, Health, Receipt, TransientError
 from connectors.webhook.signing import check_secret, sign_headers
 from mappings.base import Rendition
 
@@ -201,11 +205,15 @@ class WebhookConnector:
                 headers=headers,
                 timeout=envelope.timeout(self.settings.timeout),
                 allow_redirects=False,
+                stream=True,  # the answer is read below, bounded in size and time
             )
-        status = resp.status_code
-        if not 200 <= status < 300:
-            raise http_status_error("webhook", status)  # the answer's body is not echoed
-        data = _small_json(resp)
+            try:
+                status = resp.status_code
+                if not 200 <= status < 300:
+                    raise http_status_error("webhook", status)  # the answer's body is not echoed
+                data = _small_json(_read_answer(resp, envelope))
+            finally:
+                resp.close()
         remote_id = _remote_id(data, resp)
         if status == 202 and data.get("receipt") == "later":
             return Receipt(
@@ -234,12 +242,30 @@ class WebhookConnector:
 _MAX_ANSWER_BYTES = 64 * 1024
 
 
-def _small_json(resp: requests.Response) -> dict[str, Any]:
+def _read_answer(resp: requests.Response, envelope: Envelope) -> bytes | None:
+    """The answer's body, or None when it is larger than 64 KiB (not read further).
+
+    A 2xx whose body cannot be read before the envelope's deadline is a TransientError: whether
+    the peer said "delivered" or "receipt later" is unknown, and a resend is recognised.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(chunk_size=8192):
+        size += len(chunk)
+        if size > _MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+        if envelope.seconds_left() <= 0:
+            raise TransientError("webhook answer not read before the delivery's deadline")
+    return b"".join(chunks)
+
+
+def _small_json(content: bytes | None) -> dict[str, Any]:
     """The answer's JSON object when it is a small one, else ``{}`` (never raises)."""
-    if len(resp.content) > _MAX_ANSWER_BYTES:
+    if not content:
         return {}
     try:
-        data = json.loads(resp.content)
+        data = json.loads(content)
     except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -10,8 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -266,3 +268,39 @@ def test_accepted_receipt_later_gives_a_sent_receipt(tmp_path: Path) -> None:
     assert resent.status == "sent"
     assert after.status == "delivered" and after.ack_ref is None
     assert scheduled["idempotency_key"] == env.idempotency_key and scheduled["delivery_id"] == env.delivery_id
+
+
+class _HugeAnswer(BaseHTTPRequestHandler):
+    """Accepts with a 10 MB body (a hostile or broken peer)."""
+
+    protocol_version = "HTTP/1.1"
+    size = 10 * 1024 * 1024
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(201)
+        self.send_header("Location", "/documents/42")
+        self.send_header("Content-Length", str(self.size))
+        self.end_headers()
+        try:
+            for _ in range(self.size // 65536):
+                self.wfile.write(b" " * 65536)
+        except OSError:
+            pass  # the connector stopped reading: expected
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_huge_answer_is_not_read_into_memory() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeAnswer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/in"
+        receipt = _unsigned(url, timeout=5).send(make_envelope())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert receipt.status == "delivered" and receipt.remote_id == "/documents/42"
