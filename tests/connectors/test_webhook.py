@@ -22,9 +22,10 @@ from pydantic import ValidationError
 from connectors.base import Envelope, PermanentError, TransientError
 from connectors.sandbox import SandboxReceiver
 from connectors.webhook import WebhookConnector, WebhookSettings
+from connectors.webhook.receipts import WebhookReceiptSettings, WebhookReceiptSource
 from connectors.webhook.signing import new_secret
 from tests.connectors.contract import ConnectorContract, make_envelope
-from tests.peers import SandboxClient, free_port
+from tests.peers import ReceiptCollector, SandboxClient, free_port
 
 
 class SignedSandbox(SandboxClient):
@@ -304,3 +305,17 @@ def test_a_huge_answer_is_not_read_into_memory() -> None:
         server.shutdown()
         server.server_close()
     assert receipt.status == "delivered" and receipt.remote_id == "/documents/42"
+
+
+def test_sent_receipt_and_later_acknowledgement_meet_on_ack_ref(tmp_path: Path) -> None:
+    """The whole seam: connector → 202 later → the sandbox's signed receipt → the receipt source."""
+    value, ref = _secret_file(tmp_path)
+    source = WebhookReceiptSource(WebhookReceiptSettings.model_validate({"signing_secrets": [ref]}))
+    env = make_envelope()
+    with ReceiptCollector(source) as gateway, SandboxReceiver(webhook_secrets=[value]) as rx:
+        SandboxClient(rx.url).control(receipt_later=1, receipt_delay=0.1, receipt_url=gateway.url)
+        receipt = WebhookConnector(WebhookSettings(url=f"{rx.url}/in", signing_secrets=[ref])).send(env)
+        gateway.wait(1)
+    [ack] = gateway.acknowledgements()
+    assert receipt.status == "sent" and ack.ack_ref == receipt.ack_ref == env.idempotency_key
+    assert (ack.outcome, ack.remote_id, ack.detail["delivery_id"]) == ("delivered", receipt.remote_id, env.delivery_id)
