@@ -94,14 +94,31 @@ def sandbox(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8787,
     db: Annotated[Path, typer.Option(help="SQLite file recording what was received")] = Path("var/sandbox.db"),
     verbose: Annotated[bool, typer.Option(help="Log one line per request (method, path, status)")] = True,
+    webhook_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Verify webhook signatures with this whsec_ secret, given as env:NAME or file:PATH "
+            "(repeatable, newest first; default: $DUI_GATEWAY_SANDBOX_WEBHOOK_SECRETS)"
+        ),
+    ] = None,
+    receipt_url: Annotated[
+        str | None, typer.Option(help="Where 'receipt later' receipts are POSTed (the gateway's inbound URL)")
+    ] = None,
 ) -> None:
     """Run the sandbox HTTP receiver: records deliveries, dedups by Idempotency-Key, injects faults."""
     import json
 
-    from connectors.sandbox import SandboxReceiver
+    from connectors.sandbox import SandboxReceiver, sandbox_secrets
 
-    receiver = SandboxReceiver(db_path=db, host=host, port=port, quiet=not verbose)
-    print(json.dumps({"event": "sandbox_listening", "url": receiver.url, "db": str(db)}), flush=True)
+    try:
+        secrets = sandbox_secrets(webhook_secret or ())
+        receiver = SandboxReceiver(
+            db_path=db, host=host, port=port, quiet=not verbose, webhook_secrets=secrets, receipt_url=receipt_url
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    listening = {"event": "sandbox_listening", "url": receiver.url, "db": str(db), "verifies_signatures": bool(secrets)}
+    print(json.dumps(listening), flush=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         receiver.serve_forever()

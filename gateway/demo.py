@@ -4,7 +4,8 @@
 2. start the sandbox HTTP receiver (a real loopback server, recording to ``var/sandbox.db``);
 3. write ``var/routing.json``: DLUs go to two sandbox destinations, ``dmp-sandbox`` (category
    ``dmp``: only persons with a qualified INS) and ``mssante-sandbox`` (category ``mssante``),
-   both webhook connectors to the receiver until the real connectors exist;
+   both webhook connectors to the receiver until the real connectors exist, signed with the
+   secret in ``var/demo-webhook-secret`` that the receiver verifies;
 4. provision a demo tenant, its ESSMS and an API client (key kept in ``var/demo-api-key``);
 5. start the API under uvicorn with in-process workers;
 6. post the demo DLU records (``gateway/demo_data``) through the real HTTP API, after asking
@@ -68,11 +69,16 @@ def demo_records() -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def routing_document(sandbox_url: str) -> dict[str, Any]:
-    """The demo routing file: DLUs to two webhook destinations on the sandbox receiver."""
+def routing_document(sandbox_url: str, secret_file: Path) -> dict[str, Any]:
+    """The demo routing file: DLUs to two signed webhook destinations on the sandbox receiver."""
 
     def webhook(path: str) -> dict[str, Any]:
-        return {"url": f"{sandbox_url}{path}", "health_url": f"{sandbox_url}/_health", "timeout": 10}
+        return {
+            "url": f"{sandbox_url}{path}",
+            "health_url": f"{sandbox_url}/_health",
+            "timeout": 10,
+            "signing_secrets": [f"file:{secret_file}"],
+        }
 
     return {
         "destinations": {
@@ -87,6 +93,16 @@ def routing_document(sandbox_url: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _webhook_secret(path: Path) -> Path:
+    """The demo's webhook signing secret file (created once, 0600)."""
+    from connectors.webhook.signing import new_secret
+
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(new_secret() + "\n", encoding="ascii")
+    return path
 
 
 def provision(settings: Settings, key_file: Path) -> str:
@@ -246,12 +262,15 @@ def run_demo(
     var_dir = var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     port = port if port and _port_free(host, port) else _free_port(host)
+    secret_file = _webhook_secret(var_dir / "demo-webhook-secret")
+    secrets = [secret_file.read_text(encoding="ascii").strip()]  # the sandbox verifies what the gateway signs
     try:
-        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=sandbox_port)
+        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=sandbox_port, webhook_secrets=secrets)
     except OSError:  # the fixed port is taken: any free one will do
-        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=0)
+        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=0, webhook_secrets=secrets)
     routing_file = var_dir / "routing.json"
-    routing_file.write_text(json.dumps(routing_document(receiver.url), indent=2) + "\n", encoding="utf-8")
+    document = routing_document(receiver.url, secret_file)
+    routing_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     overrides: dict[str, Any] = {
         "profile": "dev",
         "routing_file": routing_file,

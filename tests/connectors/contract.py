@@ -10,16 +10,23 @@ A subclass provides a real peer (a server on loopback) and says how to reach it:
         def reject_next(self, peer): ...             # make the peer refuse the next delivery for good
         def fail_next(self, peer): ...               # make the peer fail the next delivery (may retry)
         def accepted_count(self, peer, envelope): ...  # how many times the peer accepted this envelope
+        def slow_next(self, peer, seconds): ...     # optional: the peer answers after `seconds`
+        def acknowledge_later(self, peer): ...      # optional: the peer accepts now, acknowledges later
 
 The suite checks: success gives a receipt and the peer holds the document once; a resend of
 the same envelope is safe (accepted once); peer down → TransientError; rejection →
-PermanentError; temporary failure → TransientError; health ok with the peer up, ko when down.
+PermanentError; temporary failure → TransientError; health ok with the peer up, ko when down;
+a slow peer does not keep ``send`` past the envelope's deadline (TransientError soon after it);
+a peer that acknowledges later gives a ``sent`` receipt with an ``ack_ref``. Optional hooks that
+a connector's peer cannot do skip their test.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -87,6 +94,12 @@ class ConnectorContract:
     def accepted_count(self, peer: Any, envelope: Envelope) -> int:
         raise NotImplementedError
 
+    def slow_next(self, peer: Any, seconds: float) -> None:
+        pytest.skip("this connector's peer cannot be slowed down")
+
+    def acknowledge_later(self, peer: Any) -> None:
+        pytest.skip("this connector's peer never acknowledges later")
+
     def envelope(self) -> Envelope:
         return make_envelope()
 
@@ -142,3 +155,19 @@ class ConnectorContract:
         health = self.down_connector().health()
         assert isinstance(health, Health)
         assert not health.ok
+
+    def test_deadline_is_honoured(self, peer: Any) -> None:
+        self.slow_next(peer, 5.0)
+        env = dataclasses.replace(self.envelope(), deadline=datetime.now(UTC) + timedelta(seconds=1))
+        started = time.monotonic()
+        with pytest.raises(TransientError):
+            self.connector(peer).send(env)
+        assert time.monotonic() - started < 2.0, "send returned long after the envelope's deadline"
+
+    def test_accepted_now_acknowledged_later(self, peer: Any) -> None:
+        self.acknowledge_later(peer)
+        env = self.envelope()
+        receipt = self.connector(peer).send(env)
+        assert receipt.status == "sent"
+        assert receipt.ack_ref, "a sent receipt names what its acknowledgement will refer to"
+        assert self.accepted_count(peer, env) == 1

@@ -2,10 +2,11 @@
 
 from tests.peers.net import free_port, wait_http, wait_port
 from tests.peers.process import ManagedProcess, dui_gateway_cmd
-from tests.peers.sandbox import SandboxClient, sandbox_process, sandbox_thread
+from tests.peers.sandbox import ReceiptCollector, SandboxClient, sandbox_process, sandbox_thread
 
 __all__ = [
     "ManagedProcess",
+    "ReceiptCollector",
     "SandboxClient",
     "dui_gateway_cmd",
     "free_port",

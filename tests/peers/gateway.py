@@ -49,7 +49,12 @@ def webhook_routing(sandbox_url: str, *, destinations: Mapping[str, str], docume
             name: {
                 "connector": "webhook",
                 "category": category,
-                "settings": {"url": f"{sandbox_url}/{name}", "health_url": f"{sandbox_url}/_health", "timeout": 10},
+                "settings": {
+                    "url": f"{sandbox_url}/{name}",
+                    "health_url": f"{sandbox_url}/_health",
+                    "timeout": 10,
+                    "signing": False,
+                },
             }
             for name, category in destinations.items()
         },

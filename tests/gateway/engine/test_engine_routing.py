@@ -158,7 +158,11 @@ def test_connectors_come_from_entry_points(tmp_path: Path) -> None:
     ok = parse_config(
         {
             "destinations": {
-                "hook": {"connector": "webhook", "category": "webhook", "settings": {"url": "http://127.0.0.1:9/x"}}
+                "hook": {
+                    "connector": "webhook",
+                    "category": "webhook",
+                    "settings": {"url": "http://127.0.0.1:9/x", "signing": False},
+                }
             }
         }
     )
@@ -182,7 +186,8 @@ def test_load_without_routing_file_routes_nowhere(tmp_path: Path) -> None:
     assert connectors == {} and table.config.rules == []
     path = tmp_path / "routing.yaml"
     path.write_text(
-        "destinations:\n  hook: {connector: webhook, category: webhook, settings: {url: 'http://127.0.0.1:9'}}\n"
+        "destinations:\n"
+        "  hook: {connector: webhook, category: webhook, settings: {url: 'http://127.0.0.1:9', signing: false}}\n"
     )
     table, connectors = routing.load(Settings(database_url="sqlite://", routing_file=path))
     assert list(connectors) == ["hook"] and table.source == str(path)

@@ -37,7 +37,7 @@ def runtime(session_factory, keyring, peer: SandboxClient, tmp_path: Path) -> Ru
         "  dui-hook:\n"
         "    connector: webhook\n"
         "    category: webhook\n"
-        f"    settings: {{url: '{peer.url}/hooks/dui', health_url: '{peer.url}/_health', timeout: 5}}\n"
+        f"    settings: {{url: '{peer.url}/hooks/dui', health_url: '{peer.url}/_health', timeout: 5, signing: false}}\n"
         "rules:\n"
         "  - document_types: [test-note]\n"
         "    destinations: [dui-hook]\n"
