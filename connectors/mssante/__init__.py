@@ -45,6 +45,9 @@ _ADDRESS = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
 )
 _INVISIBLE = "INVISIBLE_PATIENT"
+# CRLF, and no folding below RFC 5322's hard limit: a folded Subject unfolds with a leading space
+# in some clients, which then miss the "XDM/1.0/DDM" prefix
+_WIRE = policy.SMTP.clone(max_line_length=998)
 
 
 def _check_address(value: str) -> str:
@@ -118,6 +121,25 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, Iterable):
         return [str(v) for v in value]
     raise PermanentError("options.to must be an address or a list of addresses")
+
+
+_CLOSED_AFTER_TLS = (
+    "SMTP relay closed the connection right after the TLS handshake: it may refuse the ESSMS "
+    "client certificate (check the certificate registered with the operator)"
+)
+
+
+def _first_words_after_tls(smtp: smtplib.SMTP) -> None:
+    """EHLO right after the handshake: with TLS 1.3 a relay refusing the client certificate
+    shows only now, often as a bare disconnect (retried, with a hint for the operators)."""
+    try:
+        smtp.ehlo()
+    except ssl.SSLError:
+        smtp.close()
+        raise
+    except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+        smtp.close()
+        raise TransientError(_CLOSED_AFTER_TLS) from exc
 
 
 class MssanteConnector:
@@ -272,7 +294,7 @@ class MssanteConnector:
                 replaces_message_id=replaces_mid if replaced else None,
             )
         )
-        data = msg.as_bytes(policy=policy.SMTP)
+        data = msg.as_bytes(policy=_WIRE)
         if len(data) > self.settings.max_message_bytes:
             raise PermanentError(f"the message ({len(data)} bytes) exceeds max_message_bytes")
         return data, mid, recipients, sender
@@ -299,8 +321,11 @@ class MssanteConnector:
         s = self.settings
         smtp: smtplib.SMTP
         if s.tls == "implicit":
-            smtp = smtplib.SMTP_SSL(s.host, s.port, local_hostname=s.helo_name, timeout=timeout, context=ctx)
-            smtp.ehlo()
+            try:
+                smtp = smtplib.SMTP_SSL(s.host, s.port, local_hostname=s.helo_name, timeout=timeout, context=ctx)
+            except (smtplib.SMTPServerDisconnected, ConnectionResetError) as exc:
+                raise TransientError(_CLOSED_AFTER_TLS) from exc
+            _first_words_after_tls(smtp)
             return smtp
         smtp = smtplib.SMTP(s.host, s.port, local_hostname=s.helo_name, timeout=timeout)
         try:
@@ -308,7 +333,7 @@ class MssanteConnector:
             if not smtp.has_extn("starttls"):
                 raise PermanentError("the SMTP relay does not offer STARTTLS: refusing to send in clear")
             smtp.starttls(context=ctx)
-            smtp.ehlo()
+            _first_words_after_tls(smtp)
         except BaseException:
             smtp.close()
             raise
@@ -372,6 +397,9 @@ class MssanteConnector:
             smtp.rset()
             raise TransientError("send deadline reached before DATA")
         code, resp = smtp.data(data)
+        if code != 250:  # smtplib.data() returns the final reply without raising
+            smtp.rset()
+            raise smtplib.SMTPDataError(code, resp)
         return f"{code} {redact(resp)}"
 
     def health(self) -> Health:
