@@ -137,6 +137,10 @@ class ImapReceiptSource:
                 imap.login(username, password)
             else:
                 imap.authenticate("EXTERNAL", lambda _challenge: b"")
+            # capabilities change once authenticated (MOVE, UIDPLUS...): imaplib keeps the first ones
+            status, data = imap.capability()
+            if status == "OK" and data and isinstance(data[-1], bytes):
+                imap.capabilities = tuple(data[-1].decode("ascii", "replace").upper().split())
         except BaseException:
             imap.shutdown()
             raise

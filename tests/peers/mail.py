@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from email import policy
+from email.header import Header
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
@@ -51,6 +52,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from tests.peers.mail_pki import TestPki
 from tests.peers.net import free_port, wait_port
 
+_CRLF32 = policy.compat32.clone(linesep="\r\n")
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 _counter = itertools.count()
 
@@ -166,7 +168,7 @@ userdb {{
         cmd = [DOVECOT, "-F", "-c", str(r / "dovecot.conf")]
         if os.geteuid() == 0:
             cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", *cmd]
-        self._out = open(r / "stdout.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._out = open(r / "stdout.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_port(self.imaps_port, timeout=20, alive=lambda: self.proc is not None and self.proc.poll() is None)
@@ -426,7 +428,7 @@ class SmtpRelay:
             notify = {n.strip().upper() for n in dsn.get("NOTIFY", "FAILURE").split(",")}
             if login is None:
                 if "NEVER" not in notify and "FAILURE" in notify:
-                    outcomes.append((rcpt, dsn, "failed", "5.1.1", "smtp; 550 5.1.1 <{}>: User unknown".format(rcpt)))
+                    outcomes.append((rcpt, dsn, "failed", "5.1.1", f"smtp; 550 5.1.1 <{rcpt}>: User unknown"))
                 continue
             key = (login, accepted.message_id)
             with self.lock:
@@ -502,7 +504,7 @@ def make_dsn(accepted: Accepted, outcomes: list[tuple[str, dict[str, str], str, 
         part = MIMEBase("text", "rfc822-headers")
         part.set_payload(headers.decode("ascii", "replace"))
         report.attach(part)
-    return report.as_bytes(policy=policy.SMTP)
+    return report.as_bytes(policy=_CRLF32)
 
 
 def make_mdn(
@@ -518,7 +520,7 @@ def make_mdn(
     mdn = MIMEMultipart("report", report_type="disposition-notification")
     mdn["From"] = final_recipient
     mdn["To"] = to
-    mdn["Subject"] = "Accusé de lecture"
+    mdn["Subject"] = Header("Accusé de lecture", "utf-8")
     mdn["Date"] = format_datetime(time_now())
     mdn["Message-ID"] = make_msgid(domain=final_recipient.rsplit("@", 1)[1])
     mdn["In-Reply-To"] = str(orig.get("Message-ID", ""))
@@ -534,7 +536,7 @@ def make_mdn(
     mdn.attach(part)
     if include_original:
         mdn.attach(MIMEMessage(orig))
-    return mdn.as_bytes(policy=policy.SMTP), to
+    return mdn.as_bytes(policy=_CRLF32), to
 
 
 def time_now() -> Any:
@@ -543,7 +545,9 @@ def time_now() -> Any:
     return dt.datetime.now(dt.UTC)
 
 
-def plain_mail(*, sender: str, to: str, subject: str, body: str, attachments: Iterable[tuple[str, str, bytes]] = ()) -> bytes:
+def plain_mail(
+    *, sender: str, to: str, subject: str, body: str, attachments: Iterable[tuple[str, str, bytes]] = ()
+) -> bytes:
     """An ordinary message (a DAC answering), built with the email package."""
     msg = EmailMessage()
     msg["From"] = sender

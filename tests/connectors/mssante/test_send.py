@@ -6,6 +6,7 @@ import base64
 import email
 import hashlib
 import io
+import re
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from tests.connectors.mssante.conftest import (
     make_envelope,
     with_credentials,
 )
-from tests.peers.mail import Dovecot, SmtpRelay, dovecot, smtp_relay
+from tests.peers.mail import Dovecot, SmtpRelay, smtp_relay
 from tests.peers.mail_pki import TestPki
 from tests.peers.net import free_port
 
@@ -71,8 +72,14 @@ class TestMssanteContract(ConnectorContract):
 
     def down_connector(self) -> Connector:
         return MssanteConnector(
-            MssanteSettings(host="127.0.0.1", port=free_port(), sender=SENDER, recipients=[URGENCES], timeout=2,
-                            require_client_certificate=False)
+            MssanteSettings(
+                host="127.0.0.1",
+                port=free_port(),
+                sender=SENDER,
+                recipients=[URGENCES],
+                timeout=2,
+                require_client_certificate=False,
+            )
         )
 
     def reject_next(self, peer: tuple[SmtpRelay, Dovecot, TestPki]) -> None:
@@ -132,9 +139,7 @@ def test_metadata_matches_the_cda(pki: TestPki, imap: Dovecot, relay: SmtpRelay)
     entries = meta.findall(f".//{{{RIM}}}ExtrinsicObject")
     assert len(entries) == 2
     for entry in entries:
-        slots = {
-            s.get("name"): [v.text for v in s.iter(f"{{{RIM}}}Value")] for s in entry.findall(f"{{{RIM}}}Slot")
-        }
+        slots = {s.get("name"): [v.text for v in s.iter(f"{{{RIM}}}Value")] for s in entry.findall(f"{{{RIM}}}Slot")}
         [uri] = slots["URI"]
         cda_bytes = zf.read(f"IHE_XDM/SUBSET01/{uri}")
         cda = etree.fromstring(cda_bytes, parser=safe_parser())
@@ -153,9 +158,14 @@ def test_metadata_matches_the_cda(pki: TestPki, imap: Dovecot, relay: SmtpRelay)
         ]
         assert ins, "the sample carries a test INS"
         assert ext_ids["XDSDocumentEntry.patientId"] == f"{ins[0].get('extension')}^^^&1.2.250.1.213.1.4.10&ISO^NH"
-        codes = {c.get("classificationScheme"): c.get("nodeRepresentation") for c in entry.findall(f"{{{RIM}}}Classification")}
+        codes = {
+            c.get("classificationScheme"): c.get("nodeRepresentation")
+            for c in entry.findall(f"{{{RIM}}}Classification")
+        }
         assert codes["urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"] == cda.find("h:code", NS).get("code")
-        assert codes["urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"] == cda.find("h:confidentialityCode", NS).get("code")
+        assert codes["urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"] == cda.find("h:confidentialityCode", NS).get(
+            "code"
+        )
         facility = cda.find(".//h:healthCareFacility/h:code", NS).get("code")
         assert codes["urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1"] == facility
         title = entry.find(f"{{{RIM}}}Name/{{{RIM}}}LocalizedString").get("value")
@@ -247,7 +257,7 @@ def test_4xx_then_success(pki: TestPki, imap: Dovecot, relay: SmtpRelay) -> None
 
 def test_5xx_is_permanent_with_the_server_text(pki: TestPki, relay: SmtpRelay) -> None:
     relay.reject_next(reply="554 5.7.1 Message refused: missing X-MSS-NIL")
-    with pytest.raises(PermanentError, match="554 5.7.1 Message refused: missing X-MSS-NIL") as info:
+    with pytest.raises(PermanentError, match=re.escape("554 5.7.1 Message refused: missing X-MSS-NIL")) as info:
         connector_for(relay, pki).send(with_credentials(make_envelope("rich"), pki))
     assert info.value.__cause__ is not None
 
@@ -264,7 +274,9 @@ def test_refused_person_box_text_is_redacted(pki: TestPki, relay: SmtpRelay) -> 
     env = with_credentials(make_envelope("rich", to_person=True), pki)
     meta = env.renditions[0].metadata
     assert meta is not None
-    relay.refuse_recipient(f"{meta.patient_id}@patient.mssante.fr", f"550 5.1.1 <{meta.patient_id}@patient.mssante.fr> unknown")
+    relay.refuse_recipient(
+        f"{meta.patient_id}@patient.mssante.fr", f"550 5.1.1 <{meta.patient_id}@patient.mssante.fr> unknown"
+    )
     with pytest.raises(PermanentError) as info:
         connector_for(relay, pki, recipients=[]).send(env)
     assert meta.patient_id not in str(info.value)
