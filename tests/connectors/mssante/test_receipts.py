@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import threading
 
+import pytest
+
 from connectors.base import Acknowledgement, InboundEvent, Source
 from connectors.mssante.imap import ImapReceiptSource, ImapSettings
 from connectors.mssante.message import message_id
@@ -37,8 +39,9 @@ def test_source_describes_itself(pki: TestPki, imap: Dovecot) -> None:
     assert source.health().ok
 
 
-def test_positive_dsn_delivers(pki: TestPki, imap: Dovecot, relay: SmtpRelay) -> None:
-    receipt = connector_for(relay, pki).send(with_credentials(make_envelope("rich"), pki))
+@pytest.mark.parametrize("ret", ["HDRS", "FULL"])
+def test_positive_dsn_delivers(pki: TestPki, imap: Dovecot, relay: SmtpRelay, ret: str) -> None:
+    receipt = connector_for(relay, pki, dsn_ret=ret).send(with_credentials(make_envelope("rich"), pki))
     source, sink = source_for(imap, pki), MemorySink()
     assert source.poll_once(sink) == 1
     [message] = sink.messages.values()
