@@ -354,3 +354,18 @@ def test_settings_validate_addresses() -> None:
         MssanteSettings(host="relay", recipients=["not an address"])
     settings: Any = MssanteSettings(host="relay")
     assert settings.verify_tls is True and settings.tls == "starttls"
+
+
+def test_accented_names_survive_the_wire(pki: TestPki, imap: Dovecot, relay: SmtpRelay) -> None:
+    env = with_credentials(make_envelope("accented_names"), pki)
+    connector_for(relay, pki).send(env)
+    [accepted] = relay.accepted
+    assert accepted.content.isascii(), "7-bit clean: encoded words, quoted-printable and base64"
+    [msg] = arrived(imap, "urgences", env)
+    [cda] = [r for r in env.renditions if r.kind == "cda"]
+    family = etree.fromstring(cda.content, parser=safe_parser()).find(
+        "h:recordTarget/h:patientRole/h:patient/h:name/h:family", NS
+    )
+    assert family is not None and family.text
+    assert family.text.upper() in str(msg["Subject"])
+    assert not str(msg["Subject"]).startswith(" ")
