@@ -1,18 +1,28 @@
 """One exception tree for the service; HTTP translation lives in gateway.api.problems.
 
-::
+Handlers are looked up by base class, so a new error only needs the right parent::
 
-    GatewayError
-     ├── ValidationFailed     input does not fit (422, with field-level errors)
-     ├── Forbidden            403 (authenticated, but not allowed: scope, another tenant's ESSMS)
-     ├── NotFound             404
-     ├── Conflict             409 (idempotency key reused with another body, state clash)
-     ├── MappingError         a record could not be turned into a document
-     ├── ConformanceFailed    a rendition failed CI-SIS/FHIR checks (report attached)
-     ├── RoutingRefused       a rule forbids a destination (e.g. INS not qualified for DMP)
-     └── DeliveryError
-          ├── TransientDeliveryError   retry later
-          └── PermanentDeliveryError   dead-letter
+    GatewayError                 500 unless a subclass says otherwise (status, title, type_suffix)
+     ├── ValidationFailed        422 input does not fit, with field-level errors (JSON pointers)
+     ├── Forbidden               403 authenticated, but not allowed (scope, another tenant's ESSMS)
+     ├── NotFound                404
+     ├── Conflict                409 idempotency key reused with another body, state clash
+     ├── DecryptionError         500 stored data does not authenticate (security.crypto); the API
+     │                               shows a fixed detail, str() keeps the operator's diagnostic
+     └── (gateway.api.problems)  Unauthorized 401, InvalidJson 400, PayloadTooLarge 413,
+                                 UnsupportedMediaType 415: HTTP-level refusals of the API layer
+
+Outside the tree, on purpose:
+
+- ``gateway.pipeline.GateUnavailable``: an internal signal between the conformance gate and the
+  pipeline (the gate cannot run: hold the submission, retry later); it never leaves the worker.
+- ``gateway.routing.RoutingConfigError`` (a ``ValueError``): a routing file or connector settings
+  refused at start-up, before any request exists; the CLI prints it and exits.
+
+Errors of the libraries stay theirs (they never import ``gateway``): ``mappings.MappingFailed``
+(a record that cannot become a document: rejected), ``ci_sis``/``profiles.ValidationRunError``
+(a validator that cannot run: held), ``connectors`` ``TransientError``/``PermanentError`` (retry /
+dead-letter, decided by the delivery engine). The gateway translates them where it calls them.
 """
 
 from __future__ import annotations
@@ -23,16 +33,10 @@ from typing import Any
 
 __all__ = [
     "Conflict",
-    "ConformanceFailed",
-    "DeliveryError",
     "FieldError",
     "Forbidden",
     "GatewayError",
-    "MappingError",
     "NotFound",
-    "PermanentDeliveryError",
-    "RoutingRefused",
-    "TransientDeliveryError",
     "ValidationFailed",
 ]
 
@@ -84,34 +88,3 @@ class Conflict(GatewayError):
     status = 409
     title = "Conflict"
     type_suffix = "conflict"
-
-
-class MappingError(GatewayError):
-    status = 422
-    title = "Mapping failed"
-    type_suffix = "mapping"
-
-
-class ConformanceFailed(GatewayError):
-    status = 422
-    title = "Conformance check failed"
-    type_suffix = "conformance"
-
-
-class RoutingRefused(GatewayError):
-    status = 422
-    title = "Routing refused"
-    type_suffix = "routing-refused"
-
-
-class DeliveryError(GatewayError):
-    title = "Delivery failed"
-    type_suffix = "delivery"
-
-
-class TransientDeliveryError(DeliveryError):
-    pass
-
-
-class PermanentDeliveryError(DeliveryError):
-    pass
