@@ -6,7 +6,6 @@ which the gateway's conformance gate turns into a held submission instead of a r
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,43 +14,14 @@ import pytest
 
 from ci_sis import ValidationRunError, Validator
 from ci_sis._kit import Kit
+from tests.support.cisis_kit import BOOM, STRICT, STRICT_MESSAGE, build_test_kit
 
 pytestmark = pytest.mark.conformance
-
-SCH = "http://purl.oclc.org/dsdl/schematron"
-BOOM = "TEST-BOOM_2099.01"  # a volet whose schematron raises a dynamic error on every CDA document
-STRICT = "TEST-STRICT_2099.01"  # a volet whose schematron has one assert that always fails
-
-
-def _volet(assert_test: str) -> str:
-    return (
-        f'<schema xmlns="{SCH}" queryBinding="xslt2">\n'
-        '  <ns prefix="cda" uri="urn:hl7-org:v3"/>\n'
-        '  <pattern id="test">\n'
-        '    <rule context="cda:ClinicalDocument">\n'
-        f'      <assert test="{assert_test}">the test volet refuses every document</assert>\n'
-        "    </rule>\n"
-        "  </pattern>\n"
-        "</schema>\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def test_kit(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kit made of the real kit's XSD and profile schematrons plus two test volets."""
-    root = tmp_path_factory.mktemp("kit")
-    shutil.copytree(kit_dir / "infrastructure", root / "infrastructure")
-    (root / "jeuxDeValeurs").symlink_to(kit_dir / "jeuxDeValeurs", target_is_directory=True)
-    schematrons = root / "schematrons"
-    schematrons.mkdir()
-    for name in ("profils", "include", "abstract"):
-        if (kit_dir / "schematrons" / name).exists():
-            (schematrons / name).symlink_to(kit_dir / "schematrons" / name, target_is_directory=True)
-    (schematrons / f"CI-SIS_{BOOM}.sch").write_text(
-        _volet("error(QName('urn:test', 'BOOM'), 'the engine failed')"), encoding="utf-8"
-    )
-    (schematrons / f"CI-SIS_{STRICT}.sch").write_text(_volet("false()"), encoding="utf-8")
-    return root
+    return build_test_kit(kit_dir, tmp_path_factory.mktemp("kit"))
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +44,7 @@ def test_a_schematron_that_cannot_run_raises_instead_of_rejecting_the_document(
 def test_a_failed_assert_of_the_same_kit_is_still_a_finding(test_validator: Validator, dlu: bytes) -> None:
     report = test_validator.validate(dlu, STRICT)
     assert not report.ok
-    assert [(f.stage, f.pattern, f.message) for f in report.errors] == [
-        ("schematron", "test", "the test volet refuses every document")
-    ]
+    assert [(f.stage, f.pattern, f.message) for f in report.errors] == [("schematron", "test", STRICT_MESSAGE)]
 
 
 def test_a_doctype_is_a_finding_and_never_reaches_saxon(test_validator: Validator, dlu: bytes) -> None:
