@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from structlog.testing import capture_logs
 
 import gateway
 from gateway import errors
@@ -70,10 +71,15 @@ def test_a_decryption_error_is_a_500_problem_that_does_not_show_the_diagnostic()
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             return await client.get("/boom")
 
-    response = asyncio.run(call())
+    with capture_logs() as logs:
+        response = asyncio.run(call())
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert body["type"] == PROBLEM_BASE + "decryption"
     assert "dk-secret-id" not in response.text
-    assert str(DecryptionError("data key dk-secret-id does not unwrap")) == "data key dk-secret-id does not unwrap"
+    # operators see the diagnostic in the logs
+    assert [(e["event"], e["error_type"]) for e in logs if e["log_level"] == "error"] == [
+        ("gateway_error", "DecryptionError")
+    ]
+    assert "dk-secret-id" in logs[-1]["diagnostic"]
