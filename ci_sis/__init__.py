@@ -3,8 +3,11 @@
 from ci_sis import load_validator
 report = load_validator().validate(xml_bytes, "DLU-EHPAD-DLU_2022.01")
 report.ok, report.findings, report.to_dict()
+
+Content problems are findings; ``ValidationRunError`` (engine or kit failure) means no verdict.
 """
 
+from ._engine import ValidationRunError
 from ._kit import KitNotFound, UnknownVolet
 from ._report import Finding, Report
 from ._schematron import SchematronError
@@ -17,6 +20,7 @@ __all__ = [
     "Report",
     "SchematronError",
     "UnknownVolet",
+    "ValidationRunError",
     "Validator",
     "compile_schematron",
     "load_validator",

@@ -13,7 +13,15 @@ from typing import Any
 from saxonche import PySaxonApiError, PySaxonProcessor
 
 
-class SaxonFailure(Exception):
+class ValidationRunError(Exception):
+    """The validator could not run on a document: there is no verdict, and nothing is said about it.
+
+    An engine or kit failure (an XSLT dynamic error, Saxon failing, a schematron that cannot be
+    compiled), never a property of the document: a caller holds the document and tries again later,
+    it does not reject it. Content problems are :class:`~ci_sis.Finding` items of the report."""
+
+
+class SaxonFailure(ValidationRunError):
     """Saxon refused a stylesheet or failed while running it."""
 
 

@@ -23,13 +23,15 @@ from pathlib import Path
 
 from lxml import etree
 
+from ._engine import ValidationRunError
+
 SCH_NS = "http://purl.oclc.org/dsdl/schematron"
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
 _S = f"{{{SCH_NS}}}"
 
 
-class SchematronError(Exception):
-    """The schematron cannot be read or compiled."""
+class SchematronError(ValidationRunError):
+    """The schematron cannot be read or compiled (so nothing can be validated with it)."""
 
 
 @dataclass(frozen=True)

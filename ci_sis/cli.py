@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ._engine import ValidationRunError
 from ._kit import KitNotFound, UnknownVolet
 from .validator import load_validator
 
@@ -25,12 +26,15 @@ def validate(
     kit: KitOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Validate FILE; exit 0 when conformant, 1 when not, 2 on a usage problem."""
+    """Validate FILE; exit 0 when conformant, 1 when not, 2 on a usage problem or without a verdict."""
     try:
         validator = load_validator(kit)
         report = validator.validate(file.read_bytes(), volet)
     except (KitNotFound, UnknownVolet) as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ValidationRunError as exc:  # no verdict: neither conformant (0) nor not (1)
+        typer.echo(f"error: the validator could not run, no verdict: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))

@@ -9,7 +9,7 @@ from typing import Any
 
 from lxml import etree
 
-from ._engine import ENGINE, SaxonFailure
+from ._engine import ENGINE, ValidationRunError
 from ._kit import Kit, KitNotFound, UnknownVolet
 from ._report import Finding, Report, severity_of
 from ._schematron import Check, Schema, load_schema
@@ -17,7 +17,15 @@ from ._xslt import CI_NS, DOCS_PARAM, Shape, compile_schema, referenced_document
 
 DOCS_PARAM_NAME = 'name="ci:docs"'
 
-__all__ = ["CompiledSchematron", "KitNotFound", "UnknownVolet", "Validator", "compile_schematron", "load_validator"]
+__all__ = [
+    "CompiledSchematron",
+    "KitNotFound",
+    "UnknownVolet",
+    "ValidationRunError",
+    "Validator",
+    "compile_schematron",
+    "load_validator",
+]
 
 _F = f"{{{CI_NS}}}f"
 _D = f"{{{CI_NS}}}d"
@@ -38,7 +46,7 @@ class CompiledSchematron:
     xslt: str
 
     def run(self, xml: bytes) -> list[Finding]:
-        """Evaluate this schematron alone on a document (raises SaxonFailure if it cannot run)."""
+        """Evaluate this schematron alone on a document (raises ValidationRunError if it cannot run)."""
         return self.findings(ENGINE.run(self.executable, Validator.saxon_document(xml)))
 
     def findings(self, output: str) -> list[Finding]:
@@ -111,7 +119,12 @@ class Validator:
 
     # -- validation ------------------------------------------------------------------------
     def validate(self, xml: bytes, volet: str) -> Report:
-        """XSD, then the volet schematron and the two transverse profile schematrons."""
+        """XSD, then the volet schematron and the two transverse profile schematrons.
+
+        Content problems are findings: not well-formed, a DOCTYPE, XSD errors, failed asserts and fired
+        reports. Anything that stops the run itself (a dynamic error while a schematron runs, Saxon
+        failing, a kit file that cannot be read or compiled) raises :class:`ValidationRunError`: the
+        document has no verdict, it is neither conformant nor not."""
         schematrons = self.kit.schematrons(volet)
         rels = tuple(self.kit.relative(p) for p in schematrons)
         try:
@@ -120,10 +133,19 @@ class Validator:
             line = exc.lineno if isinstance(exc.lineno, int) else None
             finding = Finding(stage="xsd", message=f"not well-formed XML: {exc.msg}", line=line)
             return Report(volet=volet, findings=(finding,), schemas=rels)
-        findings = self.xsd_findings(tree)
-        node = ENGINE.parse(_as_text(xml, tree))
-        for sch in schematrons:
-            findings.extend(self.schematron_findings(node, sch))
+        if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+            # CDA documents carry no DTD; Saxon would expand its entities (and fetch external ones).
+            finding = Finding(stage="xsd", message="a DOCTYPE is not allowed in a CDA document", line=1)
+            return Report(volet=volet, findings=(finding,), schemas=rels)
+        try:
+            findings = self.xsd_findings(tree)
+            node = ENGINE.parse(_as_text(xml, tree))
+            for sch in schematrons:
+                findings.extend(self.schematron_findings(node, sch))
+        except ValidationRunError:
+            raise
+        except Exception as exc:  # whatever else breaks inside the run is ours, not the document's
+            raise ValidationRunError(f"the {volet} validation could not run: {type(exc).__name__}: {exc}") from exc
         return Report(volet=volet, findings=tuple(findings), schemas=(self.kit.relative(self.kit.xsd), *rels))
 
     def xsd_findings(self, tree: etree._ElementTree) -> list[Finding]:
@@ -143,18 +165,9 @@ class Validator:
         ]
 
     def schematron_findings(self, node: Any, sch: Path) -> list[Finding]:
+        """The findings of one schematron (raises :class:`ValidationRunError` when it cannot run)."""
         compiled = self.compiled(sch)
-        try:
-            output = ENGINE.run(compiled.executable, node)
-        except SaxonFailure as exc:
-            return [
-                Finding(
-                    stage="schematron",
-                    message=f"the schematron could not be evaluated on this document: {exc}",
-                    schema=compiled.rel,
-                )
-            ]
-        return compiled.findings(output)
+        return compiled.findings(ENGINE.run(compiled.executable, node))
 
     @staticmethod
     def saxon_document(xml: bytes) -> Any:

@@ -1,19 +1,35 @@
 """One exception tree for the service; HTTP translation lives in gateway.api.problems.
 
-::
+Handlers are looked up by base class, so a new error only needs the right parent::
 
-    GatewayError
-     ├── ValidationFailed     input does not fit (422, with field-level errors)
-     ├── Forbidden            403 (authenticated, but not allowed: scope, another tenant's ESSMS)
-     ├── NotFound             404
-     ├── Conflict             409 (idempotency key reused with another body, state clash)
-     ├── TooManyRequests      429 (an operation throttled; ``Retry-After`` says when to come back)
-     ├── MappingError         a record could not be turned into a document
-     ├── ConformanceFailed    a rendition failed CI-SIS/FHIR checks (report attached)
-     ├── RoutingRefused       a rule forbids a destination (e.g. INS not qualified for DMP)
-     └── DeliveryError
-          ├── TransientDeliveryError   retry later
-          └── PermanentDeliveryError   dead-letter
+    GatewayError                 500 unless a subclass says otherwise (status, title, type_suffix)
+     ├── ValidationFailed        422 input does not fit, with field-level errors (JSON pointers)
+     ├── Forbidden               403 authenticated, but not allowed (scope, another tenant's ESSMS)
+     ├── NotFound                404
+     ├── Conflict                409 idempotency key reused with another body, state clash
+     ├── TooManyRequests         429 an operation throttled; ``Retry-After`` says when to come back
+     ├── DecryptionError         500 stored data does not authenticate (security.crypto); the API
+     │    │                          shows a fixed detail, str() keeps the operator's diagnostic
+     │    └── KeyUnavailable     500 the key is not loaded here (configuration): work is held, not failed
+     └── (gateway.api.problems)  Unauthorized 401, InvalidJson 400, PayloadTooLarge 413,
+                                 UnsupportedMediaType 415: HTTP-level refusals of the API layer
+
+Outside the tree, on purpose:
+
+- ``gateway.conformance.GateUnavailable``: an internal signal between the conformance gate and the
+  pipeline (the gate cannot run: hold the submission, retry later); it never leaves the worker.
+- ``gateway.routing.RoutingConfigError`` (a ``ValueError``): a routing file or connector settings
+  refused at start-up, before any request exists; the CLI prints it and exits. So are
+  ``gateway.delivery.engine.ConnectorPolicyError`` (a connector that cannot honour the send
+  deadline) and ``gateway.credentials.CredentialsError`` (an unreadable credentials file or entry).
+- ``gateway.inbound.InboundTooLarge`` (a ``ValueError``): raised to an inbound source by its sink;
+  the HTTP route answers 413, a listener refuses the message to its peer.
+- ``gateway.delivery.engine._Unpreparable``: internal to the engine (defer or dead-letter).
+
+Errors of the libraries stay theirs (they never import ``gateway``): ``mappings.MappingFailed``
+(a record that cannot become a document: rejected), ``ci_sis``/``profiles.ValidationRunError``
+(a validator that cannot run: held), ``connectors`` ``TransientError``/``PermanentError`` (retry /
+dead-letter, decided by the delivery engine). The gateway translates them where it calls them.
 """
 
 from __future__ import annotations
@@ -24,17 +40,11 @@ from typing import Any
 
 __all__ = [
     "Conflict",
-    "ConformanceFailed",
-    "DeliveryError",
     "FieldError",
     "Forbidden",
     "GatewayError",
-    "MappingError",
     "NotFound",
-    "PermanentDeliveryError",
-    "RoutingRefused",
     "TooManyRequests",
-    "TransientDeliveryError",
     "ValidationFailed",
 ]
 
@@ -96,34 +106,3 @@ class TooManyRequests(GatewayError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, extra={"retry_after": retry_after})
         self.headers = {"Retry-After": str(retry_after)}
-
-
-class MappingError(GatewayError):
-    status = 422
-    title = "Mapping failed"
-    type_suffix = "mapping"
-
-
-class ConformanceFailed(GatewayError):
-    status = 422
-    title = "Conformance check failed"
-    type_suffix = "conformance"
-
-
-class RoutingRefused(GatewayError):
-    status = 422
-    title = "Routing refused"
-    type_suffix = "routing-refused"
-
-
-class DeliveryError(GatewayError):
-    title = "Delivery failed"
-    type_suffix = "delivery"
-
-
-class TransientDeliveryError(DeliveryError):
-    pass
-
-
-class PermanentDeliveryError(DeliveryError):
-    pass

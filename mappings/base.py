@@ -155,10 +155,18 @@ class RecordFacts:
 
 
 class DocumentType(Protocol):
-    """A document type the gateway accepts (``dlu``, ``ppa``...)."""
+    """A document type the gateway accepts (``dlu``, ``ppa``...).
+
+    Declared in the ``dui_gateway.document_types`` entry-point group (see :mod:`mappings.registry`).
+    ``type_code`` is its XDS typeCode (JDV_J07, LOINC): the ``type`` of the DocumentReference of every
+    rendition; ``class_code`` its XDS classCode (JDV_J06): the DocumentReference ``category``. Both
+    are ``None`` for a type that is no document of the shared record (e.g. a FHIR data export).
+    """
 
     code: ClassVar[str]
     record_model: ClassVar[type[BaseModel]]
+    type_code: ClassVar[Code | None]
+    class_code: ClassVar[Code | None]
 
     def facts(self, record: BaseModel) -> RecordFacts: ...
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 from lxml import etree
 from pydantic import BaseModel
 
-from mappings import registry, valuesets
+from mappings import valuesets
 from mappings.base import (
     Code,
     ExchangeMetadata,
@@ -742,6 +742,8 @@ class DluDocumentType:
 
     code: ClassVar[str] = "dlu"
     record_model: ClassVar[type[BaseModel]] = DluRecord
+    type_code: ClassVar[Code | None] = DOC_CODE
+    class_code: ClassVar[Code | None] = CLASS_CODE
 
     def facts(self, record: BaseModel) -> RecordFacts:
         if not isinstance(record, DluRecord):
@@ -766,5 +768,4 @@ class DluDocumentType:
         return renditions
 
 
-DLU = DluDocumentType()
-registry.register(DLU)
+DLU = DluDocumentType()  # declared in the dui_gateway.document_types entry-point group

@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mappings import registry
-from mappings.base import RecordFacts, RenderContext, Rendition
+from mappings.base import Code, RecordFacts, RenderContext, Rendition
 
 __all__ = ["INBOUND_EVENT", "InboundEventRecord"]
 
@@ -38,6 +37,8 @@ class InboundEventType:
     code: ClassVar[str] = "inbound-event"
     record_model: ClassVar[type[BaseModel]] = InboundEventRecord
     internal: ClassVar[bool] = True  # created by the gateway, never posted by a client
+    type_code: ClassVar[Code | None] = None  # not a clinical document: no LOINC type
+    class_code: ClassVar[Code | None] = None
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, InboundEventRecord)
@@ -73,5 +74,4 @@ class InboundEventType:
         ]
 
 
-INBOUND_EVENT = InboundEventType()
-registry.register(INBOUND_EVENT)
+INBOUND_EVENT = InboundEventType()  # declared in the dui_gateway.document_types entry-point group

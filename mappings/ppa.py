@@ -36,7 +36,6 @@ from mappings.cda.datatypes import LOINC, add, new_document
 from mappings.pdf import render_ppa_pdf
 from mappings.ppa_model import PpaStatus, ProjetPersonnalise
 from mappings.record import DuiRecord, exchange_identity, facts, local_person_root
-from mappings.registry import register
 from mappings.tddui import BundleBuilder, Stay, bundle_bytes
 
 __all__ = [
@@ -267,6 +266,8 @@ class PpaDocumentType:
 
     code: ClassVar[str] = "ppa"
     record_model: ClassVar[type[BaseModel]] = PpaRecord
+    type_code: ClassVar[Code | None] = TYPE_CODE
+    class_code: ClassVar[Code | None] = CLASS_CODE
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, PpaRecord)
@@ -278,4 +279,4 @@ class PpaDocumentType:
         return [render_cda(record, ctx), render_fhir(record, ctx)]
 
 
-PPA = register(PpaDocumentType())
+PPA = PpaDocumentType()  # declared in the dui_gateway.document_types entry-point group

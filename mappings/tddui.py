@@ -29,7 +29,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import BaseModel, Field, model_validator
 
 from mappings import fhir
-from mappings.base import MappingFailed, RecordFacts, RenderContext, Rendition
+from mappings.base import Code, MappingFailed, RecordFacts, RenderContext, Rendition
 from mappings.consent import ConsentFamily
 from mappings.ppa_model import (
     SERAFIN_SYSTEM_FHIR,
@@ -53,7 +53,6 @@ from mappings.record import (
     Text,
     facts,
 )
-from mappings.registry import register
 
 __all__ = [
     "EXPORT",
@@ -845,6 +844,8 @@ class TdduiExportDocumentType:
 
     code: ClassVar[str] = "tddui-export"
     record_model: ClassVar[type[BaseModel]] = TdduiExportRecord
+    type_code: ClassVar[Code | None] = None  # a snapshot of FHIR data, not a document of the record
+    class_code: ClassVar[Code | None] = None
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, TdduiExportRecord)
@@ -871,4 +872,4 @@ class TdduiExportDocumentType:
         ]
 
 
-EXPORT = register(TdduiExportDocumentType())
+EXPORT = TdduiExportDocumentType()  # declared in the dui_gateway.document_types entry-point group

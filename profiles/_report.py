@@ -22,6 +22,13 @@ IssueCode = Literal[
 ]
 
 
+class ValidationRunError(Exception):
+    """A check could not run (an engine failure, not a property of the resource): there is no verdict.
+
+    The caller holds the resource and tries again later; it must not reject it. Problems of the
+    resource itself are :class:`Issue` items of the :class:`Report`."""
+
+
 @dataclass(frozen=True)
 class Issue:
     """One finding: where (a FHIRPath-like ``expression``), what (``code``) and under which profile."""

@@ -18,7 +18,7 @@ import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
 from profiles._paths import Node, matches_pattern, select, split_path
-from profiles._report import Issue, Severity
+from profiles._report import Issue, Severity, ValidationRunError
 
 __all__ = [
     "Binding",
@@ -178,9 +178,10 @@ def reference_type(reference: str, resolve: Resolver | None) -> str | None:
 
 
 class _Checker:
-    def __init__(self, profiles: list[Profile], root: Node, resolve: Resolver | None) -> None:
+    def __init__(self, profiles: list[Profile], root: Node, resolve: Resolver | None, lenient: bool) -> None:
         self.root = root
         self.resolve = resolve
+        self.lenient = lenient
         self.slices: dict[str, Slice] = {}
         for profile in profiles:
             for slice_ in profile.slices:
@@ -318,7 +319,12 @@ class _Checker:
                 continue
             try:
                 result = _compiled(rule.expression)(node.value)
-            except Exception as exc:  # a FHIRPath engine failure is a finding, not a crash
+            except Exception as exc:
+                if not self.lenient:  # the resource is well-formed: the engine (or the constraint) failed
+                    raise ValidationRunError(
+                        f"{profile.url} {rule.key}: FHIRPath evaluation failed at {node.path}: {type(exc).__name__}"
+                    ) from exc
+                # structure errors already fail the resource and may be what broke the expression
                 self.issue(
                     profile, "error", "processing", node.path, f"{rule.key}: could not evaluate ({exc})", rule.key
                 )
@@ -328,9 +334,14 @@ class _Checker:
                 self.issue(profile, rule.severity, "invariant", node.path, f"{rule.key}: {rule.human}", rule.key)
 
 
-def check_profile(chain: list[Profile], root: Node, resolve: Resolver | None = None) -> list[Issue]:
-    """Check ``root`` against every profile of ``chain`` (the profile first, then its ancestors)."""
-    checker = _Checker(chain, root, resolve)
+def check_profile(
+    chain: list[Profile], root: Node, resolve: Resolver | None = None, *, lenient: bool = False
+) -> list[Issue]:
+    """Check ``root`` against every profile of ``chain`` (the profile first, then its ancestors).
+
+    A FHIRPath evaluation that fails raises :class:`ValidationRunError`, unless ``lenient`` (the
+    resource has structure errors already): then it is a ``processing`` issue."""
+    checker = _Checker(chain, root, resolve, lenient)
     for profile in chain:
         checker.run(profile)
     return checker.issues

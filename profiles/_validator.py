@@ -44,6 +44,7 @@ class _Run:
     def __init__(self, resource: dict[str, Any], family: str | None) -> None:
         self.report = Report()
         self.family = family
+        self.lenient = False  # set once base structure errors are known: see check_profile
         self.full_urls: dict[str, str] = {}
         self.local_ids: set[str] = set()
         if resource.get("resourceType") == "Bundle":
@@ -75,7 +76,7 @@ class _Run:
         rtype = str(resource.get("resourceType"))
         root = Node(path, resource)
         resolve = self.resolver(resource)
-        for issue in check_profile([definitions.base_profile(rtype)], root, resolve):
+        for issue in check_profile([definitions.base_profile(rtype)], root, resolve, lenient=self.lenient):
             self.report.add(issue)
         if definitions.base_url(rtype) not in self.report.profiles:
             self.report.profiles.append(definitions.base_url(rtype))
@@ -114,7 +115,7 @@ class _Run:
                 )
             )
             return
-        for issue in check_profile(chain, root, resolve):
+        for issue in check_profile(chain, root, resolve, lenient=self.lenient):
             self.report.add(issue)
         for profile in chain:
             if profile.url not in self.report.profiles:
@@ -205,6 +206,7 @@ def _run(resource: dict[str, Any], profile: str | None, family: str | None, stri
         run.report.add(issue)
     if any(i.severity == "fatal" for i in run.report.issues):
         return run.report
+    run.lenient = not run.report.ok
     rtype = str(resource["resourceType"])
     profiles = [profile] if profile else _declared(resource)
     run.check(resource, rtype, profiles, strict_family)

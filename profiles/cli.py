@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from profiles._report import ValidationRunError
 from profiles._validator import RENDITION_TAGS, check_rendition, validate
 from profiles.definitions import PROFILES
 
@@ -21,11 +22,15 @@ def validate_command(
     tag: Annotated[str | None, typer.Option("--tag", help="conformance tag, e.g. fhir:tddui")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the OperationOutcome JSON")] = False,
 ) -> None:
-    """Validate FILE; exit code 1 when an error is found."""
+    """Validate FILE; exit code 1 when an error is found, 2 when the check could not run."""
     content = file.read_bytes()
     if tag is not None and tag not in RENDITION_TAGS:
         raise typer.BadParameter(f"unknown tag {tag!r}; known: {', '.join(RENDITION_TAGS)}")
-    report = check_rendition(content, tag) if tag else validate(content, profile)
+    try:
+        report = check_rendition(content, tag) if tag else validate(content, profile)
+    except ValidationRunError as exc:  # no verdict: neither valid (0) nor invalid (1)
+        typer.echo(f"error: the check could not run, no verdict: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(report.to_operation_outcome(), ensure_ascii=False, indent=2))
     else:

@@ -4,8 +4,9 @@ What the gateway produced for the caller's organisation, as FHIR a stock client 
 
 - ``DocumentReference`` (read, search by ``patient``, ``type``, ``status``, ``_count``) built from
   the stored renditions: ``status`` is ``current`` for the latest version of a document series
-  (setId) and ``superseded`` otherwise; type/format/facility codes come from the stored exchange
-  metadata; ``subject`` is the person's reference in the DUI; ``content.attachment.url`` points
+  (setId) and ``superseded`` otherwise; ``type`` is the document type's own ``type_code``
+  (:class:`mappings.DocumentType`, no table here), format/facility codes come from the stored
+  exchange metadata; ``subject`` is the person's reference in the DUI; ``content.attachment.url`` points
   to the ``Binary``;
 - ``Binary`` (read): the decrypted document, audited as a ``read``;
 - ``AuditEvent`` (search): the organisation's audit trail;
@@ -34,6 +35,7 @@ from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
 from gateway.errors import NotFound, ValidationFailed
 from gateway.services import queries
 from gateway.storage.models import Rendition, Submission
+from mappings import Code, registry
 from profiles.api import router as validate_router
 
 __all__ = ["FHIR_JSON", "PREFIX", "error_response", "router"]
@@ -51,11 +53,6 @@ Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
 router.include_router(validate_router, dependencies=[Depends(require_scope("read", "admin"))])
 
-# The CDA document type of each document type: the type of all its renditions (JDV_J07).
-_DOC_TYPE_CODES = {
-    "ppa": ("80788-3", "Projet personnalisé d'accompagnement"),
-    "dlu": ("74207-2", "Dossier de liaison d'urgence"),
-}
 _OUTCOME_CODES = {
     400: "invalid",
     401: "login",
@@ -182,10 +179,16 @@ def _coding(code: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
+def _code_dict(code: Code | None) -> dict[str, Any] | None:
+    return None if code is None else {"code": code.code, "system": code.system, "display": code.display}
+
+
 def _type(document_type: str) -> dict[str, Any]:
-    known = _DOC_TYPE_CODES.get(document_type)
-    if known is not None:
-        return {"coding": [{"system": "http://loinc.org", "code": known[0], "display": known[1]}], "text": known[1]}
+    """The document type's own XDS typeCode (the type of all its renditions), else the gateway's code."""
+    doc = registry.get(document_type)
+    coding = _coding(_code_dict(doc.type_code if doc is not None else None))
+    if coding is not None:
+        return {"coding": [coding], "text": coding.get("display", coding["code"])}
     return {"coding": [{"system": DOC_TYPE_SYSTEM, "code": document_type}], "text": document_type}
 
 
@@ -234,7 +237,8 @@ def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> d
         "date": rendition.created_at.astimezone(UTC).isoformat(),
         "content": [content],
     }
-    category = _coding(exchange.get("class_code"))
+    doc_type = registry.get(submission.document_type)
+    category = _coding(exchange.get("class_code") or _code_dict(doc_type.class_code if doc_type else None))
     if category:
         resource["category"] = [{"coding": [category]}]
     confidentiality = _coding(exchange.get("confidentiality_code"))
@@ -287,13 +291,16 @@ def _document_types_for(token: str) -> list[str]:
     system, sep, code = token.rpartition("|")
     if not sep:
         system = ""
+    typed = {name: doc.type_code for name in registry.codes() if (doc := registry.get(name)) is not None}
     found = [
-        doc
-        for doc, (loinc, _) in _DOC_TYPE_CODES.items()
-        if code == loinc and system in ("", "http://loinc.org", f"urn:oid:{LOINC_OID}")
+        name
+        for name, type_code in typed.items()
+        if type_code is not None
+        and code == type_code.code
+        and system in ("", _system_uri(type_code.system), f"urn:oid:{type_code.system}")
     ]
-    if system in ("", DOC_TYPE_SYSTEM) and code not in _DOC_TYPE_CODES:
-        found.append(code)
+    if system in ("", DOC_TYPE_SYSTEM) and typed.get(code) is None:
+        found.append(code)  # a document type without a type code is searched by its own code
     return found
 
 

@@ -152,6 +152,8 @@ def problem_response(
 
 def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
+    if exc.status >= 500:  # the gateway's own state: operators need the diagnostic (str(), never input data)
+        _log.error("gateway_error", error_type=type(exc).__name__, path=request.url.path, diagnostic=str(exc))
     errors = [_field_error_dict(e) for e in exc.errors] if isinstance(exc, ValidationFailed) else []
     headers = getattr(exc, "headers", None)
     return problem_response(

@@ -31,7 +31,7 @@ def _factory() -> Iterator[sessionmaker[Session]]:
     try:
         yield make_sessionmaker(engine)
     except GatewayError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
+        typer.echo(f"error: {exc}", err=True)  # str(): the diagnostic (DecryptionError keeps key ids there)
         raise typer.Exit(code=1) from exc
     finally:
         engine.dispose()

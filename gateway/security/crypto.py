@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.storage.models import DataKey
 
@@ -50,8 +51,19 @@ _NONCE_BYTES = 12
 _KEY_BYTES = 32
 
 
-class DecryptionError(Exception):
-    """Ciphertext or wrapped key does not authenticate (wrong key, wrong AAD, or tampered)."""
+class DecryptionError(GatewayError):
+    """Ciphertext or wrapped key does not authenticate (wrong key, wrong AAD, or tampered).
+
+    ``str(exc)`` is the operator's diagnostic (key ids, never data); the API answers a 500 problem
+    with a fixed ``detail``, as this is the gateway's state, not the caller's fault."""
+
+    status = 500
+    title = "Stored data cannot be decrypted"
+    type_suffix = "decryption"
+
+    def __init__(self, message: str) -> None:
+        super().__init__("The gateway cannot decrypt stored data for this request; an operator must check its keys")
+        self.args = (message,)
 
 
 class KeyUnavailable(DecryptionError):

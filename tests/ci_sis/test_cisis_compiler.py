@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_sis import Finding, SchematronError, compile_schematron
+from ci_sis import Finding, SchematronError, ValidationRunError, compile_schematron
 
 SHAPES = ["sets", "walk", "classic"]
 SCH = "http://purl.oclc.org/dsdl/schematron"
@@ -309,3 +309,21 @@ def test_not_a_schematron_is_refused(tmp_path: Path) -> None:
         compile_schematron(write(tmp_path, "x.sch", "<notschema/>"))
     with pytest.raises(SchematronError):
         compile_schematron(write(tmp_path, "y.sch", schema('<include href="missing.sch"/>')))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_dynamic_error_while_running_raises_instead_of_becoming_a_finding(tmp_path: Path, shape: str) -> None:
+    """An XSLT dynamic error says nothing about the document: the validator has no verdict."""
+    sch = write(
+        tmp_path,
+        "s.sch",
+        schema(
+            """
+  <pattern id="p">
+    <rule context="h:obs"><assert test="error(QName('urn:test', 'BOOM'), 'engine failure')">never shown</assert></rule>
+  </pattern>"""
+        ),
+    )
+    compiled = compile_schematron(sch, shape=shape)  # type: ignore[arg-type]
+    with pytest.raises(ValidationRunError, match=r"BOOM|engine failure"):
+        compiled.run(DOC.encode("utf-8"))

@@ -7,7 +7,7 @@ from xml.sax.saxutils import escape
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mappings.base import MappingFailed, RecordFacts, RenderContext, Rendition
+from mappings.base import Code, MappingFailed, RecordFacts, RenderContext, Rendition
 
 
 class NoteRecord(BaseModel):
@@ -24,6 +24,8 @@ class NoteRecord(BaseModel):
 class NoteDocumentType:
     code: ClassVar[str] = "test-note"
     record_model: ClassVar[type[BaseModel]] = NoteRecord
+    type_code: ClassVar[Code | None] = None  # the facade shows urn:dui-gateway:document-type|test-note
+    class_code: ClassVar[Code | None] = None
 
     def facts(self, record: BaseModel) -> RecordFacts:
         assert isinstance(record, NoteRecord)

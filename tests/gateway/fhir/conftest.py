@@ -74,10 +74,14 @@ class Facade:
         )
 
     def submit_ppa(self, record: dict[str, Any]) -> str:
+        """POST the PPA record to /v1/submissions and run the pipeline on it; the submission id."""
+        return self.submit("ppa", record)
+
+    def submit(self, document_type: str, record: dict[str, Any]) -> str:
         """POST the record to /v1/submissions and run the pipeline on it; the submission id."""
         response = self.http.post(
             self.base_url + "/v1/submissions",
-            json={"document_type": "ppa", "record": record},
+            json={"document_type": document_type, "record": record},
             headers={"Authorization": f"Bearer {self.api_key}", "Idempotency-Key": str(uuid.uuid4())},
             timeout=60,
         )

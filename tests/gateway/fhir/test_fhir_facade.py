@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-from typing import Any
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
 
+import pytest
 from fhirclient import client as fhir_client
 from fhirclient.models.binary import Binary
 from fhirclient.models.capabilitystatement import CapabilityStatement
@@ -14,7 +18,9 @@ from fhirclient.models.documentreference import DocumentReference
 from lxml import etree
 
 import profiles
+from mappings import Code, registry
 from tests.gateway.fhir.conftest import Facade
+from tests.support.doctype import NoteDocumentType
 
 FHIR_JSON = "application/fhir+json"
 NS = {"h": "urn:hl7-org:v3"}
@@ -202,3 +208,57 @@ def test_searching_and_reading_document_references_is_audited(
     read = [e for code, e in actions if code == "read" and docs[0]["id"] in str(e)]
     assert searched, "the DocumentReference search is in the trail"
     assert read, "the DocumentReference read is in the trail"
+
+
+# --------------------------------------------------------------------------------------------
+# Document types carry their own type codes: the facade reads them, it has no table of its own
+# --------------------------------------------------------------------------------------------
+DLU_RECORD = Path(__file__).parents[2] / "resources" / "records" / "minimal.json"
+CONSULT_TYPE = Code("11488-4", "2.16.840.1.113883.6.1", "Note de consultation")
+CONSULT_CLASS = Code("10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
+
+
+class _ConsultNoteType(NoteDocumentType):
+    """A document type that exists only here: fhir.py knows nothing about it."""
+
+    code: ClassVar[str] = "test-consult-note"
+    type_code: ClassVar[Code | None] = CONSULT_TYPE
+    class_code: ClassVar[Code | None] = CONSULT_CLASS
+
+
+@pytest.fixture
+def consult_note() -> Iterator[str]:
+    doc_type = registry.register(_ConsultNoteType())
+    yield doc_type.code
+    registry.unregister(doc_type.code)
+
+
+def test_dlu_documents_have_the_dlu_type(facade: Facade, tenant: Any) -> None:
+    record = json.loads(DLU_RECORD.read_text(encoding="utf-8"))
+    record["essms"]["finess"] = tenant.finess
+    facade.submit("dlu", record)
+    found = facade.get("/DocumentReference", params={"type": "http://loinc.org|74207-2"}).json()
+    assert found["total"] >= 1
+    for doc in _entries(found):
+        assert doc["type"]["coding"] == [
+            {"system": "http://loinc.org", "code": "74207-2", "display": "Dossier de liaison d'urgence"}
+        ]
+    assert facade.get("/DocumentReference", params={"type": "http://loinc.org|80788-3"}).json()["total"] == 0
+
+
+def test_a_document_type_registered_elsewhere_gets_its_own_type_and_category(
+    consult_note: str, facade: Facade, tenant: Any
+) -> None:
+    facade.submit(consult_note, {"person_ref": "p-consult", "essms_finess": tenant.finess, "text": "RAS"})
+    found = facade.get("/DocumentReference", params={"type": "http://loinc.org|11488-4"}).json()
+    assert found["total"] == 1
+    (doc,) = _entries(found)
+    assert doc["type"] == {
+        "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Note de consultation"}],
+        "text": "Note de consultation",
+    }
+    # the rendition has no exchange metadata: the category is the document type's XDS classCode
+    assert doc["category"] == [
+        {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.1", "code": "10", "display": "Compte rendu"}]}
+    ]
+    assert facade.get("/DocumentReference", params={"type": "11488-4"}).json()["total"] == 1
