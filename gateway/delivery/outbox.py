@@ -33,6 +33,7 @@ advisory lock, then the audit chain head (every audit append comes after the row
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -892,10 +893,11 @@ def replay_submission(
         last_at = as_utc(previous[0].recorded_at)
         wait = (last_at + timedelta(seconds=min_interval_seconds) - now).total_seconds()
         if wait > 0:
+            retry_after = math.ceil(wait)
             raise TooManyRequests(
                 f"this submission was replayed {int((now - last_at).total_seconds())} s ago; "
-                f"try again in {int(wait) + 1} s",
-                retry_after=int(wait) + 1,
+                f"try again in {retry_after} s",
+                retry_after=retry_after,
             )
     detail: dict[str, Any]
     if sub.status == "rejected":

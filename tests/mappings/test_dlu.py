@@ -274,3 +274,31 @@ def test_registered_under_dlu() -> None:
     assert "dlu" in registry.codes()
     assert DLU.record_model is DluRecord
     assert isinstance(fixed_ctx(), RenderContext)
+
+
+def test_fludt_of_an_earlier_transfer_continues_its_own_series() -> None:
+    """Issue 7 defect 6: the FLUDT series is found by its setId (one per transfer), not by kind."""
+    from mappings.base import PreviousVersion
+
+    record = load_record("rich")
+    first = render_fludt(record, fixed_ctx(seed=1))
+    other = PreviousVersion(set_id="1.2.3.4.5", version=4, document_id="1.2.3.4.6")  # transfer B, newest
+    again = render_fludt(
+        record,
+        fixed_ctx(
+            seed=2,
+            previous={"fludt-cda": other},
+            series={
+                "1.2.3.4.5": other,
+                first.set_id: PreviousVersion(set_id=first.set_id, version=1, document_id=first.document_id),
+            },
+        ),
+    )
+    assert (again.set_id, again.version, again.replaces) == (first.set_id, 2, first.document_id)
+    # and a version that reached nobody is numbered on, but not replaced
+    unsent = render_fludt(
+        record,
+        fixed_ctx(seed=3, series={first.set_id: PreviousVersion(set_id=first.set_id, version=2, document_id=None)}),
+    )
+    assert (unsent.version, unsent.replaces) == (3, None)
+    assert b"RPLC" not in unsent.content

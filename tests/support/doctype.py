@@ -19,6 +19,7 @@ class NoteRecord(BaseModel):
     ins_qualified: bool = False
     refuse_sharing_with: list[str] = []
     fail_mapping: bool = False  # lets a test make mapping fail on purpose
+    series: str | None = None  # several series per person (like one FLUDT per transfer): set by the record
 
 
 class NoteDocumentType:
@@ -40,8 +41,13 @@ class NoteDocumentType:
         assert isinstance(record, NoteRecord)
         if record.fail_mapping:
             raise MappingFailed("mapping failed on purpose", pointer="/fail_mapping")
-        prev = ctx.previous.get("note")
-        set_id = prev.set_id if prev else f"{ctx.id_root}.{ctx.submission_id.int}"
+        if record.series is not None:
+            wanted = f"{ctx.id_root}.series.{record.series}"
+            prev = ctx.previous_of("note", wanted)
+            set_id = wanted
+        else:
+            prev = ctx.previous_of("note")
+            set_id = prev.set_id if prev else f"{ctx.id_root}.{ctx.submission_id.int}"
         version = prev.version + 1 if prev else 1
         doc_id = f"{ctx.id_root}^{ctx.submission_id.hex}"
         body = (f'<note xmlns="urn:test" setId="{set_id}" version="{version}">{escape(record.text)}</note>').encode()
@@ -53,7 +59,7 @@ class NoteDocumentType:
                 document_id=doc_id,
                 set_id=set_id,
                 version=version,
-                replaces=prev.document_id if prev else None,
+                replaces=prev.document_id if prev else None,  # None when no version reached anybody
             )
         ]
 
