@@ -20,6 +20,7 @@ _SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("gateway.security.cli", "tenants_app", "tenants"),
     ("gateway.audit.cli", "app", "audit"),
     ("gateway.security.cli", "app", "keys"),
+    ("gateway.credentials_cli", "app", "credentials"),
     ("ci_sis.cli", "app", "cisis"),
     ("profiles.cli", "app", "fhir"),
 ]

@@ -380,21 +380,22 @@ def set_credentials(
             CredentialSet.purpose == purpose,
         )
     ).first()
+    row_id = row.id if row is not None else str(uuid.uuid4())
+    ciphertext, key_id = encrypt(
+        session, tenant_id=tenant_id, plaintext=material.to_json(), keyring=keyring, aad=row_id.encode()
+    )
     if row is None:
         row = CredentialSet(
-            id=str(uuid.uuid4()),
+            id=row_id,
             tenant_id=tenant_id,
             essms_finess=essms_finess,
             purpose=purpose,
             created_at=now,
             updated_at=now,
-            data_ct=b"",
-            data_key_id="",
+            data_ct=ciphertext,
+            data_key_id=key_id,
         )
         session.add(row)
-    ciphertext, key_id = encrypt(
-        session, tenant_id=tenant_id, plaintext=material.to_json(), keyring=keyring, aad=row.id.encode()
-    )
     row.data_ct, row.data_key_id, row.updated_at = ciphertext, key_id, now
     session.flush()
     audit.append(

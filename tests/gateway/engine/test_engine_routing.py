@@ -469,7 +469,8 @@ def test_tls_policy_accepts_a_ca_bundle_and_leaves_secrets_alone() -> None:
 def test_load_passes_the_settings_to_the_tls_policy(tmp_path: Path) -> None:
     path = tmp_path / "routing.yaml"
     path.write_text(
-        "destinations:\n  hook: {connector: webhook, category: webhook, settings: {url: 'http://dui.example', signing: false}}\n"
+        "destinations:\n  hook: {connector: webhook, category: webhook,\n"
+        "    settings: {url: 'http://dui.example', signing: false}}\n"
     )
     with pytest.raises(RoutingConfigError, match=rf"{path}#/destinations/hook/settings/url"):
         routing.load(_profile("prod", routing_file=path))
