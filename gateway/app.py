@@ -6,7 +6,6 @@ handlers, metrics and the lifespan (embedded workers started and drained).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -19,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import models_json_schema
 
-from gateway.api import ROUTERS
+from gateway.api import ROUTERS, fhir
 from gateway.api.metrics import DatabaseCollector
 from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
@@ -34,7 +33,6 @@ __all__ = ["create_app", "openapi_document"]
 _log = get_logger(__name__)
 
 # Routers written elsewhere, included when their module exists: (module, attribute).
-_OPTIONAL_ROUTERS: tuple[tuple[str, str], ...] = (("gateway.api.fhir", "router"),)
 
 _DESCRIPTION = """\
 Interoperability gateway for French ESSMS: a DUI sends a record (e.g. a DLU), the gateway
@@ -133,19 +131,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(runtime.stop_workers)  # drains in-flight deliveries
 
 
-def _include_optional_routers(app: FastAPI) -> None:
-    for module_name, attr in _OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        app.include_router(getattr(module, attr))
-        renderer = getattr(module, "error_response", None)
-        prefix = getattr(module, "PREFIX", None)
-        if callable(renderer) and isinstance(prefix, str):
-            register_error_renderer(app, prefix, renderer)
+def _include_fhir_facade(app: FastAPI) -> None:
+    app.include_router(fhir.router)
+    register_error_renderer(app, fhir.PREFIX, fhir.error_response)
 
 
 def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
@@ -171,7 +159,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    _include_optional_routers(app)
+    _include_fhir_facade(app)
     # Outermost first: the correlation id must exist before the body limit can refuse anything.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationIdMiddleware)

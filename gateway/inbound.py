@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session
 from connectors.base import InboundEvent, InboundMessage, Interpretation, StoredInbound
 from gateway import audit
 from gateway.delivery import outbox
-from gateway.delivery.renditions import facts_to_json
 from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
+from gateway.storage.codec import facts_to_json
 from gateway.storage.models import InboundMessage as InboundRow
 from gateway.storage.models import Submission, Tenant
 from mappings.inbound_event import INBOUND_EVENT, InboundEventRecord

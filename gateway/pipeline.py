@@ -37,9 +37,9 @@ from sqlalchemy.orm import Session, aliased
 from gateway import audit
 from gateway.conformance import GateUnavailable, check_rendition, redact_report
 from gateway.delivery import outbox
-from gateway.delivery.renditions import facts_to_json, metadata_aad, metadata_to_json
 from gateway.routing import Decision, RoutingTable
 from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
+from gateway.storage.codec import facts_to_json, metadata_aad, metadata_to_json
 from gateway.storage.models import Delivery, Submission, Tenant
 from gateway.storage.models import Rendition as RenditionRow
 from mappings import registry

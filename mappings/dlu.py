@@ -20,7 +20,6 @@ that DMP/MSSanté patient routing is not allowed.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from mappings.base import (
 from mappings.cda import entries, header, sections
 from mappings.cda.datatypes import CIM10, LOINC, TA_ASIP, Ids, add, new_document
 from mappings.cda.narrative import Narrative, Ref, lines, yes_no
+from mappings.dlu_fhir import to_fhir
 from mappings.record import (
     DluRecord,
     HealthEstablishment,
@@ -726,17 +726,6 @@ def render_fludt(record: DluRecord, ctx: RenderContext) -> Rendition:
     )
 
 
-def _fhir_renderer() -> Callable[[DluRecord, RenderContext], Rendition] | None:
-    try:
-        module = importlib.import_module("mappings.dlu_fhir")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mappings.dlu_fhir":
-            raise
-        return None
-    renderer: Callable[[DluRecord, RenderContext], Rendition] = module.to_fhir
-    return renderer
-
-
 class DluDocumentType:
     """The ``dlu`` document type (registered at import)."""
 
@@ -762,9 +751,7 @@ class DluDocumentType:
         renditions = [render_dlu(record, ctx)]
         if record.transfer is not None:
             renditions.append(render_fludt(record, ctx))
-        to_fhir = _fhir_renderer()
-        if to_fhir is not None:
-            renditions.append(to_fhir(record, ctx))
+        renditions.append(to_fhir(record, ctx))
         return renditions
 
 

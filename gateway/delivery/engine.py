@@ -32,10 +32,10 @@ from sqlalchemy import select
 from connectors.base import Connector, Envelope, PermanentError, Receipt, TransientError
 from gateway.delivery import outbox
 from gateway.delivery.outbox import ClaimToken, as_utc
-from gateway.delivery.renditions import facts_from_json, load_rendition
 from gateway.metrics import ATTEMPTS, DELIVERY_LATENCY
 from gateway.security.crypto import DecryptionError, KeyUnavailable
 from gateway.settings import Settings
+from gateway.storage.codec import facts_from_json, load_rendition
 from gateway.storage.models import Delivery, Rendition, Submission, Tenant
 
 if TYPE_CHECKING:

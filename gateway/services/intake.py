@@ -25,10 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import audit
-from gateway.delivery.renditions import facts_to_json
 from gateway.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from gateway.security.clients import essms_of_tenant
 from gateway.security.crypto import KeyRing, encrypt
+from gateway.storage.codec import facts_to_json
 from gateway.storage.models import ApiClient, Submission
 from mappings import registry
 from mappings.base import MappingFailed

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import Envelope, Health, PermanentError, Receipt, TransientError
-from gateway.delivery.renditions import facts_to_json
 from gateway.routing import RoutingTable, parse_config
 from gateway.runtime import Runtime
 from gateway.security.crypto import KeyRing, encrypt
 from gateway.settings import Settings
+from gateway.storage.codec import facts_to_json
 from gateway.storage.db import session_scope
 from gateway.storage.models import AuditEvent, Submission
 from tests.support.doctype import NOTE, NoteRecord

@@ -1,4 +1,4 @@
-"""Stored renditions <-> :class:`mappings.base.Rendition`, and record facts <-> JSON.
+"""The storage codec: stored renditions <-> :class:`mappings.base.Rendition`, record facts <-> JSON.
 
 A rendition row keeps its conformance tags and exchange metadata (XDS/MHD attributes the DMP
 and MSSanté connectors need) in ``metadata_json``; its bytes are encrypted (AAD = rendition id).
