@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import models_json_schema
 
 from gateway.api import ROUTERS, fhir
-from gateway.api.metrics import DatabaseCollector
+from gateway.api.metrics import CircuitCollector, DatabaseCollector
 from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
 from gateway.api.submissions import SubmissionEnvelope
@@ -155,6 +155,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
     metrics_registry = CollectorRegistry(auto_describe=False)
     if runtime is not None:
         metrics_registry.register(DatabaseCollector(runtime.session_factory))
+        metrics_registry.register(CircuitCollector(lambda: runtime.bulkheads))
     app.state.metrics_registry = metrics_registry
     install_error_handlers(app)
     for router in ROUTERS:

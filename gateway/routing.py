@@ -457,7 +457,9 @@ class ConfiguredSource:
     destinations: tuple[str, ...] | None
 
 
-def build_sources(config: RoutingConfig, *, source: str = "<memory>") -> dict[str, ConfiguredSource]:
+def build_sources(
+    config: RoutingConfig, *, settings: Settings | None = None, source: str = "<memory>"
+) -> dict[str, ConfiguredSource]:
     """Instantiate each configured inbound source from the ``dui_gateway.sources`` entry points."""
     available = {ep.name: ep for ep in entry_points(group=SOURCE_ENTRY_POINT_GROUP)}
     out: dict[str, ConfiguredSource] = {}
@@ -474,13 +476,17 @@ def build_sources(config: RoutingConfig, *, source: str = "<memory>") -> dict[st
                 raise RoutingConfigError(f"{pointer}/destinations/{j}: unknown destination {dest!r}")
         try:
             cls = ep.load()
-            settings_model = cls.Settings
-            instance = cls(settings_model.model_validate(conf.settings))
+            source_settings = cls.Settings.model_validate(conf.settings)
+            if settings is not None:  # the same TLS policy as destinations (an IMAP poller, an SI-SdO client)
+                check_tls_policy(source_settings, settings=settings, pointer=pointer)
+            instance = cls(source_settings)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{pointer}/settings/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise RoutingConfigError(f"invalid settings for source {name!r}: {problems}") from None
+        except RoutingConfigError:
+            raise
         except Exception as exc:
             raise RoutingConfigError(
                 f"{pointer}: source {conf.source!r} failed to start: {type(exc).__name__}"

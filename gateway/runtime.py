@@ -93,7 +93,7 @@ class Runtime:
 
         self.routing, self.destinations = routing.load(self.settings)
         check_connectors(self.settings, self.destinations)
-        self.sources = routing.build_sources(self.routing.config, source=self.routing.source)
+        self.sources = routing.build_sources(self.routing.config, settings=self.settings, source=self.routing.source)
         self._bulkheads = None
 
     def health(self) -> dict[str, Health]:

@@ -14,8 +14,9 @@ from the database at scrape time, so the figures are right whichever process did
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -99,6 +100,33 @@ class DatabaseCollector(Collector):
             yield up
             return
         yield from (submissions, deliveries, attempts, queue, up)
+
+
+class CircuitCollector(Collector):
+    """This process's bulkheads: circuit state and sends in flight per destination."""
+
+    def __init__(self, bulkheads: Callable[[], Any]) -> None:
+        self._bulkheads = bulkheads
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "dui_gateway_circuit_open",
+            "1 while a destination's circuit breaker is open in this process (0 closed, 0.5 half-open)",
+            labels=["destination"],
+        )
+        busy = GaugeMetricFamily(
+            "dui_gateway_destination_in_flight",
+            "Sends in flight per destination in this process",
+            labels=["destination"],
+        )
+        values = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+        for name, lane in self._bulkheads().snapshot().items():
+            state.add_metric([name], values.get(lane["circuit"], 1.0))
+            busy.add_metric([name], lane["in_flight"])
+        yield from (state, busy)
 
 
 @router.get(
