@@ -32,8 +32,9 @@ from email.parser import BytesHeaderParser
 from typing import ClassVar, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
+from connectors._secrets import SecretRef
 from connectors.base import (
     Credentials,
     Health,
@@ -82,7 +83,7 @@ class ImapSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0, le=300)
     essms_finess: str = Field(pattern=r"^[0-9AB]{9}$")
     username: str | None = None
-    password: SecretStr | None = None
+    password: SecretRef | None = None  # env:NAME or file:/path, never the value in the routing file
     client_certificate_file: str | None = None
     client_key_file: str | None = None
     mailbox: str = "INBOX"

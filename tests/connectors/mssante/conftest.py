@@ -4,6 +4,7 @@ built from the project's sample records through the real mappings."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -131,4 +132,9 @@ def source_for(imap: Dovecot, pki: TestPki, *, user: str = "essms", **overrides:
         "poll_seconds": 0.2,
     }
     settings.update(overrides)
+    password = settings.get("password")
+    if isinstance(password, str) and not password.startswith(("env:", "file:")):
+        # the settings take references only: hand the test password over through the environment
+        os.environ[f"TEST_IMAP_PASSWORD_{user}"] = password
+        settings["password"] = f"env:TEST_IMAP_PASSWORD_{user}"
     return ImapReceiptSource(ImapSettings(**settings))

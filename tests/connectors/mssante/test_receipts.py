@@ -221,7 +221,7 @@ def test_run_survives_a_server_that_is_down(pki: TestPki) -> None:
             port=free_port(),
             essms_finess="750000010",
             username="u",
-            password="p",
+            password="env:HOME",  # any reference: the server is down anyway
             poll_seconds=0.05,
             timeout=1,
         )
