@@ -34,6 +34,19 @@ _TYPES: dict[str, tuple[str, str, str]] = {
     "read": ("110110", "Patient Record", "R"),
     "searched": ("110112", "Query", "E"),
     "exported": ("110106", "Export", "R"),
+    "held": ("110110", "Patient Record", "E"),
+    # a disclosure starts / its outcome arrives later (delivery core v2)
+    "send_started": ("110106", "Export", "E"),
+    "sent": ("110106", "Export", "E"),
+    "receipt": ("110106", "Export", "E"),
+    "receipt_failed": ("110106", "Export", "E"),
+    "receipt_overdue": ("110106", "Export", "E"),
+    "lease_lost": ("110106", "Export", "E"),
+    "attempt_abandoned": ("110106", "Export", "E"),
+    "inbound_received": ("110107", "Import", "C"),
+    "inbound_processed": ("110107", "Import", "E"),
+    "credentials_set": ("110100", "Application Activity", "U"),
+    "credentials_deleted": ("110100", "Application Activity", "D"),
 }
 _DEFAULT_TYPE = ("110100", "Application Activity", "E")
 # FHIR AuditEvent.outcome: 0 success, 4 minor failure, 8 serious failure
