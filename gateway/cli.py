@@ -13,6 +13,7 @@ app = typer.Typer(help="dui-gateway: ESSMS interoperability gateway", no_args_is
 _SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("gateway.commands", "serve", "serve"),
     ("gateway.commands", "worker", "worker"),
+    ("gateway.commands", "sources", "sources"),
     ("gateway.commands", "migrate", "migrate"),
     ("gateway.commands", "demo", "demo"),
     ("gateway.commands", "sandbox", "sandbox"),

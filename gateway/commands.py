@@ -23,7 +23,7 @@ import typer
 
 from gateway.settings import Settings
 
-__all__ = ["demo", "migrate", "replay", "sandbox", "serve", "worker"]
+__all__ = ["demo", "migrate", "replay", "sandbox", "serve", "sources", "worker"]
 
 
 def _settings() -> Settings:
@@ -86,6 +86,40 @@ def worker() -> None:
     try:
         run_worker_process(runtime)
     finally:
+        runtime.close()
+
+
+def sources() -> None:
+    """Run only the routing file's inbound sources (listeners, pollers) until SIGTERM/SIGINT.
+
+    For a listener that binds a port (MLLP): run it in one process, and the workers with
+    DUI_GATEWAY_RUN_SOURCES=false. What the sources store is interpreted by the workers.
+    """
+    import threading
+
+    from gateway.inbound import SourceRunner
+    from gateway.logging import get_logger
+    from gateway.runtime import Runtime
+
+    settings = _settings()
+    runtime = Runtime.from_settings(settings)
+    log = get_logger("gateway.commands")
+    if not runtime.sources:
+        typer.echo("no inbound source in the routing file", err=True)
+        runtime.close()
+        raise typer.Exit(1)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runner = SourceRunner(runtime)
+    try:
+        runner.start()
+        log.info("sources_started", sources=sorted(runtime.sources))
+        while not stop.wait(1.0):
+            pass
+    finally:
+        runner.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         runtime.close()
 
 
