@@ -57,7 +57,7 @@ from connectors.dmp.soap import (
 )
 from mappings.base import Rendition
 
-__all__ = ["DmpConnector", "DmpRefused", "DmpSettings"]
+__all__ = ["DmpConnector", "DmpRefused", "DmpSettings", "Submission"]
 
 MAX_TIMEOUT = 120.0
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
@@ -122,10 +122,23 @@ class DmpRefused(PermanentError):
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class _Described:
+    identity: OrgIdentity
+    profile: VihfProfile
     entries: tuple[DocumentEntry, ...]
-    contents: Mapping[str, bytes]  # document_ref -> bytes
-    replaces: Mapping[str, str]  # entry_id -> entryUUID replaced
+    renditions: tuple[Rendition, ...]
+
+
+@dataclass
+class Submission:
+    """An ITI-41 request ready to go: ``request`` (ProvideAndRegisterDocumentSetRequest),
+    ``attachments`` (content id, media type, bytes), ``security`` (the signed VIHF)."""
+
+    described: _Described
+    request: Any
+    attachments: list[tuple[str, str, bytes]]
+    security: list[Any]
+    detail: dict[str, Any]
 
 
 def _entry_uuid(document_id: str) -> str:
@@ -192,7 +205,7 @@ class DmpConnector:
         return self.settings.verify_tls
 
     # -- send ------------------------------------------------------------------------------------
-    def send(self, envelope: Envelope) -> Receipt:
+    def _describe(self, envelope: Envelope) -> _Described:
         facts = envelope.facts
         if "dmp" in facts.sharing_refused_with:
             raise PermanentError("the person refused the DMP: nothing is sent (routing should not have chosen it)")
@@ -224,17 +237,27 @@ class DmpConnector:
         if len(entries) != len(renditions):
             raise PermanentError("a rendition for the DMP has no exchange metadata")
         profile = self._profile(envelope, identity, renditions[0])
-        patient = entries[0].patient_id
+        return _Described(identity, profile, tuple(entries), tuple(renditions))
+
+    def send(self, envelope: Envelope) -> Receipt:
+        """Describe, find what this version replaces in this DMP, submit (see the module doc)."""
         if self.settings.route == "mhd":
             from connectors.dmp.mhd import send_mhd
 
-            return send_mhd(self, envelope, identity, entries, renditions)
+            described = self._describe(envelope)
+            return send_mhd(self, envelope, described.identity, list(described.entries), list(described.renditions))
+        return self.submit(envelope, self.prepare(envelope))
+
+    def prepare(self, envelope: Envelope) -> Submission:
+        """The ITI-41 request for ``envelope`` (RPLC targets resolved), not yet sent."""
+        d = self._describe(envelope)
+        patient = d.entries[0].patient_id
         replaces: dict[str, str] = {}
-        for entry, rendition in zip(entries, renditions, strict=True):
-            target = self._replacement_target(envelope, rendition, identity, profile, patient)
+        for entry, rendition in zip(d.entries, d.renditions, strict=True):
+            target = self._replacement_target(envelope, rendition, d.identity, d.profile, patient)
             if target is not None:
                 replaces[entry.entry_id] = target
-        return self._provide(envelope, identity, profile, entries, renditions, replaces)
+        return self._build(envelope, d, replaces)
 
     def _kinds(self, envelope: Envelope) -> tuple[str, ...]:
         kinds = envelope.options.get("kinds")
@@ -344,15 +367,8 @@ class DmpConnector:
         return answer.entries
 
     # -- ITI-41 ------------------------------------------------------------------------------
-    def _provide(
-        self,
-        envelope: Envelope,
-        identity: OrgIdentity,
-        profile: VihfProfile,
-        entries: list[DocumentEntry],
-        renditions: list[Rendition],
-        replaces: Mapping[str, str],
-    ) -> Receipt:
+    def _build(self, envelope: Envelope, d: _Described, replaces: Mapping[str, str]) -> Submission:
+        identity, entries, renditions = d.identity, list(d.entries), list(d.renditions)
         now = datetime.now(UTC)
         patient = entries[0].patient_id
         ss_uid = oid_from_key("dmp-submission-set", envelope.idempotency_key)
@@ -406,22 +422,33 @@ class DmpConnector:
             doc = etree.SubElement(request, q("xdsb", "Document"), id=entry.entry_id)
             etree.SubElement(doc, q("xop", "Include"), href=f"cid:{cid}")
             attachments.append((cid, "text/xml", content))
-        assertion = vihf_assertion(identity, profile, patient_cx=patient)
+        return Submission(
+            described=d,
+            request=request,
+            attachments=attachments,
+            security=[vihf_assertion(identity, d.profile, patient_cx=patient)],
+            detail={
+                "route": "xds",
+                "uniqueId": first.unique_id,
+                "submissionSetUniqueId": ss_uid,
+                "replaced": sorted(replaces.values()),
+            },
+        )
+
+    def submit(self, envelope: Envelope, submission: Submission) -> Receipt:
+        """Send a prepared ITI-41 request and read the DMP's answer into a receipt or an error."""
+        d = submission.described
         env = build_envelope(
             action=ACTION_PNR,
             to=self.settings.iti41_url,
-            body=request,
-            security=[assertion],
+            body=submission.request,
+            security=submission.security,
             message_id=f"urn:uuid:{uuid.uuid4()}",
         )
-        body, content_type = mtom(env, attachments, action=ACTION_PNR)
-        answer = self._post(envelope, identity, self.settings.iti41_url, body, content_type, what="ITI-41 submission")
-        detail: dict[str, Any] = {
-            "route": "xds",
-            "uniqueId": first.unique_id,
-            "submissionSetUniqueId": ss_uid,
-            "replaced": sorted(replaces.values()),
-        }
+        body, content_type = mtom(env, submission.attachments, action=ACTION_PNR)
+        answer = self._post(envelope, d.identity, self.settings.iti41_url, body, content_type, what="ITI-41 submission")
+        detail = dict(submission.detail)
+        first = d.entries[0]
         if answer.succeeded:
             warnings = [f"{e.code}: {e.context}" for e in answer.errors]
             return Receipt(
@@ -429,7 +456,7 @@ class DmpConnector:
                 detail={**detail, "entryUUID": first.entry_id, "status": "Success", "warnings": warnings},
             )
         if not answer.is_fault and answer.errors and all(e.code == DUPLICATE for e in answer.errors if e.is_error):
-            return self._already_there(envelope, identity, profile, entries, detail)
+            return self._already_there(envelope, d.identity, d.profile, list(d.entries), detail)
         self._raise_for(answer, what="ITI-41 submission")
         raise AssertionError("unreachable")
 

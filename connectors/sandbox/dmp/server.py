@@ -92,9 +92,23 @@ VIHF_RULES: Mapping[str, tuple[bool, str, str]] = {
 class _Refusal(Exception):
     """An answer other than success: a SOAP fault or a RegistryResponse Failure."""
 
-    def __init__(self, code: str, context: str, *, fault: bool = False, subcode: str = "", location: str = "") -> None:
+    def __init__(
+        self,
+        code: str,
+        context: str,
+        *,
+        fault: bool = False,
+        subcode: str = "",
+        location: str = "",
+        more: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
         super().__init__(f"{code}: {context}")
         self.code, self.context, self.fault, self.subcode, self.location = code, context, fault, subcode, location
+        self.more = more  # further RegistryErrors (code, context, location) of the same answer
+
+    @property
+    def errors(self) -> tuple[tuple[str, str, str], ...]:
+        return ((self.code, self.context, self.location), *self.more)
 
 
 @dataclass
@@ -328,7 +342,7 @@ class DmpSimulator:
             self.store.log(action, "fault", ["MalformedRequest"])
             return self._fault("Sender", "MalformedRequest", f"requête illisible: {exc}")
         except _Refusal as refusal:
-            self.store.log(action, "fault" if refusal.fault else "failure", [refusal.code])
+            self.store.log(action, "fault" if refusal.fault else "failure", [e[0] for e in refusal.errors])
             if refusal.fault:
                 return self._fault("Sender", refusal.subcode or refusal.code, f"{refusal.code}: {refusal.context}")
             return 200, *self._response(FAILURE, [refusal]), False
@@ -374,14 +388,15 @@ class DmpSimulator:
         if refusals:
             errors = etree.SubElement(resp, q("rs", "RegistryErrorList"))
             for r in refusals:
-                etree.SubElement(
-                    errors,
-                    q("rs", "RegistryError"),
-                    errorCode=r.code,
-                    codeContext=r.context,
-                    severity=ERROR,
-                    location=r.location,
-                )
+                for code, context, location in r.errors:
+                    etree.SubElement(
+                        errors,
+                        q("rs", "RegistryError"),
+                        errorCode=code,
+                        codeContext=context,
+                        severity=ERROR,
+                        location=location,
+                    )
         # answered in MTOM, as a DMP does for ITI-41
         return mtom(env, [], action=ACTION_PNR + "Response")
 
@@ -553,9 +568,14 @@ class DmpSimulator:
                     problems.append(
                         ("DE.confidentialityCode", "masking/visibility codes must never be written in the CDA")
                     )
-        if problems:
+        if problems:  # one RegistryError per broken rule
             rule_id, message = problems[0]
-            raise _Refusal("XDSRegistryMetadataError", f"{rule_id}: {message}", location=rule_id)
+            raise _Refusal(
+                "XDSRegistryMetadataError",
+                f"{rule_id}: {message}",
+                location=rule_id,
+                more=tuple(("XDSRegistryMetadataError", f"{r}: {m}", r) for r, m in problems[1:]),
+            )
         patient = rules.read_object(ss, ("ext", rules.SS_PATIENT))[0]
         assert isinstance(patient, str)
         for eo in entries:
