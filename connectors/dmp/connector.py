@@ -506,7 +506,16 @@ class DmpConnector:
                 f"DMP {what}: no answer within {timeout:.1f}s (the resend carries the same uniqueId and is recognised)"
             ) from exc
         except requests.RequestException as exc:
-            raise self._transport_error(exc, what) from exc
+            error = self._transport_error(exc, what)
+            if isinstance(error, TransientError) and isinstance(
+                exc, requests.exceptions.SSLError | requests.ConnectionError
+            ):
+                # TLS 1.3: a refused client certificate often shows as a bare EOF/reset on the
+                # request; a handshake probe that waits for the peer's alert tells which it was
+                alert = self._probe_client_certificate(url, identity, envelope)
+                if alert is not None:
+                    error = self._certificate_refused(alert, what)
+            raise error from exc
         ctype = resp.headers.get("Content-Type", "")
         status = resp.status_code
         if "soap+xml" in ctype or "multipart/related" in ctype:
@@ -529,13 +538,46 @@ class DmpConnector:
             )
         for alert in _CERT_REFUSED:
             if alert in reasons or alert.replace("_", " ") in reasons:
-                return PermanentError(
-                    f"DMP {what}: the DMP refused the ESSMS's certificate (TLS alert {alert.lower()}): "
-                    "check it is a valid IGC-Santé organisation certificate of this FINESS"
-                )
+                return self._certificate_refused(alert, what)
         if isinstance(exc, requests.ConnectionError):
             return TransientError(f"DMP {what}: unreachable ({type(exc).__name__})")
         return PermanentError(f"DMP {what}: request failed ({type(exc).__name__})")
+
+    @staticmethod
+    def _certificate_refused(alert: str, what: str) -> PermanentError:
+        return PermanentError(
+            f"DMP {what}: the DMP refused the ESSMS's certificate (TLS alert {alert.lower()}): "
+            "check it is a valid IGC-Santé organisation certificate of this FINESS"
+        )
+
+    def _probe_client_certificate(self, url: str, identity: OrgIdentity, envelope: Envelope) -> str | None:
+        """Handshake with the ESSMS's certificate and wait briefly for the DMP's TLS alert.
+
+        Returns the alert (e.g. ``UNKNOWN_CA``) when the DMP refuses the certificate, else None.
+        """
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 443
+        ctx = ssl.create_default_context(cafile=str(self.settings.ca_bundle) if self.settings.ca_bundle else None)
+        if not self.settings.verify_tls:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        cert_path, key_path = self._tls.paths(identity)
+        ctx.load_cert_chain(cert_path, key_path)
+        wait = min(2.0, envelope.timeout(self.settings.timeout))
+        try:
+            with socket.create_connection((host, port), timeout=wait) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                    tls.settimeout(wait)
+                    tls.recv(1)  # a server that accepted us waits for the request: timeout
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc).upper()
+            return next((a for a in _CERT_REFUSED if a in reason), None)
+        except OSError:
+            return None
+        return None
 
     @staticmethod
     def _raise_for(answer: Answer, *, what: str) -> None:
