@@ -114,6 +114,7 @@ def envelope(
     cert: IssuedCert | None = None,
     key: str | None = None,
     deadline: datetime | None = None,
+    creds: Credentials | None = None,
     **fact_extra: Any,
 ) -> Envelope:
     if fact_extra:
@@ -128,6 +129,6 @@ def envelope(
         renditions=(rendition,),
         facts=facts,
         held=held or {},
-        credentials=credentials(cert or pki.client),
+        credentials=creds or credentials(cert or pki.client),
         deadline=deadline or datetime.now(UTC) + timedelta(minutes=5),
     )
