@@ -351,7 +351,10 @@ class DmpConnector:
         """ITI-18 GetDocuments by uniqueId (TD3.1)."""
         assertion = vihf_assertion(identity, profile, patient_cx=patient)
         env = build_envelope(
-            action=ACTION_QUERY, to=self.settings.iti18_url, body=get_documents_query(unique_ids), security=[assertion]
+            action=ACTION_QUERY,
+            to=self.settings.iti18_url,
+            body=get_documents_query(unique_ids, home=self.settings.home_community_id),
+            security=[assertion],
         )
         body = etree.tostring(env, xml_declaration=True, encoding="UTF-8")
         answer = self._post(

@@ -228,11 +228,13 @@ def read_answer(body: bytes, content_type: str) -> Answer:
     return Answer(status=response.get("status", ""), errors=errors, entries=tuple(entries))
 
 
-def get_documents_query(unique_ids: Sequence[str]) -> Any:
+def get_documents_query(unique_ids: Sequence[str], *, home: str | None = None) -> Any:
     """ITI-18 ``GetDocuments`` by uniqueId, LeafClass (entryUUID, status, hash)."""
     req = etree.Element(q("query", "AdhocQueryRequest"), nsmap={"query": NS["query"], "rim": NS["rim"]})
     etree.SubElement(req, q("query", "ResponseOption"), returnComposedObjects="true", returnType="LeafClass")
     adhoc = etree.SubElement(req, q("rim", "AdhocQuery"), id=GET_DOCUMENTS)
+    if home:
+        adhoc.set("home", home)
     slot = etree.SubElement(adhoc, q("rim", "Slot"), name="$XDSDocumentEntryUniqueId")
     vl = etree.SubElement(slot, q("rim", "ValueList"))
     etree.SubElement(vl, q("rim", "Value")).text = "(" + ",".join(f"'{u}'" for u in unique_ids) + ")"
