@@ -26,7 +26,6 @@ import json
 import re
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import uuid
@@ -714,14 +713,11 @@ class DmpSimulator:
     def _verify_xades(self, signature: bytes, signed_docs: Mapping[str, bytes]) -> None:
         try:
             parse_xml(signature)
-            with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:  # signxml wants a path
-                ca_file.write(self.ca_path.read_bytes())
-                ca_file.flush()
-                results: Any = XAdESVerifier().verify(
-                    signature,
-                    ca_pem_file=ca_file.name,
-                    expect_config=XAdESSignatureConfiguration(location="./", expect_references=3),
-                )
+            results: Any = XAdESVerifier().verify(
+                signature,
+                ca_pem_file=str(self.ca_path),
+                expect_config=XAdESSignatureConfiguration(location="./", expect_references=3),
+            )
         except (UnsafeXml, InvalidSignature, InvalidInput, ValueError) as exc:
             raise _Refusal(
                 "FailedCheck", f"signature XAdES du lot invalide: {exc}", fault=True, subcode="wsse:FailedCheck"

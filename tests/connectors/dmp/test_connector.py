@@ -394,3 +394,16 @@ def test_ppa_goes_through_the_same_connector_with_its_type_code(sim: DmpSimulato
     stored = sim.store.entry(str(receipt.remote_id))
     assert stored is not None
     assert (stored.type_code, stored.format_code) == ("80788-3", "urn:ihe:iti:xds-sd:pdf:2008")
+
+
+def test_one_connector_shared_by_worker_threads(sim: DmpSimulator, pki: Pki) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    conn = connector_for(sim, pki)
+    docs = [render(seed=300 + i) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        receipts = list(pool.map(lambda d: conn.send(envelope(pki, d[0], d[1])), docs))
+    assert {r.detail["status"] for r in receipts} == {"Success"}
+    assert len({r.remote_id for r in receipts}) == 6
+    assert len(conn._sessions) <= 3
+    conn.close()
