@@ -21,6 +21,7 @@ import requests
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors._errors import http_status_error, map_errors
 from connectors.base import Envelope, Health, PermanentError, Receipt, TransientError
 from connectors.dmp._xml import NS, UnsafeXml, q
 from connectors.dmp.metadata import (
@@ -56,6 +57,7 @@ from connectors.dmp.soap import (
     read_answer,
 )
 from mappings.base import Rendition
+from mappings.consent import ConsentFamily, read_refusals
 
 __all__ = ["DmpConnector", "DmpRefused", "DmpSettings", "Submission"]
 
@@ -74,7 +76,6 @@ TRANSIENT_CODES = frozenset(
         "XDSRepositoryError",
     }
 )
-_TRANSIENT_HTTP = frozenset({408, 425, 429})
 # TLS alerts meaning "the peer refused our certificate" (OpenSSL reason names)
 _CERT_REFUSED = (
     "UNKNOWN_CA",
@@ -146,6 +147,21 @@ def _entry_uuid(document_id: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, 'dmp-entry|' + document_id)}"
 
 
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 32:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+    return None
+
+
 def _ssl_reasons(exc: BaseException) -> Iterator[str]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -207,7 +223,7 @@ class DmpConnector:
     # -- send ------------------------------------------------------------------------------------
     def _describe(self, envelope: Envelope) -> _Described:
         facts = envelope.facts
-        if "dmp" in facts.sharing_refused_with:
+        if read_refusals(facts.sharing_refused_with).refuses(ConsentFamily.DMP):
             raise PermanentError("the person refused the DMP: nothing is sent (routing should not have chosen it)")
         if not facts.ins_qualified:
             raise PermanentError("no qualified INS: a document is sent to the DMP only for a qualified identity (RNIV)")
@@ -490,35 +506,51 @@ class DmpConnector:
         )
 
     # -- transport -----------------------------------------------------------------------------
-    def _post(
-        self, envelope: Envelope, identity: OrgIdentity, url: str, body: bytes, content_type: str, *, what: str
-    ) -> Answer:
+    def _http(
+        self, envelope: Envelope, identity: OrgIdentity, url: str, body: bytes, headers: Mapping[str, str], *, what: str
+    ) -> requests.Response:
+        """POST with the ESSMS's certificate; library errors through the shared mapper, then the
+        DMP's reading of TLS failures (a refused client certificate is an operator's matter)."""
         timeout = envelope.timeout(self.settings.timeout)
         try:
-            resp = self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": content_type},
-                cert=self._tls.paths(identity),
-                verify=self._verify,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
-            raise TransientError(
-                f"DMP {what}: no answer within {timeout:.1f}s (the resend carries the same uniqueId and is recognised)"
-            ) from exc
-        except requests.RequestException as exc:
-            error = self._transport_error(exc, what)
-            if isinstance(error, TransientError) and isinstance(
-                exc, requests.exceptions.SSLError | requests.ConnectionError
-            ):
+            with map_errors(f"DMP {what}"):
+                return self._session.post(
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    cert=self._tls.paths(identity),
+                    verify=self._verify,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+        except PermanentError as error:
+            if _find(error, ssl.SSLCertVerificationError) is not None and "certificate" in str(error).lower():
+                raise PermanentError(
+                    f"{error}; the DMP's server certificate must chain to ca_bundle "
+                    f"({self.settings.ca_bundle or 'system store'})"
+                ) from error.__cause__
+            raise
+        except TransientError as error:
+            cause = error.__cause__
+            if isinstance(cause, requests.Timeout):
+                raise TransientError(
+                    f"DMP {what}: no answer within {timeout:.1f}s (the resend carries the same uniqueId "
+                    "and is recognised)"
+                ) from cause
+            reasons = " ".join(_ssl_reasons(cause)).upper() if cause is not None else ""
+            alert = next((a for a in _CERT_REFUSED if a in reasons or a.replace("_", " ") in reasons), None)
+            if alert is None and isinstance(cause, requests.exceptions.SSLError | requests.ConnectionError):
                 # TLS 1.3: a refused client certificate often shows as a bare EOF/reset on the
                 # request; a handshake probe that waits for the peer's alert tells which it was
                 alert = self._probe_client_certificate(url, identity, envelope)
-                if alert is not None:
-                    error = self._certificate_refused(alert, what)
-            raise error from exc
+            if alert is not None:
+                raise self._certificate_refused(alert, what) from cause
+            raise
+
+    def _post(
+        self, envelope: Envelope, identity: OrgIdentity, url: str, body: bytes, content_type: str, *, what: str
+    ) -> Answer:
+        resp = self._http(envelope, identity, url, body, {"Content-Type": content_type}, what=what)
         ctype = resp.headers.get("Content-Type", "")
         status = resp.status_code
         if "soap+xml" in ctype or "multipart/related" in ctype:
@@ -528,23 +560,11 @@ class DmpConnector:
                 if status >= 500:
                     raise TransientError(f"DMP {what}: HTTP {status} with an unreadable answer") from exc
                 raise PermanentError(f"DMP {what}: unreadable answer (HTTP {status}): {exc}") from exc
-        if status >= 500 or status in _TRANSIENT_HTTP:
-            raise TransientError(f"DMP {what}: HTTP {status}")
-        raise PermanentError(f"DMP {what}: HTTP {status} without a SOAP answer")
-
-    def _transport_error(self, exc: requests.RequestException, what: str) -> Exception:
-        reasons = " ".join(_ssl_reasons(exc)).upper()
-        if "CERTIFICATE_VERIFY_FAILED" in reasons or "CERTIFICATE VERIFY FAILED" in reasons:
-            return PermanentError(
-                f"DMP {what}: the DMP's server certificate is not trusted (check ca_bundle "
-                f"{self.settings.ca_bundle or 'system store'})"
-            )
-        for alert in _CERT_REFUSED:
-            if alert in reasons or alert.replace("_", " ") in reasons:
-                return self._certificate_refused(alert, what)
-        if isinstance(exc, requests.ConnectionError):
-            return TransientError(f"DMP {what}: unreachable ({type(exc).__name__})")
-        return PermanentError(f"DMP {what}: request failed ({type(exc).__name__})")
+        raise (
+            http_status_error(f"DMP {what}", status)
+            if status >= 300
+            else PermanentError(f"DMP {what}: HTTP {status} without a SOAP answer")
+        )
 
     @staticmethod
     def _certificate_refused(alert: str, what: str) -> PermanentError:

@@ -190,21 +190,14 @@ def send_mhd(
         if held is not None and held.document_id != rendition.document_id and held.remote_id:
             replaces[entry.entry_id] = held.remote_id.removeprefix("urn:uuid:")
     bundle = provide_bundle(envelope, entries, renditions, replaces, settings.source_id)
-    timeout = envelope.timeout(settings.timeout)
-    try:
-        resp = conn._session.post(
-            settings.mhd_url,
-            data=json.dumps(bundle).encode(),
-            headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
-            cert=conn._tls.paths(identity),
-            verify=conn._verify,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except requests.Timeout as exc:
-        raise TransientError(f"DMP ITI-65: no answer within {timeout:.1f}s") from exc
-    except requests.RequestException as exc:
-        raise conn._transport_error(exc, "ITI-65") from exc
+    resp = conn._http(
+        envelope,
+        identity,
+        settings.mhd_url,
+        json.dumps(bundle).encode(),
+        {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+        what="ITI-65",
+    )
     detail: dict[str, Any] = {"route": "mhd", "uniqueId": entries[0].unique_id, "replaced": sorted(replaces.values())}
     if resp.status_code in (200, 201):
         try:

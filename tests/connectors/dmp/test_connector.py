@@ -265,7 +265,7 @@ def test_untrusted_dmp_server_certificate_is_permanent(sim: DmpSimulator, pki: P
     other = tmp_path / "other-ca.pem"
     other.write_bytes(TestCa("Not the DMP's CA").cert_pem)
     rendition, facts = render()
-    with pytest.raises(PermanentError, match="server certificate is not trusted"):
+    with pytest.raises(PermanentError, match="must chain to ca_bundle"):
         connector_for(sim, pki, ca_bundle=other).send(envelope(pki, rendition, facts))
 
 

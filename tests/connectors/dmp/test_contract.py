@@ -54,6 +54,9 @@ class TestDmpContract(ConnectorContract):
     def fail_next(self, peer: Peer) -> None:
         peer.sim.control({"fail_next": 1, "fail_status": 503})
 
+    def slow_next(self, peer: Peer, seconds: float) -> None:
+        peer.sim.control({"delay_after_store": seconds})
+
     def accepted_count(self, peer: Peer, envelope: Envelope) -> int:
         ids = {r.document_id for r in envelope.renditions}
         return sum(1 for e in peer.sim.store.entries() if e.unique_id in ids)
