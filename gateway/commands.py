@@ -14,11 +14,12 @@ JSON logs, and runs one kind of process:
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -132,17 +133,22 @@ def sandbox(
 sandbox_app = typer.Typer(help="Local simulators of external systems (real servers on loopback).")
 
 
-@sandbox_app.callback(invoke_without_command=True)
-def _sandbox_default(
-    ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Interface to listen on (keep it on loopback)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8787,
-    db: Annotated[Path, typer.Option(help="SQLite file recording what was received")] = Path("var/sandbox.db"),
-    verbose: Annotated[bool, typer.Option(help="Log one line per request (method, path, status)")] = True,
-) -> None:
+def _sandbox_default(ctx: typer.Context, **options: Any) -> None:
     """Without a sub-command: the sandbox HTTP receiver (webhook peer), as before."""
     if ctx.invoked_subcommand is None:
-        sandbox(host=host, port=port, db=db, verbose=verbose)
+        sandbox(**options)
+
+
+# the group's own options are exactly ``sandbox``'s, whatever it grows: same signature, plus ctx
+_receiver_signature = inspect.signature(sandbox)
+_sandbox_default.__signature__ = _receiver_signature.replace(  # type: ignore[attr-defined]
+    parameters=[
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="typer.Context"),
+        *_receiver_signature.parameters.values(),
+    ]
+)
+_sandbox_default.__annotations__ = {"ctx": "typer.Context", **sandbox.__annotations__}
+sandbox_app.callback(invoke_without_command=True)(_sandbox_default)
 
 
 @sandbox_app.command("dmp")
