@@ -8,6 +8,7 @@ ITI-65 transaction Bundle. See ``docs/dmp.md``.
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import uuid
@@ -145,6 +146,14 @@ class Submission:
 def _entry_uuid(document_id: str) -> str:
     """Stable entryUUID for a document: a resend carries the same one."""
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, 'dmp-entry|' + document_id)}"
+
+
+_INS_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{13}(?:[0-9]{2})?(?![0-9A-Za-z])")
+
+
+def _redact(text: str) -> str:
+    """The DMP's text without anything shaped like an INS/NIR (it may quote what it was sent)."""
+    return _INS_LIKE.sub("[INS]", text)
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -469,7 +478,7 @@ class DmpConnector:
         detail = dict(submission.detail)
         first = d.entries[0]
         if answer.succeeded:
-            warnings = [f"{e.code}: {e.context}" for e in answer.errors]
+            warnings = [f"{e.code}: {_redact(e.context)}" for e in answer.errors]
             return Receipt(
                 remote_id=first.entry_id,
                 detail={**detail, "entryUUID": first.entry_id, "status": "Success", "warnings": warnings},
@@ -605,17 +614,20 @@ class DmpConnector:
     @staticmethod
     def _raise_for(answer: Answer, *, what: str) -> None:
         if answer.is_fault:
-            text = f"DMP {what}: SOAP fault {answer.fault_code} {answer.fault_subcode}: {answer.fault_reason}".strip()
+            reason = _redact(answer.fault_reason)
+            text = f"DMP {what}: SOAP fault {answer.fault_code} {answer.fault_subcode}: {reason}".strip()
             if answer.fault_code == "Receiver":
                 raise TransientError(text)
-            raise DmpRefused(text, code=answer.fault_subcode or answer.fault_code, context=answer.fault_reason)
+            raise DmpRefused(text, code=answer.fault_subcode or answer.fault_code, context=reason)
         errors = [e for e in answer.errors if e.is_error] or list(answer.errors)
         if not errors:
             raise PermanentError(f"DMP {what}: status {answer.status or 'missing'} without an error")
-        summary = "; ".join(f"{e.code}: {e.context}" + (f" (at {e.location})" if e.location else "") for e in errors)
+        summary = "; ".join(
+            f"{e.code}: {_redact(e.context)}" + (f" (at {_redact(e.location)})" if e.location else "") for e in errors
+        )
         if all(e.code in TRANSIENT_CODES for e in errors):
             raise TransientError(f"DMP {what}: {summary}")
-        raise DmpRefused(f"DMP {what} refused: {summary}", code=errors[0].code, context=errors[0].context)
+        raise DmpRefused(f"DMP {what} refused: {summary}", code=errors[0].code, context=_redact(errors[0].context))
 
     # -- health ----------------------------------------------------------------------------------
     def health(self) -> Health:

@@ -106,7 +106,8 @@ def _first_confidentiality(values: Sequence[Value]) -> str | None:
         return "the first confidentialityCode must be N, R or V on 2.16.840.1.113883.5.25"
     for extra in values[1:]:
         if not isinstance(extra, tuple) or extra[1] != VISIBILITY_SYSTEM or extra[0] not in VISIBILITY_CODES:
-            return f"extra confidentialityCode {extra!r} is not a masking/visibility code on {VISIBILITY_SYSTEM}"
+            code = extra[0] if isinstance(extra, tuple) else ""
+            return f"extra confidentialityCode {code!r} is not a masking/visibility code on {VISIBILITY_SYSTEM}"
     return None
 
 
@@ -315,7 +316,8 @@ def _apply(rules: Sequence[Rule], obj: Any, facts: Mapping[str, Any] | None, *, 
         bad = False
         for value in values:
             if rule.pattern is not None and (not isinstance(value, str) or not re.fullmatch(rule.pattern, value)):
-                problems.append((rule.id, f"{rule.id} {value!r} does not have the expected format"))
+                # values are not quoted back: they may be personal data (INS, names)
+                problems.append((rule.id, f"{rule.id} does not have the expected format"))
                 bad = True
                 break
             if rule.allowed is not None and not rule.allowed(value):
@@ -332,7 +334,7 @@ def _apply(rules: Sequence[Rule], obj: Any, facts: Mapping[str, Any] | None, *, 
         if rule.cda and facts is not None and (is_cda or rule.cda in ("hash", "size")):
             expected = facts.get(rule.cda)
             if values[0] != expected:
-                problems.append((rule.id, f"{rule.id} {values[0]!r} differs from the document ({expected!r})"))
+                problems.append((rule.id, f"{rule.id} differs from the document's {rule.cda}"))
     return problems
 
 

@@ -407,3 +407,17 @@ def test_one_connector_shared_by_worker_threads(sim: DmpSimulator, pki: Pki) -> 
     assert len({r.remote_id for r in receipts}) == 6
     assert len(conn._sessions) <= 3
     conn.close()
+
+
+def test_operator_messages_never_carry_the_ins(sim: DmpSimulator, pki: Pki) -> None:
+    conn = connector_for(sim, pki)
+    rendition, facts = render()
+    env = envelope(pki, rendition, facts)
+    submission = conn.prepare(env)
+    package = submission.request.find("lcm:SubmitObjectsRequest/rim:RegistryObjectList/rim:RegistryPackage", NS)
+    for ei in package.findall("rim:ExternalIdentifier", NS):
+        if ei.get("value", "").endswith("^NH"):
+            ei.set("value", "279035121518989^^^&1.2.250.1.213.1.4.8&ISO^NH")  # production OID: mismatch
+    with pytest.raises(DmpRefused) as info:
+        conn.submit(env, submission)
+    assert "279035121518989" not in str(info.value)
