@@ -35,8 +35,21 @@ EXT_DESIGNATION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-desi
 EXT_SOURCE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
 
 
+V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+
+
 def _coding(c: Coded) -> dict[str, Any]:
-    return {"coding": [{"system": f"urn:oid:{c.scheme}", "code": c.code, "display": c.display}]}
+    system = V3_CONFIDENTIALITY if c.scheme == "2.16.840.1.113883.5.25" else f"urn:oid:{c.scheme}"
+    return {"coding": [{"system": system, "code": c.code, "display": c.display}]}
+
+
+def _source_patient(entry: DocumentEntry) -> dict[str, Any]:
+    local, _, rest = entry.source_patient_id.partition("^^^&")
+    return {
+        "resourceType": "Patient",
+        "id": "patient",
+        "identifier": [{"system": f"urn:oid:{rest.split('&')[0]}", "value": local}],
+    }
 
 
 def _iso(ts: str) -> str:
@@ -77,7 +90,7 @@ def provide_bundle(
         docref: dict[str, Any] = {
             "resourceType": "DocumentReference",
             "meta": {"profile": [PROFILE_DOCREF]},
-            "contained": [_author(entry)],
+            "contained": [_author(entry), _source_patient(entry)],
             "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{entry.unique_id}"},
             "identifier": [{"use": "usual", "system": "urn:ietf:rfc:3986", "value": entry.entry_id}],
             "status": "current",
@@ -108,6 +121,7 @@ def provide_bundle(
                 "period": {"start": _iso(entry.service_start)},
                 "facilityType": _coding(entry.facility_type_code),
                 "practiceSetting": _coding(entry.practice_setting_code),
+                "sourcePatientInfo": {"reference": "#patient"},
             },
         }
         if entry.entry_id in replaces:
@@ -132,6 +146,8 @@ def provide_bundle(
     submission_set = {
         "resourceType": "List",
         "meta": {"profile": [PROFILE_LIST]},
+        "contained": [_author(first)],
+        "source": {"reference": "#author"},
         "extension": [
             {"url": EXT_DESIGNATION, "valueCodeableConcept": _coding(first.facility_type_code)},
             {"url": EXT_SOURCE, "valueIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{source_id}"}},

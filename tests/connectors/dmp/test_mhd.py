@@ -9,7 +9,7 @@ import requests
 
 from connectors.base import HeldVersion
 from connectors.dmp import DmpRefused
-from connectors.dmp.metadata import document_entry
+from connectors.dmp.metadata import document_entry, visibility_codes
 from connectors.dmp.mhd import provide_bundle
 from connectors.sandbox.dmp import DmpSimulator
 from connectors.sandbox.dmp.mhd import DOCREF_RULES
@@ -72,3 +72,24 @@ def test_each_required_pdsm_element_is_checked(sim: DmpSimulator, pki: Pki, path
     )
     assert resp.status_code == 422
     assert resp.json()["issue"][0]["diagnostics"].startswith(f"DocumentReference.{path}")
+
+
+def test_the_iti65_bundle_passes_the_projects_pdsm_checks(pki: Pki) -> None:
+    from profiles._validator import check_rendition
+
+    rendition, facts = render()
+    env = envelope(pki, rendition, facts)
+    assert rendition.metadata is not None
+    entry = document_entry(
+        rendition.content,
+        rendition.metadata,
+        document_id=rendition.document_id,
+        entry_id="urn:uuid:6b3c3ad5-6a26-4a6e-9a1e-5d4d9c2b2f10",
+        document_ref="d",
+        visibility=visibility_codes(["invisible_to_person"]),
+    )
+    bundle = provide_bundle(env, [entry], [rendition], {}, "1.2.250.1.999.1.1")
+    report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
+    assert [i for i in report.issues if i.severity in ("error", "fatal")] == []
+    labels = [c["coding"][0]["code"] for c in bundle["entry"][1]["resource"]["securityLabel"]]
+    assert labels == ["N", "INVISIBLE_PATIENT"]
