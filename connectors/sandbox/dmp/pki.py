@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from connectors.base import Credentials
+
 __all__ = ["DevPki", "IssuedCert", "TestCa", "create_dev_pki"]
 
 
@@ -201,6 +203,29 @@ class DevPki:
     client_cert: Path
     client_key: Path
     finess: str
+
+    def credentials(self, tenant: str, **attributes: str) -> Credentials:
+        """The dev ESSMS's DMP credentials (purpose ``dmp``), for a demo credentials provider.
+
+        VIHF attributes default to an automaton acting for a named responsible person; pass
+        ``vihf_subject_id``, ``vihf_role_code``... to change them.
+        """
+        attrs = {
+            "vihf_subject_id": f"3{self.finess}/DUI-GATEWAY",
+            "vihf_subject_name": "dui-gateway (démo)",
+            "vihf_role_code": "10",
+            "vihf_role_system": "1.2.250.1.71.1.2.7",
+            "vihf_role_display": "Médecin",
+            **attributes,
+        }
+        return Credentials(
+            tenant=tenant,
+            essms_finess=self.finess,
+            purpose="dmp",
+            certificate_pem=self.client_cert.read_bytes(),
+            private_key_pem=self.client_key.read_bytes(),
+            attributes=attrs,
+        )
 
 
 def create_dev_pki(folder: Path, *, finess: str = "750803447", host: str = "localhost") -> DevPki:

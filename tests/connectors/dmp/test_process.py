@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.base import Credentials
 from connectors.dmp import DmpConnector, DmpSettings
 from connectors.sandbox.dmp import create_dev_pki, spawn
-from tests.connectors.dmp.conftest import credentials, envelope, render
+from tests.connectors.dmp.conftest import envelope, render
 
 
 def test_simulator_process_with_a_dev_pki(tmp_path: Path) -> None:
@@ -19,7 +18,7 @@ def test_simulator_process_with_a_dev_pki(tmp_path: Path) -> None:
             DmpSettings(iti41_url=proc.iti41_url, iti18_url=proc.iti18_url, ca_bundle=pki.ca, timeout=10)
         )
         rendition, facts = render()
-        creds = credentials_from_files(pki.client_cert, pki.client_key)
+        creds = pki.credentials("t1")
         env = envelope(None, rendition, facts, creds=creds)  # type: ignore[arg-type]
         assert conn.send(env).detail["status"] == "Success"
         assert conn.health().ok
@@ -27,9 +26,3 @@ def test_simulator_process_with_a_dev_pki(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert proc.process.returncode is not None
-
-
-def credentials_from_files(cert: Path, key: Path) -> Credentials:
-    from connectors.sandbox.dmp.pki import IssuedCert
-
-    return credentials(IssuedCert(cert.read_bytes(), key.read_bytes()))
