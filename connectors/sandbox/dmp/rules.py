@@ -173,6 +173,15 @@ DE_RULES: tuple[Rule, ...] = (
     Rule("DE.author.authorSpecialty", ("author", DE_AUTHOR, "authorSpecialty"), "RE", pattern=CE),
     Rule("DE.author.authorRole", ("author", DE_AUTHOR, "authorRole"), "RE", max=None, pattern=CE),
     Rule("DE.eventCodeList", ("class", DE_EVENT), "O", max=None),
+    Rule(
+        "DE.referenceIdList",
+        ("slot", "urn:ihe:iti:xds:2013:referenceIdList"),
+        "O",
+        max=None,
+        # CXi: id^^^&assigner OID&ISO^type, types of JDV_J197/J231
+        pattern=r"[^^]+\^\^\^[^^]*\^(urn:ihe:iti:xds:2013:accession|urn:ihe:iti:xds:2013:order"
+        r"|urn:ihe:iti:xds:2016:studyInstanceUID)",
+    ),
 )
 
 # SubmissionSet ("lot de soumission").
