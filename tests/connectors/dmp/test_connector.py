@@ -421,3 +421,18 @@ def test_operator_messages_never_carry_the_ins(sim: DmpSimulator, pki: Pki) -> N
     with pytest.raises(DmpRefused) as info:
         conn.submit(env, submission)
     assert "279035121518989" not in str(info.value)
+
+
+def test_chain_skipping_a_version_the_dmp_never_got(sim: DmpSimulator, pki: Pki) -> None:
+    """v1 delivered, v2 dead-lettered before reaching the DMP, v3 replaces what the DMP holds: v1."""
+    conn = connector_for(sim, pki)
+    v1, facts = render(seed=401)
+    r1 = conn.send(envelope(pki, v1, facts))
+    v2, _ = render(seed=402, previous=v1)
+    v3, _ = render(seed=403, previous=v2)
+    assert (v3.version, v3.replaces) == (3, v2.document_id)
+    r3 = conn.send(envelope(pki, v3, facts, held=_held(v1, r1.remote_id)))
+    assert r3.detail["replaced"] == [r1.remote_id]
+    chain = [(e.unique_id, e.status, e.replaces) for e in sim.store.entries() if e.type_code == "74207-2"]
+    assert chain == [(v1.document_id, DEPRECATED, None), (v3.document_id, APPROVED, r1.remote_id)]
+    assert sim.store.entry_by_unique_id(v2.document_id) is None
