@@ -16,7 +16,7 @@ _SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("gateway.commands", "sources", "sources"),
     ("gateway.commands", "migrate", "migrate"),
     ("gateway.commands", "demo", "demo"),
-    ("gateway.commands", "sandbox", "sandbox"),
+    ("gateway.commands", "sandbox_app", "sandbox"),  # receiver by default; `sandbox dmp`, `sandbox dmp-pki`
     ("gateway.commands", "replay", "replay"),
     ("gateway.security.cli", "tenants_app", "tenants"),
     ("gateway.audit.cli", "app", "audit"),

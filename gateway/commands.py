@@ -7,23 +7,25 @@ JSON logs, and runs one kind of process:
 - ``worker``: delivery workers only (PostgreSQL scale-out, or a separate SQLite worker);
 - ``migrate``: bring the database to the newest schema;
 - ``sandbox``: the sandbox HTTP receiver (a stand-in peer for webhook destinations);
+  ``sandbox dmp``: the DMP simulator (mutual TLS); ``sandbox dmp-pki``: its dev PKI;
 - ``demo``: everything at once on SQLite, with demo documents (see :mod:`gateway.demo`);
 - ``replay``: send a delivery again (audited).
 """
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from gateway.settings import Settings
 
-__all__ = ["demo", "migrate", "replay", "sandbox", "serve", "sources", "worker"]
+__all__ = ["demo", "migrate", "replay", "sandbox", "sandbox_app", "serve", "sources", "worker"]
 
 
 def _settings() -> Settings:
@@ -160,6 +162,85 @@ def sandbox(
         pass
     finally:
         receiver.stop()
+
+
+sandbox_app = typer.Typer(help="Local simulators of external systems (real servers on loopback).")
+
+
+def _sandbox_default(ctx: typer.Context, **options: Any) -> None:
+    """Without a sub-command: the sandbox HTTP receiver (webhook peer), as before."""
+    if ctx.invoked_subcommand is None:
+        sandbox(**options)
+
+
+# the group's own options are exactly ``sandbox``'s, whatever it grows: same signature, plus ctx
+_receiver_signature = inspect.signature(sandbox)
+_sandbox_default.__signature__ = _receiver_signature.replace(  # type: ignore[attr-defined]
+    parameters=[
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="typer.Context"),
+        *_receiver_signature.parameters.values(),
+    ]
+)
+_sandbox_default.__annotations__ = {"ctx": "typer.Context", **sandbox.__annotations__}
+sandbox_app.callback(invoke_without_command=True)(_sandbox_default)
+
+
+@sandbox_app.command("dmp")
+def sandbox_dmp(
+    host: Annotated[str, typer.Option(help="Interface to listen on (keep it on loopback)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start)")] = 8443,
+    db: Annotated[Path, typer.Option(help="SQLite file holding the simulated DMPs")] = Path("var/dmp-sandbox.db"),
+    ca: Annotated[Path | None, typer.Option(help="CA certificate(s) client certificates must chain to")] = None,
+    cert: Annotated[Path | None, typer.Option(help="The simulator's TLS server certificate (PEM)")] = None,
+    key: Annotated[Path | None, typer.Option(help="Its private key (PEM)")] = None,
+    pki_dir: Annotated[Path, typer.Option(help="Without --ca/--cert/--key: dev PKI folder (created)")] = Path(
+        "var/dmp-pki"
+    ),
+    finess: Annotated[str, typer.Option(help="FINESS of the dev ESSMS certificate")] = "750803447",
+    auto_open: Annotated[bool, typer.Option(help="Open a DMP for an unknown INS on first use")] = True,
+    accept_test_ins: Annotated[bool, typer.Option(help="Accept test INS OIDs (…4.10 / …4.11)")] = True,
+    verbose: Annotated[bool, typer.Option(help="Log one line per request")] = True,
+) -> None:
+    """Run the DMP simulator (ITI-41, ITI-18, ITI-65 over mutual TLS) until SIGTERM/SIGINT."""
+    from connectors.sandbox.dmp.run import serve
+
+    serve(
+        host=host,
+        port=port,
+        db=db,
+        ca=ca,
+        cert=cert,
+        key=key,
+        pki_dir=pki_dir,
+        finess=finess,
+        auto_open=auto_open,
+        accept_test_ins=accept_test_ins,
+        verbose=verbose,
+    )
+
+
+@sandbox_app.command("dmp-pki")
+def sandbox_dmp_pki(
+    folder: Annotated[Path, typer.Option("--dir", help="Folder to write the dev PKI into")] = Path("var/dmp-pki"),
+    finess: Annotated[str, typer.Option(help="FINESS of the ESSMS client certificate")] = "750803447",
+) -> None:
+    """Create a dev CA, the DMP simulator's server certificate and an ESSMS certificate (not IGC-Santé)."""
+    import json
+
+    from connectors.sandbox.dmp import create_dev_pki
+
+    pki = create_dev_pki(folder, finess=finess)
+    typer.echo(
+        json.dumps(
+            {
+                "ca": str(pki.ca),
+                "server_cert": str(pki.server_cert),
+                "server_key": str(pki.server_key),
+                "client_cert": str(pki.client_cert),
+                "client_key": str(pki.client_key),
+            }
+        )
+    )
 
 
 def replay(
