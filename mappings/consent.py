@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ConsentFamily", "Refusals", "read_refusals"]
+__all__ = ["ConsentFamily", "DmpVisibility", "Refusals", "read_refusals"]
 
 
 class ConsentFamily(StrEnum):
@@ -46,6 +46,15 @@ class ConsentFamily(StrEnum):
                 if member.value == normalised:
                     return member
         return None
+
+
+class DmpVisibility(StrEnum):
+    """What the person chose about who may see their documents in the DMP (dmp-mes.md, masking):
+    sent as DMP confidentiality codes in the exchange metadata, never written in the CDA."""
+
+    MASKED_TO_PROFESSIONALS = "masked_to_professionals"
+    INVISIBLE_TO_PERSON = "invisible_to_person"
+    INVISIBLE_TO_LEGAL_REPRESENTATIVES = "invisible_to_legal_representatives"
 
 
 @dataclass(frozen=True)

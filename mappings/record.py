@@ -30,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from mappings import valuesets
 from mappings.base import RecordFacts, RenderContext
-from mappings.consent import ConsentFamily
+from mappings.consent import ConsentFamily, DmpVisibility
 
 __all__ = [
     "Address",
@@ -397,6 +397,15 @@ class Person(_Model):
             "(dmp also covers Mon espace santé, mssante also the person's own MSSanté box)."
         ),
     )
+    dmp_visibility: list[DmpVisibility] = Field(
+        default_factory=list,
+        max_length=3,
+        description=(
+            "The person's choices about who may see their documents in the DMP: masked to "
+            "professionals, invisible to the person, invisible to legal representatives (sent as DMP "
+            "confidentiality codes, never written in the document)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _identity_rules(self) -> Self:
@@ -413,6 +422,8 @@ class Person(_Model):
             self._check_ins_traits(self.ins)
         if len(set(self.sharing_refusals)) != len(self.sharing_refusals):
             raise ValueError("sharing_refusals has duplicates")
+        if len(set(self.dmp_visibility)) != len(self.dmp_visibility):
+            raise ValueError("dmp_visibility has duplicates")
         return self
 
     def _check_ins_traits(self, ins: Ins) -> None:
@@ -846,7 +857,11 @@ def facts(record: DuiRecord, *, also_refused: Iterable[ConsentFamily] = ()) -> R
         essms_finess=record.essms.finess,
         ins_qualified=person.ins_usable,
         sharing_refused_with=frozenset(person.sharing_refusals) | frozenset(also_refused),
-        extra={"identity_status": person.identity_status.value},
+        extra={
+            "identity_status": person.identity_status.value,
+            # read by the DMP connector (confidentiality codes of the submission), never in the CDA
+            "sharing_choices": sorted(v.value for v in person.dmp_visibility),
+        },
     )
 
 

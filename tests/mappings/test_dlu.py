@@ -302,3 +302,18 @@ def test_fludt_of_an_earlier_transfer_continues_its_own_series() -> None:
     )
     assert (unsent.version, unsent.replaces) == (3, None)
     assert b"RPLC" not in unsent.content
+
+
+def test_dmp_visibility_choices_reach_the_facts_never_the_document() -> None:
+    """Issue 8: masking/invisibility choices travel to the DMP connector (confidentiality codes of
+    the submission), derived from the record, and are never written in the CDA."""
+    data = record_json("rich")
+    data["person"]["dmp_visibility"] = ["invisible_to_person", "masked_to_professionals"]
+    record = DluRecord.model_validate(data)
+    facts = DLU.facts(record)
+    assert facts.extra["sharing_choices"] == ["invisible_to_person", "masked_to_professionals"]
+    content = render_dlu(record, fixed_ctx()).content
+    assert b"MASQUE_PS" not in content and b"INVISIBLE" not in content
+    data["person"]["dmp_visibility"] = ["masked_to_professionals", "masked_to_professionals"]
+    with pytest.raises(ValueError, match="duplicates"):
+        DluRecord.model_validate(data)
