@@ -8,6 +8,7 @@ JSON logs, and runs one kind of process:
 - ``migrate``: bring the database to the newest schema;
 - ``sandbox``: the sandbox HTTP receiver (a stand-in peer for webhook destinations);
   ``sandbox dmp``: the DMP simulator (mutual TLS); ``sandbox dmp-pki``: its dev PKI;
+  ``sandbox mail``: the MSSanté mail sandbox (dev PKI, SMTP relay, dovecot);
 - ``demo``: everything at once on SQLite, with demo documents (see :mod:`gateway.demo`);
 - ``replay``: send a delivery again (audited).
 """
@@ -217,6 +218,48 @@ def sandbox_dmp(
         accept_test_ins=accept_test_ins,
         verbose=verbose,
     )
+
+
+@sandbox_app.command("mail")
+def sandbox_mail(
+    folder: Annotated[Path, typer.Option("--dir", help="PKI, dovecot configuration and mailboxes")] = Path("var/mail"),
+    smtp_port: Annotated[int, typer.Option(help="SMTP relay port, STARTTLS + client certificate (0: free)")] = 2587,
+    imaps_port: Annotated[int, typer.Option(help="IMAPS port (0: free)")] = 2993,
+    essms: Annotated[
+        str, typer.Option(help="The ESSMS's mailbox: its client certificate's CN and IMAP login")
+    ] = "ehpad-tilleuls@ehpad-tilleuls.mssante.fr",
+    mailbox: Annotated[
+        list[str] | None, typer.Option(help="Another mailbox (repeatable; default: the demo's emergency dept. and DAC)")
+    ] = None,
+    mdn_from: Annotated[
+        list[str] | None, typer.Option(help="A mailbox whose software answers with an MDN 'processed' (repeatable)")
+    ] = None,
+) -> None:
+    """Run the MSSanté mail sandbox: dev PKI, SMTP relay (client-certificate TLS, DSN), dovecot (IMAPS)."""
+    import json
+
+    from connectors.sandbox.mail import MailSandbox, MailSandboxUnavailable
+    from gateway.demo import DEMO_MAILBOXES
+
+    boxes = mailbox or list(DEMO_MAILBOXES.values())
+    server = MailSandbox(
+        folder, boxes, essms=essms, smtp_port=smtp_port, imaps_port=imaps_port, mdn_from=mdn_from or []
+    )
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # before dovecot starts: never orphan it
+    try:
+        server.start()
+        print(json.dumps({"event": "mail_sandbox_listening", **server.info()}), flush=True)
+        signal.pause()
+    except MailSandboxUnavailable as exc:
+        typer.echo(f"mail sandbox unavailable: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # a second signal (``timeout`` signals the child, then its group) must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.stop()
 
 
 @sandbox_app.command("dmp-pki")
