@@ -72,20 +72,21 @@ def test_env() -> dict[str, str]:
     return env
 
 
-def ensure_test_packages() -> None:
-    """Debian packages the real test peers need (dovecot for the MSSanté IMAP tests).
+def ensure_test_packages(without: str = "the MSSanté IMAP tests will skip") -> None:
+    """Debian packages the real peers need (dovecot for the MSSanté IMAP tests and the demo's
+    mail sandbox).
 
     Installed by scripts/install-test-deps.sh when missing and we are root with apt-get;
-    otherwise the tests that need them skip, and this says so.
+    otherwise what needs them is skipped (``without`` says what), and this says so.
     """
     script = ROOT / "scripts" / "install-test-deps.sh"
     if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists() or not script.exists():
         return
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("dovecot missing: the MSSanté IMAP tests will skip (run scripts/install-test-deps.sh as root)")
+        print(f"dovecot missing: {without} (run scripts/install-test-deps.sh as root)")
         return
     if _run("bash", script) != 0:
-        print("installing the test packages failed: the MSSanté IMAP tests will skip")
+        print(f"installing the test packages failed: {without}")
 
 
 def cmd_test(args: list[str]) -> int:
@@ -101,6 +102,7 @@ def cmd_test(args: list[str]) -> int:
 
 def cmd_gateway(args: list[str]) -> int:
     ensure_venv()
+    ensure_test_packages("the demo skips its MSSanté part (mail relay + IMAP)")
     env = base_env()
     (ROOT / "var").mkdir(exist_ok=True)
     return _run(BIN / "dui-gateway", "demo", *args, env=env)
