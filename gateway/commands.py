@@ -325,6 +325,9 @@ def demo(
         typer.Option("--exit-after-demo", "--no-block", help="Stop once the demo documents are delivered"),
     ] = False,
     timeout: Annotated[float, typer.Option(help="With --exit-after-demo: seconds to wait for deliveries")] = 120.0,
+    mail: Annotated[
+        bool, typer.Option("--mail/--no-mail", help="Run the MSSanté part (mail sandbox: relay + dovecot)")
+    ] = True,
 ) -> None:
     """Run the whole gateway on SQLite with sandbox destinations and post demo documents."""
     from gateway.demo import run_demo
@@ -336,6 +339,7 @@ def demo(
         var_dir=var_dir,
         exit_after_demo=exit_after_demo,
         timeout=timeout,
+        mail=mail,
     )
     if code:
         sys.exit(code)

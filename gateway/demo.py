@@ -1,16 +1,24 @@
 """``dui-gateway demo``: the whole gateway on one machine, with documents visibly flowing.
 
 1. migrate the embedded SQLite database under ``var/``;
-2. start the sandbox HTTP receiver (a real loopback server, recording to ``var/sandbox.db``);
-3. write ``var/routing.json``: DLUs go to two sandbox destinations, ``dmp-sandbox`` (category
-   ``dmp``: only persons with a qualified INS) and ``mssante-sandbox`` (category ``mssante``),
-   both webhook connectors to the receiver until the real connectors exist, signed with the
-   secret in ``var/demo-webhook-secret`` that the receiver verifies;
+2. start the sandbox HTTP receiver (a real loopback server, recording to ``var/sandbox.db``)
+   and the MSSanté mail sandbox (``var/mail``: dev PKI, SMTP relay with client-certificate TLS
+   and DSN, dovecot run unprivileged; :mod:`connectors.sandbox.mail`);
+3. write ``var/credentials.yaml`` (the ESSMS's MSSanté certificate, ``file:`` references into
+   ``var/mail/pki``) and ``var/routing.json``: DLUs go to ``dmp-sandbox`` (a signed webhook to
+   the receiver, category ``dmp``: qualified INS only) and to two MSSanté destinations through
+   the real relay, an emergency department (``mssante-urgences``) and the ESSMS's DAC
+   (``mssante-dac``); two inbound sources bring the receipts back: ``webhook-receipts`` (signed
+   ``POST /inbound/webhook-receipts`` from the receiver) and ``mssante-imap`` (DSN/MDN polled
+   from the ESSMS's mailbox). Without dovecot the MSSanté part is skipped, said so, and a
+   ``mssante-sandbox`` webhook stands in;
 4. provision a demo tenant, its ESSMS and an API client (key kept in ``var/demo-api-key``);
-5. start the API under uvicorn with in-process workers;
+5. start the API under uvicorn with in-process workers (and the inbound sources);
 6. post the demo DLU records (``gateway/demo_data``) through the real HTTP API, after asking
-   the sandbox to fail the first two deliveries (503) so that retries show;
-7. print the URLs, the API key and what the sandbox received; Ctrl-C stops everything.
+   the receiver to fail the first two deliveries (503) so that retries show, and to answer the
+   next one "accepted, receipt later";
+7. print the URLs, the API key, what the receiver and the relay got, the receipts, and each
+   delivery's way to ``delivered``; Ctrl-C stops everything.
 
 The demo posts only document types the gateway really ships: without ``mappings.dlu`` it
 starts and says there is nothing to post.
@@ -24,21 +32,36 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 from sqlalchemy import select
 
 from connectors.sandbox import SandboxReceiver
 from gateway.settings import Settings
 
-__all__ = ["DEMO_FINESS", "DEMO_TENANT", "demo_records", "routing_document", "run_demo"]
+__all__ = [
+    "DEMO_FINESS",
+    "DEMO_MAILBOXES",
+    "DEMO_TENANT",
+    "ESSMS_MAILBOX",
+    "credentials_document",
+    "demo_records",
+    "routing_document",
+    "run_demo",
+]
 
 DEMO_TENANT = "demo"
 DEMO_FINESS = "759900004"  # fictitious, Luhn-valid; matches gateway/demo_data/*.json
+# fictitious MSSanté addresses (the sandbox relay delivers them into its own dovecot)
+ESSMS_MAILBOX = "ehpad-tilleuls@ehpad-tilleuls.mssante.fr"
+DEMO_MAILBOXES = {"urgences": "urgences@ch-demo.mssante.fr", "dac": "dac75@dac-demo.mssante.fr"}
+RECEIPT_SOURCE = "webhook-receipts"
 TERMINAL_SUBMISSION = frozenset({"delivered", "partially_failed", "failed", "rejected", "cancelled"})
 SUBMISSIONS_PATH = "/v1/submissions"
 
@@ -69,8 +92,14 @@ def demo_records() -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def routing_document(sandbox_url: str, secret_file: Path) -> dict[str, Any]:
-    """The demo routing file: DLUs to two signed webhook destinations on the sandbox receiver."""
+def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The demo routing file.
+
+    DLUs go to ``dmp-sandbox`` (signed webhook on the receiver, category ``dmp``) and, with the
+    mail sandbox's ``info()`` as ``mail``, to ``mssante-urgences`` and ``mssante-dac`` through its
+    relay (else to a ``mssante-sandbox`` webhook). Receipts come back through the sources
+    ``webhook-receipts`` (same secret as the webhooks) and ``mssante-imap``.
+    """
 
     def webhook(path: str) -> dict[str, Any]:
         return {
@@ -80,18 +109,96 @@ def routing_document(sandbox_url: str, secret_file: Path) -> dict[str, Any]:
             "signing_secrets": [f"file:{secret_file}"],
         }
 
-    return {
-        "destinations": {
-            "dmp-sandbox": {"connector": "webhook", "category": "dmp", "settings": webhook("/dmp")},
-            "mssante-sandbox": {"connector": "webhook", "category": "mssante", "settings": webhook("/mssante")},
+    destinations: dict[str, Any] = {
+        "dmp-sandbox": {
+            "connector": "webhook",
+            "category": "dmp",
+            "settings": webhook("/dmp"),
+            "receipt_timeout_seconds": 60,
         },
+    }
+    sources: dict[str, Any] = {}
+    if mail is None:
+        destinations["mssante-sandbox"] = {
+            "connector": "webhook",
+            "category": "mssante",
+            "settings": webhook("/mssante"),
+            "receipt_timeout_seconds": 60,
+        }
+    else:
+        relay = {
+            "host": mail["smtp"]["host"],
+            "port": mail["smtp"]["port"],
+            "tls": "starttls",
+            "ca_bundle": mail["ca_bundle"],
+            "timeout": 10,
+            "sender": ESSMS_MAILBOX,
+            "nil": "NIL-DEMO-0001",
+            "application_name": "dui-gateway (démo)",
+            "contact": "support@dui-gateway.invalid",
+        }
+        destinations["mssante-urgences"] = {
+            "connector": "mssante",
+            "category": "mssante",
+            "settings": {**relay, "recipients": [DEMO_MAILBOXES["urgences"]]},
+            "receipt_timeout_seconds": 60,
+        }
+        destinations["mssante-dac"] = {
+            "connector": "mssante",
+            "category": "mssante",
+            "settings": {**relay, "recipients_by_finess": {DEMO_FINESS: [DEMO_MAILBOXES["dac"]]}},
+            "receipt_timeout_seconds": 60,
+        }
+        sources["mssante-imap"] = {
+            "source": "mssante-imap",
+            "tenant": DEMO_TENANT,
+            "destinations": ["mssante-urgences", "mssante-dac"],
+            "settings": {
+                "host": mail["imap"]["host"],
+                "port": mail["imap"]["imaps_port"],
+                "tls": "implicit",
+                "ca_bundle": mail["ca_bundle"],
+                "essms_finess": DEMO_FINESS,
+                # no password: SASL EXTERNAL with the ESSMS's certificate (its CN is the login)
+                "client_certificate_file": mail["essms"]["certificate"],
+                "client_key_file": mail["essms"]["private_key"],
+                "poll_seconds": 1,
+                "timeout": 10,
+            },
+        }
+    webhooks = [name for name, d in destinations.items() if d["connector"] == "webhook"]
+    sources[RECEIPT_SOURCE] = {
+        "source": "webhook-receipts",
+        "tenant": DEMO_TENANT,
+        "destinations": webhooks,
+        "settings": {"signing_secrets": [f"file:{secret_file}"]},
+    }
+    return {
+        "destinations": destinations,
         "rules": [
             {
-                "name": "DLU to the sandbox",
+                "name": "DLU to the sandbox destinations",
                 "document_types": ["dlu"],
-                "destinations": ["dmp-sandbox", "mssante-sandbox"],
+                "destinations": list(destinations),
             }
         ],
+        "sources": sources,
+    }
+
+
+def credentials_document(mail: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo ESSMS's MSSanté credentials: ``file:`` references to the sandbox PKI."""
+    return {
+        "credentials": [
+            {
+                "tenant": DEMO_TENANT,
+                "essms": DEMO_FINESS,
+                "purpose": "mssante",
+                "certificate": f"file:{mail['essms']['certificate']}",
+                "private_key": f"file:{mail['essms']['private_key']}",
+                "attributes": {"mailbox": ESSMS_MAILBOX},
+            }
+        ]
     }
 
 
@@ -142,8 +249,14 @@ class DemoRun:
     api_key: str
     receiver: SandboxReceiver
     settings: Settings
+    mail: Any = None  # connectors.sandbox.mail.MailSandbox when it runs
     posted: list[tuple[str, str]] = field(default_factory=list)  # (file name, submission id)
     statuses: dict[str, str] = field(default_factory=dict)
+    deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # submission id -> deliveries
+    seen_deliveries: dict[str, tuple[str, int]] = field(default_factory=dict)  # delivery id -> (status, receipts)
+    seen_received: int = 0
+    seen_receipts: int = 0
+    seen_relay: tuple[int, int, int] = (0, 0, 0)  # accepted, DSNs, MDNs
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -164,25 +277,85 @@ class DemoRun:
             self.posted.append((name, sub_id))
             print(f"  posted {name:<40} -> submission {sub_id}", flush=True)
 
+    def _name(self, sub_id: str) -> str:
+        return next((n.split("-", 1)[0] for n, s in self.posted if s == sub_id), "?")
+
     def poll(self) -> bool:
-        """Refresh statuses; True when every posted submission is settled."""
+        """Refresh statuses (printing each delivery's changes); True when every submission is settled."""
         for _name, sub_id in self.posted:
             resp = requests.get(f"{self.api_url}{SUBMISSIONS_PATH}/{sub_id}", headers=self._headers(), timeout=10)
-            if resp.status_code == 200:
-                self.statuses[sub_id] = str(resp.json()["status"])
+            if resp.status_code != 200:
+                continue
+            body = resp.json()
+            self.statuses[sub_id] = str(body["status"])
+            self.deliveries[sub_id] = list(body.get("deliveries") or [])
+            for d in self.deliveries[sub_id]:
+                state = (str(d["status"]), len(d.get("receipts") or []))
+                if self.seen_deliveries.get(d["id"]) == state:
+                    continue
+                self.seen_deliveries[d["id"]] = state
+                print(f"  gateway    DLU {self._name(sub_id)} -> {d['destination']:<17} {_describe(d)}", flush=True)
         return all(self.statuses.get(s) in TERMINAL_SUBMISSION for _n, s in self.posted)
 
+    def print_peers(self) -> None:
+        """What the receiver and the mail relay got or sent since the last call."""
+        lines: list[tuple[str, str]] = []  # (when, line): requests and receipts in time order
+        for row in self.receiver.store.received(since=self.seen_received):
+            docs = ", ".join(f"{d['kind']} v{d['version']}" for d in row["documents"]) or "-"
+            later = "  (receipt later)" if row.get("receipt") == "later" and row["outcome"] == "accepted" else ""
+            line = f"  sandbox <- {row['method']} {row['path']:<10} {row['status']} {row['outcome']:<9} [{docs}]{later}"
+            lines.append((str(row["received_at"]), line))
+            self.seen_received = max(self.seen_received, int(row["n"]))
+        for receipt in self.receiver.store.receipts():
+            if receipt["state"] == "scheduled" or int(receipt["n"]) <= self.seen_receipts:
+                continue
+            self.seen_receipts = int(receipt["n"])
+            line = (
+                f"  sandbox -> POST /inbound/{RECEIPT_SOURCE} signed delivery.receipt {receipt['outcome']}"
+                f" (HTTP {receipt['last_status']}, {receipt['state']})"
+            )
+            lines.append((str(receipt["sent_at"] or ""), line))
+        for _when, line in sorted(lines, key=lambda item: item[0]):
+            print(line, flush=True)
+        relay = self.mail.relay if self.mail is not None else None
+        if relay is None:
+            return
+        with relay.lock:
+            accepted, dsns, mdns = list(relay.accepted), list(relay.dsns), list(relay.mdns)
+        n_acc, n_dsn, n_mdn = self.seen_relay
+        for item in accepted[n_acc:]:
+            cn = item.client_cert_subject.rsplit("commonName=", 1)[-1]
+            print(
+                f"  relay   <- {item.mail_from} -> {', '.join(item.rcpt_tos)}: 250 (client certificate CN={cn},"
+                f" {len(item.content)} bytes, IHE_XDM.ZIP)",
+                flush=True,
+            )
+        for report in dsns[n_dsn:]:
+            print(f"  relay   -> DSN into {ESSMS_MAILBOX} ({_report_actions(report)})", flush=True)
+        for report in mdns[n_mdn:]:
+            print(f"  dac     -> MDN into {ESSMS_MAILBOX} ({_report_actions(report)})", flush=True)
+        self.seen_relay = (len(accepted), len(dsns), len(mdns))
 
-def _print_received(receiver: SandboxReceiver, seen: int) -> int:
-    rows = receiver.store.received(since=seen)
-    for row in rows:
-        docs = ", ".join(f"{d['kind']} v{d['version']}" for d in row["documents"]) or "-"
-        print(
-            f"  sandbox <- {row['method']} {row['path']:<10} {row['status']} {row['outcome']:<9} [{docs}]",
-            flush=True,
-        )
-        seen = max(seen, int(row["n"]))
-    return seen
+
+def _describe(delivery: Mapping[str, Any]) -> str:
+    status = str(delivery["status"])
+    receipts = list(delivery.get("receipts") or [])
+    if status == "sent":
+        return "sent (accepted by the peer, waiting for its receipt)"
+    if receipts:
+        kinds = ", ".join(f"{r['kind']} {r['outcome']}" for r in receipts)
+        return f"{status} (receipts: {kinds})"
+    if status == "pending" and delivery.get("last_error"):
+        return f"pending (will retry: {str(delivery['last_error'])[:60]})"
+    return status
+
+
+def _report_actions(raw: bytes) -> str:
+    """The Action / Disposition fields of a DSN or MDN, for the demo's lines."""
+    import re
+
+    found = re.findall(rb"^(?:Action|Disposition):\s*([^\r\n]+)", raw, flags=re.MULTILINE)
+    return ", ".join(sorted({f.decode("ascii", "replace").strip() for f in found})) or "report"
 
 
 def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -> None:
@@ -192,7 +365,8 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
                 return
             time.sleep(0.05)
         # what an earlier run left in var/sandbox.db is not printed again
-        seen = max((int(r["n"]) for r in run.receiver.store.received()), default=0)
+        run.seen_received = max((int(r["n"]) for r in run.receiver.store.received()), default=0)
+        run.seen_receipts = max((int(r["n"]) for r in run.receiver.store.receipts()), default=0)
         records = demo_records()
         gate = _gate_problems(run)
         if not records or _missing_document_types(records):
@@ -202,20 +376,25 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
             print(run.error + "\n  point CISIS_KIT_DIR at the CI-SIS kit folder and start again", flush=True)
             return
         else:
+            run.receiver.store.control({"reset": True})
             run.receiver.store.control({"fail_next": 2, "status": 503})
-            print("Sandbox asked to fail the first 2 deliveries with 503: watch the retries.", flush=True)
+            run.receiver.store.control({"receipt_later": 1, "receipt_delay": 1.5})
+            print(
+                "Sandbox asked to fail the first 2 deliveries with 503 (watch the retries), then to answer the next"
+                " one 'accepted, receipt later' and post its signed receipt to the gateway.",
+                flush=True,
+            )
             run.post_all()
         deadline = time.monotonic() + timeout
         settled = False
         while time.monotonic() < deadline and not server.should_exit:
-            seen = _print_received(run.receiver, seen)
+            run.print_peers()
             if run.poll():
                 settled = True
                 break
             time.sleep(0.5)
-        seen = _print_received(run.receiver, seen)
-        for name, sub_id in run.posted:
-            print(f"  {name:<40} {run.statuses.get(sub_id, '?')}", flush=True)
+        run.print_peers()
+        _summary(run)
         if not settled:
             run.error = f"demo submissions not settled after {timeout:.0f}s"
             print(run.error, flush=True)
@@ -230,6 +409,14 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
             server.should_exit = True
 
 
+def _summary(run: DemoRun) -> None:
+    print("Final state (GET /v1/submissions/{id}):", flush=True)
+    for name, sub_id in run.posted:
+        print(f"  {name:<40} {run.statuses.get(sub_id, '?')}", flush=True)
+        for d in run.deliveries.get(sub_id, []):
+            print(f"      {d['destination']:<17} {_describe(d)}", flush=True)
+
+
 def _gate_problems(run: DemoRun) -> list[str]:
     from gateway.conformance import gate_problems
 
@@ -242,6 +429,24 @@ def _missing_document_types(records: list[tuple[str, str, dict[str, Any]]]) -> l
     return sorted({doc_type for _n, doc_type, _r in records if registry.get(doc_type) is None})
 
 
+def _start_mail(var_dir: Path) -> tuple[Any, str]:
+    """The MSSanté mail sandbox under ``var/mail`` (None and the reason when it cannot run)."""
+    try:
+        from connectors.sandbox.mail import MailSandbox, MailSandboxUnavailable
+    except ImportError as exc:  # aiosmtpd missing from an old install
+        return None, f"the mail sandbox needs {exc.name} (python3 scripts/dev.py gateway installs it)"
+    sandbox = MailSandbox(
+        var_dir / "mail",
+        DEMO_MAILBOXES.values(),
+        essms=ESSMS_MAILBOX,
+        mdn_from=[DEMO_MAILBOXES["dac"]],  # the DAC's software acknowledges integration (MDN)
+    )
+    try:
+        return sandbox.start(), ""
+    except (MailSandboxUnavailable, OSError) as exc:
+        return None, str(exc)
+
+
 def run_demo(
     *,
     host: str = "127.0.0.1",
@@ -250,8 +455,57 @@ def run_demo(
     var_dir: Path = Path("var"),
     exit_after_demo: bool = False,
     timeout: float = 120.0,
+    mail: bool = True,
 ) -> int:
     """Run the demo; returns the process exit code (0: every demo submission settled)."""
+    var_dir = var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    port = port if port and _port_free(host, port) else _free_port(host)
+    api_url = f"http://{host}:{port}"
+    receipt_url = f"{api_url}/inbound/{RECEIPT_SOURCE}"
+    secret_file = _webhook_secret(var_dir / "demo-webhook-secret")
+    secrets = [secret_file.read_text(encoding="ascii").strip()]  # the sandbox verifies what the gateway signs
+    try:
+        receiver = SandboxReceiver(
+            db_path=var_dir / "sandbox.db", port=sandbox_port, webhook_secrets=secrets, receipt_url=receipt_url
+        )
+    except OSError:  # the fixed port is taken: any free one will do
+        receiver = SandboxReceiver(
+            db_path=var_dir / "sandbox.db", port=0, webhook_secrets=secrets, receipt_url=receipt_url
+        )
+    mail_sandbox, mail_problem = _start_mail(var_dir) if mail else (None, "disabled with --no-mail")
+    try:
+        return _run(
+            host=host,
+            port=port,
+            api_url=api_url,
+            var_dir=var_dir,
+            secret_file=secret_file,
+            receiver=receiver,
+            mail_sandbox=mail_sandbox,
+            mail_problem=mail_problem,
+            exit_after_demo=exit_after_demo,
+            timeout=timeout,
+        )
+    finally:
+        receiver.stop()
+        if mail_sandbox is not None:
+            mail_sandbox.stop()
+
+
+def _run(
+    *,
+    host: str,
+    port: int,
+    api_url: str,
+    var_dir: Path,
+    secret_file: Path,
+    receiver: SandboxReceiver,
+    mail_sandbox: Any,
+    mail_problem: str,
+    exit_after_demo: bool,
+    timeout: float,
+) -> int:
     import uvicorn
 
     from gateway.app import create_app
@@ -259,17 +513,9 @@ def run_demo(
     from gateway.runtime import Runtime
     from gateway.storage.migrate import upgrade
 
-    var_dir = var_dir.resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    port = port if port and _port_free(host, port) else _free_port(host)
-    secret_file = _webhook_secret(var_dir / "demo-webhook-secret")
-    secrets = [secret_file.read_text(encoding="ascii").strip()]  # the sandbox verifies what the gateway signs
-    try:
-        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=sandbox_port, webhook_secrets=secrets)
-    except OSError:  # the fixed port is taken: any free one will do
-        receiver = SandboxReceiver(db_path=var_dir / "sandbox.db", port=0, webhook_secrets=secrets)
+    mail_info = mail_sandbox.info() if mail_sandbox is not None else None
     routing_file = var_dir / "routing.json"
-    document = routing_document(receiver.url, secret_file)
+    document = routing_document(receiver.url, secret_file, mail=mail_info)
     routing_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     overrides: dict[str, Any] = {
         "profile": "dev",
@@ -278,6 +524,15 @@ def run_demo(
         "backoff_base_seconds": 1.0,
         "poll_interval_seconds": 0.2,
     }
+    credentials_file = var_dir / "credentials.yaml"
+    if mail_info is not None:
+        credentials_file.write_text(
+            "# written by dui-gateway demo: the ESSMS's MSSanté certificate, by reference (never inline)\n"
+            + yaml.safe_dump(credentials_document(mail_info), sort_keys=False),
+            encoding="utf-8",
+        )
+        if "DUI_GATEWAY_CREDENTIALS_FILE" not in os.environ:
+            overrides["credentials_file"] = credentials_file
     if "DUI_GATEWAY_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{var_dir / 'dui-gateway.db'}"
     if "DUI_GATEWAY_LOG_LEVEL" not in os.environ:
@@ -289,12 +544,23 @@ def run_demo(
 
     receiver.start()
     runtime = Runtime.from_settings(settings)
-    api_url = f"http://{host}:{port}"
     try:
         app = create_app(runtime)  # embedded_worker=True: its lifespan starts and drains the workers
         has_console = any(str(getattr(r, "path", "")).startswith("/console") for r in app.routes)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning"))
-        run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver, settings=settings)
+        run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver, settings=settings, mail=mail_sandbox)
+        if mail_info is not None:
+            mail_lines = [
+                f"  MSSanté relay  smtp://127.0.0.1:{mail_info['smtp']['port']} (STARTTLS + client certificate, DSN)",
+                f"  MSSanté IMAP   imaps://127.0.0.1:{mail_info['imap']['imaps_port']} (dovecot, login by the"
+                " ESSMS's certificate; Maildirs in " + str(var_dir / "mail") + ")",
+                f"  credentials    {credentials_file} (the ESSMS's certificate: {mail_info['essms']['certificate']})",
+            ]
+        else:
+            mail_lines = [
+                f"  MSSanté        skipped: {mail_problem}",
+                "                 (a mssante-sandbox webhook stands in; install dovecot-imapd for the real relay)",
+            ]
         print(
             "\n".join(
                 [
@@ -304,6 +570,8 @@ def run_demo(
                     *([f"  console        {api_url}/console"] if has_console else []),
                     f"  API key        {api_key}",
                     f"  sandbox        {receiver.url}/_received  (what the destinations received)",
+                    f"  receipts       {receiver.url}/_receipts -> {api_url}/inbound/{RECEIPT_SOURCE}",
+                    *mail_lines,
                     f"  database       {settings.database_url}",
                     f"  routing        {routing_file}",
                     "  try: curl -H 'Authorization: Bearer <API key>' " + f"{api_url}{SUBMISSIONS_PATH}",
@@ -325,4 +593,3 @@ def run_demo(
         return 1 if run.error else 0
     finally:
         runtime.close()
-        receiver.stop()
