@@ -237,6 +237,13 @@ userdb {{
         cmd = [DOVECOT, "-F", "-c", str(r / "dovecot.conf")]
         if os.geteuid() == 0:
             cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", *cmd]
+        if shutil.which("setpriv"):
+            # dovecot runs in its own session: if this process dies without stop(), it follows
+            cmd = (
+                ["setpriv", "--pdeathsig", "TERM", *cmd[1:]]
+                if cmd[0] == "setpriv"
+                else ["setpriv", "--pdeathsig", "TERM", *cmd]
+            )
         self._out = open(r / "stdout.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
