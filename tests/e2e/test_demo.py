@@ -2,25 +2,87 @@
 
 from __future__ import annotations
 
+import email
+import io
+import shutil
+import tempfile
+import zipfile
 from collections import defaultdict
+from collections.abc import Iterator
+from email import policy
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
+from connectors.sandbox.mail import dovecot_available
 from connectors.sandbox.receiver import ReceiverStore
+from gateway.demo import DEMO_MAILBOXES
+from gateway.storage.db import make_engine, make_sessionmaker
+from gateway.storage.models import Delivery, Submission
 from tests.e2e.conftest import require_dlu
 from tests.peers.process import ManagedProcess, dui_gateway_cmd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Path) -> None:
+def _deliveries(var: Path) -> list[tuple[int, Delivery]]:
+    """(posting rank of the submission, delivery) with attempts and receipts loaded."""
+    engine = make_engine(f"sqlite:///{var / 'dui-gateway.db'}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            subs = session.scalars(
+                select(Submission)
+                .order_by(Submission.created_at)
+                .options(selectinload(Submission.deliveries).selectinload(Delivery.receipts))
+            ).all()
+            out = [(rank, d) for rank, s in enumerate(subs) for d in s.deliveries]
+            for _rank, d in out:
+                _ = list(d.receipts)
+            session.expunge_all()
+            return out
+    finally:
+        engine.dispose()
+
+
+def _maildir(var: Path, address: str) -> list[bytes]:
+    box = var / "mail" / "imap" / "mail" / address
+    files = sorted([*(box / "new").glob("*"), *(box / "cur").glob("*")])
+    return [f.read_bytes() for f in files]
+
+
+@pytest.fixture
+def var() -> Iterator[Path]:
+    """The demo's var/ folder, outside pytest's 0700 tmp_path so that the unprivileged dovecot can
+    keep the mailboxes there (the test reads them afterwards)."""
+    folder = Path(tempfile.mkdtemp(prefix="dgw-demo-"))
+    folder.chmod(0o755)
+    try:
+        yield folder / "var"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("with_mail", [True, False], ids=["mail", "no-mail"])
+def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Path, var: Path, with_mail: bool) -> None:
+    """With dovecot the MSSanté part runs through the mail sandbox; without it (or with --no-mail)
+    the demo says so and a webhook stands in, and the demo still settles."""
     require_dlu()
-    var = tmp_path / "var"
     proc = ManagedProcess(
         "demo",
         dui_gateway_cmd(
-            "demo", "--exit-after-demo", "--port", "0", "--sandbox-port", "0", "--var-dir", str(var), "--timeout", "240"
+            "demo",
+            "--exit-after-demo",
+            "--port",
+            "0",
+            "--sandbox-port",
+            "0",
+            "--var-dir",
+            str(var),
+            "--timeout",
+            "240",
+            *([] if with_mail else ["--no-mail"]),
         ),
         log_path=tmp_path / "demo.log",
         env={"DUI_GATEWAY_PROFILE": "dev", "DUI_GATEWAY_DATABASE_URL": f"sqlite:///{var / 'dui-gateway.db'}"},
@@ -32,19 +94,29 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
         proc.stop()
     out = proc.output()
     assert code == 0, out
-    for line in ("API docs", "/docs", "API key        dgw_", "/_received"):
+    for line in ("API docs", "/docs", "API key        dgw_", "/_received", "/inbound/webhook-receipts"):
         assert line in out, out
+    mail = with_mail and dovecot_available()
+    if mail:
+        assert "MSSanté relay" in out and "webhook-receipt delivered" in out and "dsn delivered" in out, out
+    else:
+        assert "MSSanté        skipped" in out, out
 
     store = ReceiverStore(var / "sandbox.db")
     try:
         rows = store.received()
+        receipts = store.receipts()
     finally:
         store.close()
     accepted = [r for r in rows if r["outcome"] == "accepted"]
     # the demo asks the sandbox to fail the first two deliveries: they were retried
     assert [r["status"] for r in rows if r["outcome"] == "failed"] == [503, 503]
-    # 01 (qualified INS) and 03 (its new version) go to both; 02 (provisional identity) never to the DMP
-    assert sorted(r["path"] for r in accepted) == ["/dmp", "/dmp", "/mssante", "/mssante", "/mssante"]
+    # 01 (qualified INS) and 03 (its new version) go to the DMP; 02 (provisional identity) never
+    expected = ["/dmp", "/dmp"] + ([] if mail else ["/mssante", "/mssante", "/mssante"])
+    assert sorted(r["path"] for r in accepted) == expected
+    # one delivery answered "accepted, receipt later"; its signed receipt reached the gateway
+    assert [r["status"] for r in accepted if r["receipt"] == "later"] == [202]
+    assert [(r["state"], r["last_status"]) for r in receipts] == [("sent", 202)]
     # versions of one series arrive in order at each destination
     versions: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for r in accepted:
@@ -54,3 +126,35 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert any(v == [1, 2] for k, v in versions.items() if k[0] == "/dmp")
     # the API key file is private
     assert (var / "demo-api-key").stat().st_mode & 0o077 == 0
+
+    # every delivery ended delivered, the receipt-later one through its webhook receipt
+    deliveries = _deliveries(var)
+    assert deliveries and all(d.status == "delivered" for _r, d in deliveries), [
+        (d.destination, d.status, d.last_error) for _r, d in deliveries
+    ]
+    by_kind = {(rank, d.destination): sorted((r.kind, r.outcome) for r in d.receipts) for rank, d in deliveries}
+    webhook_destinations = ("dmp-sandbox",) if mail else ("dmp-sandbox", "mssante-sandbox")
+    hooks = [kinds for (_rank, dest), kinds in by_kind.items() if dest in webhook_destinations]
+    assert sorted(hooks) == [[]] * (len(hooks) - 1) + [[("webhook-receipt", "delivered")]], (by_kind, out)
+    if not mail:
+        return
+    # MSSanté: the qualified person's DLU (01) went to the emergency department and the DAC, and
+    # the DSN (and the DAC's MDN) came back through IMAP
+    assert by_kind[(0, "mssante-urgences")] == [("dsn", "delivered")]
+    assert by_kind[(0, "mssante-dac")] == [("dsn", "delivered"), ("mdn", "delivered")]
+    assert all(("dsn", "delivered") in kinds for (_rank, dest), kinds in by_kind.items() if dest.startswith("mssante-"))
+    assert sum(1 for (_rank, dest) in by_kind if dest.startswith("mssante-")) == 6  # 3 DLUs x 2 boxes
+    # the ESSMS's certificate came from the credentials file the demo wrote, by reference
+    credentials = (var / "credentials.yaml").read_text()
+    assert "certificate: file:" in credentials and "BEGIN" not in credentials
+    # what the mailboxes hold: one message per DLU, each with its IHE_XDM.ZIP
+    for address in DEMO_MAILBOXES.values():
+        messages = _maildir(var, address)
+        assert len(messages) == 3, address
+        for raw in messages:
+            msg = email.message_from_bytes(raw, policy=policy.default)
+            assert str(msg["Subject"]).startswith(("XDM/1.0/DDM", "Annule et remplace"))
+            zips = [p for p in msg.iter_attachments() if p.get_filename() == "IHE_XDM.ZIP"]
+            assert len(zips) == 1
+            with zipfile.ZipFile(io.BytesIO(zips[0].get_content())) as archive:
+                assert "IHE_XDM/SUBSET01/METADATA.XML" in archive.namelist()
