@@ -78,6 +78,10 @@ class MailSandbox:
             self.relay = SmtpRelay(
                 self.pki, imap, {a: a for a in self.addresses}, port=self.smtp_port, mdn_from=self.mdn_from
             ).start()
+        except Exception as exc:  # a port taken, a TLS file unreadable...
+            imap.stop()
+            self.imap = None
+            raise MailSandboxUnavailable(f"the SMTP relay did not start: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             imap.stop()
             self.imap = None
