@@ -158,3 +158,15 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
             assert len(zips) == 1
             with zipfile.ZipFile(io.BytesIO(zips[0].get_content())) as archive:
                 assert "IHE_XDM/SUBSET01/METADATA.XML" in archive.namelist()
+
+
+def test_demo_without_dovecot_says_so_and_skips_the_mail_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No dovecot: the mail sandbox is not started and the demo gets the reason to print."""
+    import connectors.sandbox.mail.sandbox as mail_sandbox
+    from gateway.demo import _start_mail
+
+    monkeypatch.setattr(mail_sandbox, "dovecot_available", lambda: False)
+    sandbox, reason = _start_mail(tmp_path)
+    assert sandbox is None
+    assert "dovecot is not installed" in reason
+    assert not (tmp_path / "mail" / "imap").exists()

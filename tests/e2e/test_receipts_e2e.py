@@ -348,6 +348,24 @@ def test_inbound_refuses_with_a_problem_and_stores_nothing(stack: Stack, case: s
     assert stack.count(InboundMessage) == before
 
 
+def test_inbound_refuses_a_10_mb_chunked_body(stack: Stack) -> None:
+    """No Content-Length to refuse up front: the limit is counted while reading."""
+    before = stack.count(InboundMessage)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(10 * 1024):
+            yield b"1," * 512
+        yield b"1]"
+
+    resp = requests.post(
+        f"{stack.api_url}/inbound/{SOURCE}", data=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert resp.status_code == 413, resp.text[:500]
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert stack.count(InboundMessage) == before
+
+
 def test_inbound_unknown_source_is_a_problem(stack: Stack) -> None:
     resp = requests.post(f"{stack.api_url}/inbound/nope", data=_receipt_body(), timeout=10)
     assert resp.status_code == 404
