@@ -138,12 +138,20 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert sorted(hooks) == [[]] * (len(hooks) - 1) + [[("webhook-receipt", "delivered")]], (by_kind, out)
     if not mail:
         return
-    # MSSanté: the qualified person's DLU (01) went to the emergency department and the DAC, and
-    # the DSN (and the DAC's MDN) came back through IMAP
+    # MSSanté: the qualified person's DLU (01) went to the emergency department and the DAC; the
+    # relay's DSN (and the DAC software's MDN) came back through IMAP. The receipt that arrives
+    # second is stored as information, maybe after the demo stopped: only the first is certain.
     assert by_kind[(0, "mssante-urgences")] == [("dsn", "delivered")]
-    assert by_kind[(0, "mssante-dac")] == [("dsn", "delivered"), ("mdn", "delivered")]
-    assert all(("dsn", "delivered") in kinds for (_rank, dest), kinds in by_kind.items() if dest.startswith("mssante-"))
-    assert sum(1 for (_rank, dest) in by_kind if dest.startswith("mssante-")) == 6  # 3 DLUs x 2 boxes
+    assert set(by_kind[(0, "mssante-dac")]) & {("dsn", "delivered"), ("mdn", "delivered")}
+    mss = {key: kinds for key, kinds in by_kind.items() if key[1].startswith("mssante-")}
+    assert len(mss) == 6  # 3 DLUs x 2 boxes
+    assert all(kinds == [("dsn", "delivered")] for (_r, dest), kinds in mss.items() if dest == "mssante-urgences")
+    assert all(
+        set(kinds) & {("dsn", "delivered"), ("mdn", "delivered")}
+        for (_r, dest), kinds in mss.items()
+        if dest == "mssante-dac"
+    )
+    assert {kind for kinds in mss.values() for kind, _outcome in kinds} == {"dsn", "mdn"}
     # the ESSMS's certificate came from the credentials file the demo wrote, by reference
     credentials = (var / "credentials.yaml").read_text()
     assert "certificate: file:" in credentials and "BEGIN" not in credentials

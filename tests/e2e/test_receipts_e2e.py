@@ -242,11 +242,12 @@ def _delivery(sub: dict[str, Any], destination: str) -> dict[str, Any]:
 def test_receipt_later_becomes_delivered_and_a_duplicate_changes_nothing(stack: Stack) -> None:
     stack.sandbox.control(reset=True, receipt_later=1, receipt_delay=1.0)
     sub_id = stack.post(FINESS_LATER)
-    stack.wait_deliveries(sub_id, {"hook": "sent"})  # the peer answered 202 "receipt later"
     sub = stack.wait_deliveries(sub_id, {"hook": "delivered"})
     hook = _delivery(sub, "hook")
     assert sub["status"] == "delivered"
-    assert hook["sent_at"] and hook["delivered_at"]
+    # the peer answered 202 "receipt later": the delivery was sent first, delivered by the receipt
+    assert [r["status"] for r in stack.sandbox.accepted() if r["path"] == "/hook"] == [202]
+    assert hook["sent_at"] and hook["delivered_at"] and hook["sent_at"] < hook["delivered_at"]
     assert _receipts(hook) == [("webhook-receipt", "delivered", True)]
     sent = [r for r in stack.sandbox.receipts() if r["state"] == "sent"]
     assert len(sent) == 1 and sent[0]["last_status"] == 202
@@ -268,11 +269,11 @@ def test_receipt_that_never_comes_leaves_the_delivery_unconfirmed(stack: Stack) 
         reset=True, receipt_later=1, receipt_delay=0, receipt_url="http://127.0.0.1:9/nowhere", receipt_retries=0
     )
     sub_id = stack.post(FINESS_NEVER)
-    stack.wait_deliveries(sub_id, {"hook-short": "sent"})
-    sub = stack.wait_deliveries(sub_id, {"hook-short": "unconfirmed"}, timeout=30)
+    sub = stack.wait_deliveries(sub_id, {"hook-short": "unconfirmed"}, timeout=60)
     stack.sandbox.control(reset=True)
     short = _delivery(sub, "hook-short")
-    assert short["receipts"] == []
+    assert [r["status"] for r in stack.sandbox.accepted() if r["path"] == "/short"] == [202]
+    assert short["sent_at"] and short["receipts"] == []
     assert "no receipt" in (short["last_error"] or "")
     assert sub["status"] == "failed"  # nothing was confirmed delivered
     assert [r["state"] for r in stack.sandbox.receipts() if r["url"].endswith("/nowhere")] == ["undelivered"]
