@@ -149,6 +149,8 @@ def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, 
             "settings": {**relay, "recipients_by_finess": {DEMO_FINESS: [DEMO_MAILBOXES["dac"]]}},
             "receipt_timeout_seconds": 60,
         }
+        # what the mailbox receives that is not a receipt (a DAC answering) goes to the DUI vendor
+        destinations["dui-vendor"] = {"connector": "webhook", "category": "webhook", "settings": webhook("/dui-vendor")}
         sources["mssante-imap"] = {
             "source": "mssante-imap",
             "tenant": DEMO_TENANT,
@@ -179,8 +181,19 @@ def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, 
             {
                 "name": "DLU to the sandbox destinations",
                 "document_types": ["dlu"],
-                "destinations": list(destinations),
-            }
+                "destinations": [name for name in destinations if name != "dui-vendor"],
+            },
+            *(
+                [
+                    {
+                        "name": "messages received over MSSanté to the DUI vendor",
+                        "document_types": ["inbound-event"],
+                        "destinations": ["dui-vendor"],
+                    }
+                ]
+                if "dui-vendor" in destinations
+                else []
+            ),
         ],
         "sources": sources,
     }
@@ -324,12 +337,13 @@ class DemoRun:
             accepted, dsns, mdns = list(relay.accepted), list(relay.dsns), list(relay.mdns)
         n_acc, n_dsn, n_mdn = self.seen_relay
         for item in accepted[n_acc:]:
-            cn = item.client_cert_subject.rsplit("commonName=", 1)[-1]
-            print(
-                f"  relay   <- {item.mail_from} -> {', '.join(item.rcpt_tos)}: 250 (client certificate CN={cn},"
-                f" {len(item.content)} bytes, IHE_XDM.ZIP)",
-                flush=True,
-            )
+            if item.mail_from.lower() == ESSMS_MAILBOX:
+                cn = item.client_cert_subject.rsplit("commonName=", 1)[-1]
+                how = f"client certificate CN={cn}, {len(item.content)} bytes"
+                how += ", IHE_XDM.ZIP" if b"IHE_XDM.ZIP" in item.content else ""
+            else:
+                how = f"from another MSSanté client, {len(item.content)} bytes"
+            print(f"  relay   <- {item.mail_from} -> {', '.join(item.rcpt_tos)}: 250 ({how})", flush=True)
         for report in dsns[n_dsn:]:
             print(f"  relay   -> DSN into {ESSMS_MAILBOX} ({_report_actions(report)})", flush=True)
         for report in mdns[n_mdn:]:
@@ -395,6 +409,8 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
             time.sleep(0.5)
         run.print_peers()
         _summary(run)
+        if settled and run.mail is not None and run.posted:
+            settled = _dac_answers(run, server, deadline=time.monotonic() + timeout)
         if not settled:
             run.error = f"demo submissions not settled after {timeout:.0f}s"
             print(run.error, flush=True)
@@ -407,6 +423,38 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
         run.done.set()
         if exit_after_demo or run.error:
             server.should_exit = True
+
+
+def _dac_answers(run: DemoRun, server: Any, *, deadline: float) -> bool:
+    """The DAC writes back to the ESSMS (a message, not a receipt): the gateway stores it from the
+    mailbox and hands it to the DUI vendor as an ``mssante.message`` event. True once delivered."""
+    from connectors.sandbox.mail import plain_mail
+
+    relay = run.mail.relay
+    dac = DEMO_MAILBOXES["dac"]
+    with relay.lock:
+        ours = [a.message_id for a in relay.accepted if dac in a.rcpt_tos]
+    raw = plain_mail(
+        sender=dac,
+        to=ESSMS_MAILBOX,
+        subject="Réponse du DAC : visite d'évaluation à domicile programmée",
+        body="Bonjour,\n\nNous avons bien reçu le DLU. Une visite d'évaluation est programmée.\n\nLe DAC\n",
+        attachments=[("compte-rendu.txt", "text/plain", "Compte rendu de coordination (démo).\n".encode())],
+    )
+    if ours:  # a reply to our first message (threaded like a mail client would)
+        headers, body = raw.split(b"\r\n\r\n", 1)
+        raw = headers + f"\r\nIn-Reply-To: {ours[0]}\r\nReferences: {ours[0]}".encode() + b"\r\n\r\n" + body
+    relay.submit(raw, mail_from=dac, rcpt_tos=[ESSMS_MAILBOX])
+    print(f"  dac     -> a message into {ESSMS_MAILBOX} (an answer, not a receipt)", flush=True)
+    while time.monotonic() < deadline and not server.should_exit:
+        run.print_peers()
+        if any(r["path"] == "/dui-vendor" for r in run.receiver.store.received(since=0) if r["outcome"] == "accepted"):
+            print("  gateway    the DAC's message reached the DUI vendor as an mssante.message event", flush=True)
+            return True
+        time.sleep(0.5)
+    run.print_peers()
+    print("  the DAC's message did not reach the DUI vendor in time", flush=True)
+    return False
 
 
 def _summary(run: DemoRun) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import io
+import json
 import shutil
 import tempfile
 import zipfile
@@ -112,7 +114,8 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     # the demo asks the sandbox to fail the first two deliveries: they were retried
     assert [r["status"] for r in rows if r["outcome"] == "failed"] == [503, 503]
     # 01 (qualified INS) and 03 (its new version) go to the DMP; 02 (provisional identity) never
-    expected = ["/dmp", "/dmp"] + ([] if mail else ["/mssante", "/mssante", "/mssante"])
+    # with the mail part, the DAC's answer reached the DUI vendor's webhook as an event
+    expected = ["/dmp", "/dmp"] + (["/dui-vendor"] if mail else ["/mssante", "/mssante", "/mssante"])
     assert sorted(r["path"] for r in accepted) == expected
     # one delivery answered "accepted, receipt later"; its signed receipt reached the gateway
     assert [r["status"] for r in accepted if r["receipt"] == "later"] == [202]
@@ -152,6 +155,21 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
         if dest == "mssante-dac"
     )
     assert {kind for kinds in mss.values() for kind, _outcome in kinds} == {"dsn", "mdn"}
+    # the DAC's answer (not a receipt) went to the DUI vendor as an mssante.message event, threaded
+    # to the DLU message it answers
+    (event_row,) = [r for r in accepted if r["path"] == "/dui-vendor"]
+    store = ReceiverStore(var / "sandbox.db")
+    try:
+        found = store.body(int(event_row["n"]))
+    finally:
+        store.close()
+    assert found is not None
+    envelope = json.loads(found[0])
+    assert envelope["document_type"] == "inbound-event"
+    event = json.loads(base64.b64decode(envelope["renditions"][0]["content_base64"]))
+    assert event["event_type"] == "mssante.message" and event["source"] == "mssante-imap"
+    assert event["payload"]["in_reply_to"] and event["payload"]["from"] == DEMO_MAILBOXES["dac"]
+    assert [a["filename"] for a in event["payload"]["attachments"]] == ["compte-rendu.txt"]
     # the ESSMS's certificate came from the credentials file the demo wrote, by reference
     credentials = (var / "credentials.yaml").read_text()
     assert "certificate: file:" in credentials and "BEGIN" not in credentials
