@@ -18,7 +18,9 @@
    the receiver to fail the first two deliveries (503) so that retries show, and to answer the
    next one "accepted, receipt later";
 7. print the URLs, the API key, what the receiver and the relay got, the receipts, and each
-   delivery's way to ``delivered``; Ctrl-C stops everything.
+   delivery's way to ``delivered``;
+8. with the mail part, have the DAC answer by mail: the answer reaches the DUI vendor's webhook
+   (``dui-vendor``) as an ``mssante.message`` event. Ctrl-C stops everything.
 
 The demo posts only document types the gateway really ships: without ``mappings.dlu`` it
 starts and says there is nothing to post.
