@@ -314,6 +314,9 @@ class Source(Protocol):
     - ``run(sink, stop)`` loops until ``stop`` is set; it acknowledges its peer only after
       ``sink.store`` returned (never before), and it never raises for one bad message;
     - ``interpret(message)`` is pure (no I/O): it says what a stored message means;
+    - ``credentials_purpose`` (optional ClassVar) with a ``credentials`` attribute: before ``run``
+      the gateway sets ``credentials`` to the ESSMS's credentials for that purpose (the ESSMS is
+      the settings' ``essms_finess`` when there is one, else any of the source's tenant);
     - ``health`` never raises.
     """
 

@@ -163,9 +163,8 @@ def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, 
                 "tls": "implicit",
                 "ca_bundle": mail["ca_bundle"],
                 "essms_finess": DEMO_FINESS,
-                # no password: SASL EXTERNAL with the ESSMS's certificate (its CN is the login)
-                "client_certificate_file": mail["essms"]["certificate"],
-                "client_key_file": mail["essms"]["private_key"],
+                # no password: SASL EXTERNAL with the ESSMS's certificate (its CN is the login),
+                # which the gateway hands to the source from var/credentials.yaml (purpose mssante)
                 "poll_seconds": 1,
                 "timeout": 10,
             },

@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from gateway.routing import ConfiguredSource
     from gateway.runtime import Runtime
 
-__all__ = ["UNKNOWN_ACK_GRACE", "DatabaseSink", "InboundTooLarge", "SourceRunner", "process_next_inbound"]
+__all__ = [
+    "UNKNOWN_ACK_GRACE",
+    "DatabaseSink",
+    "InboundTooLarge",
+    "SourceRunner",
+    "give_credentials",
+    "process_next_inbound",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -381,6 +388,25 @@ def _release(runtime: Runtime, row_id: str, worker_id: str, *, status: str, now:
         )
 
 
+def give_credentials(runtime: Runtime, configured: ConfiguredSource) -> None:
+    """Hand the ESSMS's credentials to a source that declares a ``credentials_purpose``."""
+    purpose = getattr(configured.source, "credentials_purpose", None)
+    if not purpose or not hasattr(configured.source, "credentials"):
+        return
+    finess = str(getattr(getattr(configured.source, "settings", None), "essms_finess", None) or "*")
+    try:
+        with runtime.session_factory() as session:
+            found = runtime.credentials.get(
+                session, tenant_id=_tenant_id(session, configured.tenant), essms_finess=finess, purpose=str(purpose)
+            )
+    except LookupError:
+        found = None
+    if found is not None:
+        configured.source.credentials = found
+    else:
+        _log.warning("source_without_credentials", source=configured.name, purpose=purpose)
+
+
 class SourceRunner:
     """Runs every configured (non-HTTP) source's ``run`` loop in its own thread until stopped."""
 
@@ -403,6 +429,7 @@ class SourceRunner:
         backoff = 1.0
         while not self._stop.is_set():
             try:
+                give_credentials(self._runtime, configured)
                 configured.source.run(sink, self._stop)
                 return
             except Exception as exc:  # a source must not die for good: log the type, wait, run again

@@ -101,6 +101,7 @@ class ImapReceiptSource:
     name: ClassVar[str] = "mssante-imap"
     version: ClassVar[str] = "1"
     Settings: ClassVar[type[BaseModel]] = ImapSettings
+    credentials_purpose: ClassVar[str] = "mssante"  # the ESSMS's certificate/login, set by the gateway
 
     def __init__(self, settings: ImapSettings, *, credentials: Credentials | None = None) -> None:
         self.settings = settings

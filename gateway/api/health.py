@@ -8,9 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from connectors.base import Health
 from gateway.api.deps import RuntimeDep
 from gateway.api.problems import PROBLEM_BASE, problem_response, problem_responses
 from gateway.conformance import gate_problems
+from gateway.inbound import give_credentials
 
 __all__ = ["router"]
 
@@ -43,6 +45,13 @@ def readyz(request: Request, runtime: RuntimeDep) -> Response:
         if lane is not None:
             # an open circuit: the gateway stopped sending there for a while (consecutive failures)
             checks[f"circuit:{name}"] = {"ok": lane["circuit"] != "open", **lane}
+    for name, configured in sorted(runtime.sources.items()):
+        try:
+            give_credentials(runtime, configured)
+            health = configured.source.health()
+        except Exception as exc:  # health() must not raise; be defensive anyway
+            health = Health(ok=False, detail=type(exc).__name__)
+        checks[f"source:{name}"] = {"ok": health.ok, "detail": health.detail}
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if failing:
         return problem_response(
