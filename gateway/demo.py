@@ -4,9 +4,13 @@
 2. start the sandbox HTTP receiver (a real loopback server, recording to ``var/sandbox.db``)
    and the MSSanté mail sandbox (``var/mail``: dev PKI, SMTP relay with client-certificate TLS
    and DSN, dovecot run unprivileged; :mod:`connectors.sandbox.mail`);
-3. write ``var/credentials.yaml`` (the ESSMS's MSSanté certificate, ``file:`` references into
-   ``var/mail/pki``) and ``var/routing.json``: DLUs go to ``dmp-sandbox`` (a signed webhook to
-   the receiver, category ``dmp``: qualified INS only) and to two MSSanté destinations through
+3. start the DMP simulator (mutual TLS, VIHF and XAdES checks, every metadata rule of the DMP;
+   dev PKI in ``var/dmp-pki``, documents in ``var/dmp-sandbox.db``);
+   write ``var/credentials.yaml`` (the ESSMS's DMP and MSSanté certificates, ``file:`` references
+   into the dev PKIs) and ``var/routing.json``: DLUs of persons with a qualified INS who did not
+   refuse the DMP go to ``dmp`` (the simulator: the new version replaces the first by RPLC) and
+   to ``dmp-sandbox`` (a signed webhook to the receiver, category ``dmp``); every DLU goes to
+   two MSSanté destinations through
    the real relay, an emergency department (``mssante-urgences``) and the ESSMS's DAC
    (``mssante-dac``); two inbound sources bring the receipts back: ``webhook-receipts`` (signed
    ``POST /inbound/webhook-receipts`` from the receiver) and ``mssante-imap`` (DSN/MDN polled
@@ -94,8 +98,18 @@ def demo_records() -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def routing_document(
+    sandbox_url: str,
+    secret_file: Path,
+    *,
+    mail: Mapping[str, Any] | None = None,
+    dmp: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The demo routing file.
+
+    With ``dmp`` (the DMP simulator's ``iti41_url``, ``iti18_url``, ``ca_bundle``), DLUs of
+    persons with a qualified INS who did not refuse the DMP also go to ``dmp`` (connector ``dmp``:
+    XDS.b ITI-41 over mutual TLS with the ESSMS's certificate, VIHF, replacement by RPLC).
 
     DLUs go to ``dmp-sandbox`` (signed webhook on the receiver, category ``dmp``) and, with the
     mail sandbox's ``info()`` as ``mail``, to ``mssante-urgences`` and ``mssante-dac`` through its
@@ -119,6 +133,17 @@ def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, 
             "receipt_timeout_seconds": 60,
         },
     }
+    if dmp is not None:
+        destinations["dmp"] = {
+            "connector": "dmp",
+            "category": "dmp",
+            "settings": {
+                "iti41_url": dmp["iti41_url"],
+                "iti18_url": dmp["iti18_url"],
+                "ca_bundle": str(dmp["ca_bundle"]),
+                "timeout": 15,
+            },
+        }
     sources: dict[str, Any] = {}
     if mail is None:
         destinations["mssante-sandbox"] = {
@@ -200,10 +225,11 @@ def routing_document(sandbox_url: str, secret_file: Path, *, mail: Mapping[str, 
     }
 
 
-def credentials_document(mail: Mapping[str, Any]) -> dict[str, Any]:
-    """The demo ESSMS's MSSanté credentials: ``file:`` references to the sandbox PKI."""
-    return {
-        "credentials": [
+def credentials_document(mail: Mapping[str, Any] | None, dmp: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The demo ESSMS's credentials: ``file:`` references to the sandboxes' dev PKIs, never inline."""
+    entries: list[dict[str, Any]] = []
+    if mail is not None:
+        entries.append(
             {
                 "tenant": DEMO_TENANT,
                 "essms": DEMO_FINESS,
@@ -212,8 +238,19 @@ def credentials_document(mail: Mapping[str, Any]) -> dict[str, Any]:
                 "private_key": f"file:{mail['essms']['private_key']}",
                 "attributes": {"mailbox": ESSMS_MAILBOX},
             }
-        ]
-    }
+        )
+    if dmp is not None:
+        entries.append(
+            {
+                "tenant": DEMO_TENANT,
+                "essms": DEMO_FINESS,
+                "purpose": "dmp",
+                "certificate": f"file:{dmp['client_cert']}",
+                "private_key": f"file:{dmp['client_key']}",
+                "attributes": dict(dmp["vihf"]),  # VIHF subject and role (not secret)
+            }
+        )
+    return {"credentials": entries}
 
 
 def _webhook_secret(path: Path) -> Path:
@@ -264,6 +301,7 @@ class DemoRun:
     receiver: SandboxReceiver
     settings: Settings
     mail: Any = None  # connectors.sandbox.mail.MailSandbox when it runs
+    dmp: Any = None  # connectors.sandbox.dmp.DmpSimulator
     posted: list[tuple[str, str]] = field(default_factory=list)  # (file name, submission id)
     statuses: dict[str, str] = field(default_factory=dict)
     deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # submission id -> deliveries
@@ -362,6 +400,8 @@ def _describe(delivery: Mapping[str, Any]) -> str:
         return f"{status} (receipts: {kinds})"
     if status == "pending" and delivery.get("last_error"):
         return f"pending (will retry: {str(delivery['last_error'])[:60]})"
+    if status == "delivered" and delivery.get("remote_id"):
+        return f"delivered (the peer's id: {delivery['remote_id']})"
     return status
 
 
@@ -464,6 +504,11 @@ def _summary(run: DemoRun) -> None:
         print(f"  {name:<40} {run.statuses.get(sub_id, '?')}", flush=True)
         for d in run.deliveries.get(sub_id, []):
             print(f"      {d['destination']:<17} {_describe(d)}", flush=True)
+    if run.dmp is not None:
+        print("The DMP simulator holds (its own store):", flush=True)
+        for entry in run.dmp.store.entries():
+            replaces = f", replaces {entry.replaces}" if entry.replaces else ""
+            print(f"  DMP entry {entry.entry_uuid} {entry.status} ({entry.type_code}{replaces})", flush=True)
 
 
 def _gate_problems(run: DemoRun) -> list[str]:
@@ -476,6 +521,25 @@ def _missing_document_types(records: list[tuple[str, str, dict[str, Any]]]) -> l
     from mappings import registry
 
     return sorted({doc_type for _n, doc_type, _r in records if registry.get(doc_type) is None})
+
+
+def _start_dmp(var_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The DMP simulator over mutual TLS, with a dev PKI in ``var/dmp-pki`` (kept across runs)."""
+    from connectors.sandbox.dmp import create_dev_pki, start_in_process
+
+    pki = create_dev_pki(var_dir / "dmp-pki", finess=DEMO_FINESS)
+    db = var_dir / "dmp-sandbox.db"
+    simulator = start_in_process(pki, db_path=db)
+    info = {
+        "iti41_url": simulator.iti41_url,
+        "iti18_url": simulator.iti18_url,
+        "ca_bundle": pki.ca,
+        "client_cert": pki.client_cert,
+        "client_key": pki.client_key,
+        "vihf": dict(pki.credentials(DEMO_TENANT).attributes),
+        "db": db,
+    }
+    return simulator, info
 
 
 def _start_mail(var_dir: Path) -> tuple[Any, str]:
@@ -523,6 +587,7 @@ def run_demo(
             db_path=var_dir / "sandbox.db", port=0, webhook_secrets=secrets, receipt_url=receipt_url
         )
     mail_sandbox, mail_problem = _start_mail(var_dir) if mail else (None, "disabled with --no-mail")
+    dmp_sandbox, dmp_info = _start_dmp(var_dir)
     try:
         return _run(
             host=host,
@@ -533,10 +598,13 @@ def run_demo(
             receiver=receiver,
             mail_sandbox=mail_sandbox,
             mail_problem=mail_problem,
+            dmp_sandbox=dmp_sandbox,
+            dmp_info=dmp_info,
             exit_after_demo=exit_after_demo,
             timeout=timeout,
         )
     finally:
+        dmp_sandbox.stop()
         receiver.stop()
         if mail_sandbox is not None:
             mail_sandbox.stop()
@@ -552,6 +620,8 @@ def _run(
     receiver: SandboxReceiver,
     mail_sandbox: Any,
     mail_problem: str,
+    dmp_sandbox: Any,
+    dmp_info: Mapping[str, Any],
     exit_after_demo: bool,
     timeout: float,
 ) -> int:
@@ -564,7 +634,7 @@ def _run(
 
     mail_info = mail_sandbox.info() if mail_sandbox is not None else None
     routing_file = var_dir / "routing.json"
-    document = routing_document(receiver.url, secret_file, mail=mail_info)
+    document = routing_document(receiver.url, secret_file, mail=mail_info, dmp=dmp_info)
     routing_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     overrides: dict[str, Any] = {
         "profile": "dev",
@@ -574,14 +644,13 @@ def _run(
         "poll_interval_seconds": 0.2,
     }
     credentials_file = var_dir / "credentials.yaml"
-    if mail_info is not None:
-        credentials_file.write_text(
-            "# written by dui-gateway demo: the ESSMS's MSSanté certificate, by reference (never inline)\n"
-            + yaml.safe_dump(credentials_document(mail_info), sort_keys=False),
-            encoding="utf-8",
-        )
-        if "DUI_GATEWAY_CREDENTIALS_FILE" not in os.environ:
-            overrides["credentials_file"] = credentials_file
+    credentials_file.write_text(
+        "# written by dui-gateway demo: the ESSMS's certificates (DMP, MSSanté), by reference (never inline)\n"
+        + yaml.safe_dump(credentials_document(mail_info, dmp_info), sort_keys=False),
+        encoding="utf-8",
+    )
+    if "DUI_GATEWAY_CREDENTIALS_FILE" not in os.environ:
+        overrides["credentials_file"] = credentials_file
     if "DUI_GATEWAY_DATABASE_URL" not in os.environ:
         overrides["database_url"] = f"sqlite:///{var_dir / 'dui-gateway.db'}"
     if "DUI_GATEWAY_LOG_LEVEL" not in os.environ:
@@ -597,7 +666,14 @@ def _run(
         app = create_app(runtime)  # embedded_worker=True: its lifespan starts and drains the workers
         has_console = any(str(getattr(r, "path", "")).startswith("/console") for r in app.routes)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning"))
-        run = DemoRun(api_url=api_url, api_key=api_key, receiver=receiver, settings=settings, mail=mail_sandbox)
+        run = DemoRun(
+            api_url=api_url,
+            api_key=api_key,
+            receiver=receiver,
+            settings=settings,
+            mail=mail_sandbox,
+            dmp=dmp_sandbox,
+        )
         if mail_info is not None:
             mail_lines = [
                 f"  MSSanté relay  smtp://127.0.0.1:{mail_info['smtp']['port']} (STARTTLS + client certificate, DSN)",
@@ -620,6 +696,8 @@ def _run(
                     f"  API key        {api_key}",
                     f"  sandbox        {receiver.url}/_received  (what the destinations received)",
                     f"  receipts       {receiver.url}/_receipts -> {api_url}/inbound/{RECEIPT_SOURCE}",
+                    f"  DMP simulator  {dmp_info['iti41_url']} (XDS.b ITI-41, mutual TLS with the ESSMS's"
+                    f" certificate, VIHF; documents in {dmp_info['db']})",
                     *mail_lines,
                     f"  database       {settings.database_url}",
                     f"  routing        {routing_file}",

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from connectors.sandbox.dmp.store import DmpStore
 from connectors.sandbox.mail import dovecot_available
 from connectors.sandbox.receiver import ReceiverStore
 from gateway.demo import DEMO_MAILBOXES
@@ -115,7 +116,8 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert [r["status"] for r in rows if r["outcome"] == "failed"] == [503, 503]
     # 01 (qualified INS) and 03 (its new version) go to the DMP; 02 (provisional identity) never
     # with the mail part, the DAC's answer reached the DUI vendor's webhook as an event
-    expected = ["/dmp", "/dmp"] + (["/dui-vendor"] if mail else ["/mssante", "/mssante", "/mssante"])
+    # 04 (qualified INS, refused the DMP) never goes to a dmp-category destination either
+    expected = ["/dmp", "/dmp"] + (["/dui-vendor"] if mail else ["/mssante"] * 4)
     assert sorted(r["path"] for r in accepted) == expected
     # one delivery answered "accepted, receipt later"; its signed receipt reached the gateway
     assert [r["status"] for r in accepted if r["receipt"] == "later"] == [202]
@@ -132,6 +134,19 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
 
     # every delivery ended delivered, the receipt-later one through its webhook receipt
     deliveries = _deliveries(var)
+    # the DMP simulator (mutual TLS, VIHF, XAdES, metadata rules) received 01, then 03 replacing
+    # it; never 02 (provisional identity) nor 04 (refused the DMP); the API shows the DMP's ids
+    dmp = [(rank, d) for rank, d in deliveries if d.destination == "dmp"]
+    assert sorted(rank for rank, _d in dmp) == [0, 2]
+    sim = DmpStore(var / "dmp-sandbox.db")
+    try:
+        cdas = [e for e in sim.entries() if e.type_code == "74207-2"]
+    finally:
+        sim.close()
+    first, second = sorted(cdas, key=lambda e: e.replaces is not None)
+    assert second.replaces == first.entry_uuid and first.status.endswith("Deprecated")
+    assert {d.remote_id for _r, d in dmp} == {first.entry_uuid, second.entry_uuid}
+    assert "DMP entry" in out and f"replaces {first.entry_uuid}" in out
     assert deliveries and all(d.status == "delivered" for _r, d in deliveries), [
         (d.destination, d.status, d.last_error) for _r, d in deliveries
     ]
@@ -147,7 +162,7 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert by_kind[(0, "mssante-urgences")] == [("dsn", "delivered")]
     assert set(by_kind[(0, "mssante-dac")]) & {("dsn", "delivered"), ("mdn", "delivered")}
     mss = {key: kinds for key, kinds in by_kind.items() if key[1].startswith("mssante-")}
-    assert len(mss) == 6  # 3 DLUs x 2 boxes
+    assert len(mss) == 8  # 4 DLUs x 2 boxes
     assert all(kinds == [("dsn", "delivered")] for (_r, dest), kinds in mss.items() if dest == "mssante-urgences")
     assert all(
         set(kinds) & {("dsn", "delivered"), ("mdn", "delivered")}
@@ -176,7 +191,7 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     # what the mailboxes hold: one message per DLU, each with its IHE_XDM.ZIP
     for address in DEMO_MAILBOXES.values():
         messages = _maildir(var, address)
-        assert len(messages) == 3, address
+        assert len(messages) == 4, address
         for raw in messages:
             msg = email.message_from_bytes(raw, policy=policy.default)
             assert str(msg["Subject"]).startswith(("XDM/1.0/DDM", "Annule et remplace"))
