@@ -33,7 +33,8 @@ Fault injection (Python API or ``POST /_control`` with the same names)::
     down (bool)          every FHIR and token request answers 503 (an outage)
     fail_next (int)      the next n FHIR requests answer 503
     duplicates (bool)    search pages repeat each entry (a peer's duplicate notifications)
-    reject_next_task (int)  the next n Task writes are refused 422 (business rule)
+    reject_next (int)    the next n writes (Consent, Task, any resource) are refused 422 (business rule)
+    slow_next (seconds)  the next FHIR request is answered after this delay
     token_ttl (seconds)  lifetime of new tokens; revoke_tokens() ends every issued token now
     publish_decision(..., late_by=timedelta)   a decision stamped in the past (late arrival)
 
@@ -97,7 +98,8 @@ class Faults:
     down: bool = False
     fail_next: int = 0
     duplicates: bool = False
-    reject_next_task: int = 0
+    reject_next: int = 0
+    slow_next: float = 0.0
     token_ttl: float = 3600.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -259,11 +261,20 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.requests.append((self.command, urlsplit(self.path).path, status))
 
+    def _read_body(self) -> None:
+        """Read the whole body first, whatever the answer: a keep-alive connection stays in sync."""
+        self._raw = b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > _MAX_BODY:
+            self.close_connection = True
+            raise HttpFailure(413, _outcome("too-costly", "body too large or without a valid length"))
+        self._raw = self.rfile.read(length) if length else b""
+
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            raise HttpFailure(413, _outcome("too-costly", "body too large"))
-        return self.rfile.read(length) if length else b""
+        return self._raw
 
     def _json(self) -> dict[str, Any]:
         try:
@@ -280,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
         try:
+            self._read_body()
             if path.startswith("/_"):
                 self._control(path, query)
                 return
@@ -289,6 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if path.startswith("/fhir") and path != "/fhir/metadata" and state.faults.fail_next > 0:
                     state.faults.fail_next -= 1
                     raise HttpFailure(503, _outcome("transient", "SI-SdO unavailable (simulated)"))
+                delay = state.faults.slow_next if path.startswith("/fhir") else 0.0
+                if delay:
+                    state.faults.slow_next = 0.0
+            if delay:
+                time.sleep(delay)
             if path == "/oauth/token" and self.command == "POST":
                 self._token()
                 return
@@ -420,6 +437,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpFailure(422, report.to_operation_outcome())
         if rtype in ("Consent", "Task"):
             self._business_rules(finess, rtype, resource)
+        with self.server.state.lock:
+            if self.server.state.faults.reject_next > 0:
+                self.server.state.faults.reject_next -= 1
+                raise HttpFailure(422, _outcome("business-rule", f"{rtype} refused (simulated)", expression=rtype))
 
     def _business_rules(self, finess: str, rtype: str, resource: dict[str, Any]) -> None:
         struct = f"1{finess}"
@@ -438,11 +459,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpFailure(
                 422, _outcome("business-rule", "no decision with this idNat_Decision was notified to the ESSMS")
             )
-        if rtype == "Task":
-            with self.server.state.lock:
-                if self.server.state.faults.reject_next_task > 0:
-                    self.server.state.faults.reject_next_task -= 1
-                    raise HttpFailure(422, _outcome("business-rule", "statut refusé (simulated)", expression="Task"))
 
     def _create(
         self, finess: str, rtype: str, resource: dict[str, Any], if_none_exist: str | None
