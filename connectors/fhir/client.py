@@ -98,11 +98,15 @@ class FhirClient:
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         deadline: datetime | None = None,
+        max_bytes: int | None = None,
     ) -> FhirAnswer:
-        """One interaction; a 401 with a cached OAuth token is retried once with a new token."""
-        answer = self._once(method, path, timeout, auth, json_body, params, headers, deadline)
+        """One interaction; a 401 with a cached OAuth token is retried once with a new token.
+
+        An answer larger than ``max_bytes`` (default: the client's limit) is not read: ``oversized``."""
+        limit = max_bytes or self.max_answer_bytes
+        answer = self._once(method, path, timeout, auth, json_body, params, headers, deadline, limit)
         if answer.status == 401 and auth is not None and auth.tokens is not None and auth.identity is not None:
-            answer = self._once(method, path, timeout, auth, json_body, params, headers, deadline, renew=True)
+            answer = self._once(method, path, timeout, auth, json_body, params, headers, deadline, limit, renew=True)
         return answer
 
     def _once(
@@ -115,6 +119,7 @@ class FhirClient:
         params: Mapping[str, str] | list[tuple[str, str]] | None,
         headers: Mapping[str, str] | None,
         deadline: datetime | None,
+        limit: int,
         *,
         renew: bool = False,
     ) -> FhirAnswer:
@@ -144,7 +149,7 @@ class FhirClient:
             try:
                 oversized = False
                 try:
-                    body = read_body(resp, limit=self.max_answer_bytes, deadline=deadline)
+                    body = read_body(resp, limit=limit, deadline=deadline)
                 except FhirContentError:
                     body, oversized = b"", True  # the status still tells the outcome
                 status, answer_headers = resp.status_code, dict(resp.headers)

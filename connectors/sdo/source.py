@@ -365,7 +365,7 @@ class SdoSource:
             settings.base_url,
             peer="SI-SdO",
             verify=verify_of(settings),
-            max_answer_bytes=max(settings.max_document_bytes, 1024 * 1024),
+            max_answer_bytes=16 * 1024 * 1024,  # search pages; documents: max_document_bytes
         )
         self._tokens = tokens or TokenCache(leeway=settings.token_leeway, timeout=settings.timeout)
         self._state = _State(Path(settings.state_file))
@@ -483,7 +483,11 @@ class SdoSource:
         stored = 0
         for rid, marker in self._candidates(resources, seen):
             answer = self._client.request(
-                "GET", f"{path}/{rid}", timeout=self.settings.timeout, auth=self._auth()
+                "GET",
+                f"{path}/{rid}",
+                timeout=self.settings.timeout,
+                auth=self._auth(),
+                max_bytes=self.settings.max_document_bytes,
             )
             if answer.status in (404, 410):  # withdrawn between search and read: nothing to store
                 continue
