@@ -187,6 +187,7 @@ class _State:
                 stored = _Stored(rtype, rid, owner, decision=decision)
                 self.store[(rtype, rid)] = stored
             moment = at or self.clock()
+            moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # instants are ms
             version = len(stored.versions) + 1
             body = dict(resource)
             body["resourceType"] = rtype
@@ -205,7 +206,8 @@ class _State:
             for stored in self.store.values():
                 if stored.rtype != rtype or (owner is not None and stored.owner not in (None, owner)):
                     continue
-                for ident in stored.current.resource.get("identifier") or []:
+                idents = stored.current.resource.get("identifier") or []
+                for ident in [idents] if isinstance(idents, Mapping) else idents:
                     if isinstance(ident, Mapping) and ident.get("value") == value:
                         if system is None or ident.get("system") == system:
                             return stored
