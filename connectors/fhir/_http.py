@@ -24,6 +24,7 @@ Messages carry the HTTP status and the issues' ``code`` and ``expression`` (elem
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,7 +54,9 @@ __all__ = [
 FHIR_JSON = "application/fhir+json"
 MAX_DEPTH = 64
 _MAX_INT_DIGITS = 30
-_TRANSIENT_ISSUES = frozenset({"transient", "lock-error", "no-store", "exception", "timeout", "throttled", "incomplete"})
+_TRANSIENT_ISSUES = frozenset(
+    {"transient", "lock-error", "no-store", "exception", "timeout", "throttled", "incomplete"}
+)
 
 
 class FhirContentError(ValueError):
@@ -134,7 +137,9 @@ class Outcome:
         return bool(errors) and all(code in _TRANSIENT_ISSUES for code in errors)
 
     def summary(self, limit: int = 5) -> str:
-        shown = [f"{code}@{where}" if where else code for severity, code, where in self.issues if severity != "information"]
+        shown = [
+            f"{code}@{where}" if where else code for severity, code, where in self.issues if severity != "information"
+        ]
         more = f" (+{len(shown) - limit})" if len(shown) > limit else ""
         return ", ".join(shown[:limit]) + more
 
@@ -208,7 +213,5 @@ class TlsFiles:
             self._known.clear()
 
     def __del__(self) -> None:  # best effort: the key must not outlive the process's use of it
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass

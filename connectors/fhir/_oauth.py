@@ -64,7 +64,7 @@ class TokenCache:
                     client_secret=identity.secret,
                     scope=identity.scope,
                     token_endpoint=identity.token_url,
-                    token_endpoint_auth_method="client_secret_basic",
+                    token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
                     grant_type="client_credentials",
                     leeway=self._leeway,
                 )

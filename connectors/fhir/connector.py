@@ -232,7 +232,8 @@ class FhirConnector:
         if not version.startswith("4.0"):
             return Health(ok=False, detail=f"FHIR {version or '?'}: R4 (4.0.x) expected")
         if self.settings.require_transaction:
-            rest = data.get("rest") if isinstance(data.get("rest"), list) else []
+            found = data.get("rest")
+            rest: list[Any] = found if isinstance(found, list) else []
             codes = {
                 i.get("code")
                 for r in rest

@@ -134,7 +134,9 @@ class SdoConnector:
                 raise PermanentError(f"the {rtype} rendition is not JSON") from None
             report = profiles.validate(resource, profile)
             if not report.ok:
-                codes = sorted({issue.rule or issue.code for issue in report.issues if issue.severity in ("error", "fatal")})
+                codes = sorted(
+                    {issue.rule or issue.code for issue in report.issues if issue.severity in ("error", "fatal")}
+                )
                 raise PermanentError(f"the {rtype} does not conform to {profile}: {', '.join(codes)[:300]}")
             if rtype == "Consent":
                 receipt = self._create(envelope, auth, "Consent", resource)

@@ -141,10 +141,10 @@ def _parse_instant(value: Any) -> datetime | None:
 def _text(value: Any, limit: int = _MAX_IDENT) -> str | None:
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value or len(value) > limit or not value.isprintable():
+    text: str = value.strip()
+    if not text or len(text) > limit or not text.isprintable():
         return None
-    return value
+    return text
 
 
 # -- the state file -----------------------------------------------------------------------------
@@ -410,7 +410,7 @@ class SdoSource:
                 server_time = None
         found: list[Mapping[str, Any]] = []
         origin = urlsplit(self._client.base_url)
-        for page in range(_MAX_PAGES):
+        for _page in range(_MAX_PAGES):
             if bundle.get("resourceType") != "Bundle":
                 raise TransientError("SI-SdO search answered something that is not a Bundle")
             entries = bundle.get("entry")
@@ -495,8 +495,11 @@ class SdoSource:
                 raise answer_error("SI-SdO", answer.status, answer.body)
             if answer.oversized:
                 content = json.dumps(
-                    {"resourceType": "DocumentReference" if kind == "decision" else "Task", "id": rid,
-                     "dui_gateway_note": f"larger than {self.settings.max_document_bytes} bytes: not fetched"}
+                    {
+                        "resourceType": "DocumentReference" if kind == "decision" else "Task",
+                        "id": rid,
+                        "dui_gateway_note": f"larger than {self.settings.max_document_bytes} bytes: not fetched",
+                    }
                 ).encode()
                 data: Any = None
             else:
@@ -512,7 +515,11 @@ class SdoSource:
                 )
             )
             stored += 1
-            updated = _parse_instant(((data or {}).get("meta") or {}).get("lastUpdated")) if isinstance(data, Mapping) else None
+            updated = (
+                _parse_instant(((data or {}).get("meta") or {}).get("lastUpdated"))
+                if isinstance(data, Mapping)
+                else None
+            )
             fetched_marker = _marker(data) if isinstance(data, Mapping) else marker
             seen[rid] = [fetched_marker or marker, _instant(updated or now)]
             state.save()  # the message is committed: remember it (saves a fetch, never loses one)

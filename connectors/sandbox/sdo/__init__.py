@@ -7,6 +7,7 @@ simulator with what a gateway needs to talk to it (:class:`SdoSandbox`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from connectors.sandbox.sdo.pki import CertPair
 from connectors.sandbox.sdo.server import Faults, SdoSimulator
 
-__all__ = ["Faults", "SdoSandbox", "SdoSimulator", "start_sdo_sandbox"]
+__all__ = ["EnrolledEssms", "Faults", "SdoSandbox", "SdoSimulator", "start_sdo_sandbox"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,29 @@ class SdoSandbox:
     def ca_file(self) -> Path:
         return self.simulator.ca_file
 
+    def write_credentials(self, directory: Path) -> dict[str, dict[str, str]]:
+        """Write each ESSMS's certificate, key and OAuth secret (0600) under ``directory``.
+
+        Returns, per FINESS, the file paths and the client id: what a credentials file
+        (``DUI_GATEWAY_CREDENTIALS_FILE``, purpose ``sdo``) or an ``sdo`` source's settings name.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        out: dict[str, dict[str, str]] = {}
+        for finess, essms in sorted(self.essms.items()):
+            files = {
+                "certificate": (directory / f"{finess}.crt", essms.certificate.certificate_pem),
+                "private_key": (directory / f"{finess}.key", essms.certificate.private_key_pem),
+                "client_secret": (directory / f"{finess}.secret", essms.client_secret.encode()),
+            }
+            entry = {"client_id": essms.client_id}
+            for name, (path, data) in files.items():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                entry[name] = str(path)
+            out[finess] = entry
+        return out
+
     def stop(self) -> None:
         self.simulator.stop()
 
@@ -61,6 +85,8 @@ def start_sdo_sandbox(
     sandbox = SdoSandbox(simulator)
     for number in finess:
         client = simulator.enroll(number)
-        sandbox.essms[number] = EnrolledEssms(number, client.client_id, client.secret, simulator.client_certificate(number))
+        sandbox.essms[number] = EnrolledEssms(
+            number, client.client_id, client.secret, simulator.client_certificate(number)
+        )
     simulator.start()
     return sandbox

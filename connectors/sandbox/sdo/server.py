@@ -44,6 +44,7 @@ Fault injection (Python API or ``POST /_control`` with the same names)::
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import ssl
@@ -237,9 +238,12 @@ def _date_filter(values: list[str]) -> Callable[[datetime], bool]:
             "le": lambda a, b: a <= b,
             "eq": lambda a, b: a == b,
         }
-        op = ops[prefix]
-        tests.append(lambda t, op=op, moment=moment: op(t, moment))
+        tests.append(functools.partial(_compare, ops[prefix], moment))
     return lambda t: all(test(t) for test in tests)
+
+
+def _compare(op: Callable[[datetime, datetime], bool], moment: datetime, value: datetime) -> bool:
+    return op(value, moment)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -322,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
         except HttpFailure as exc:
             self._send(exc.status, exc.body, exc.headers)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _dispatch  # noqa: N815
+    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
     # -- authentication ---------------------------------------------------------------------
     def _token(self) -> None:
@@ -374,7 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
             peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
             if peer:
                 for rdn in peer.get("subject", ()):
-                    for key, value in rdn:
+                    for pair in rdn:
+                        key, value = pair[0], pair[1]
                         if key == "commonName" and value in state.cert_finess:
                             return str(value)
         raise HttpFailure(401, _outcome("login", "authentication required"), {"WWW-Authenticate": "Bearer"})
@@ -548,7 +553,9 @@ class _Handler(BaseHTTPRequestHandler):
             if elements:
                 kept = {k: v for k, v in resource.items() if k in elements or k in ("resourceType", "id")}
                 meta = dict(resource.get("meta") or {})
-                meta["tag"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}]
+                meta["tag"] = [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+                ]
                 kept["meta"] = meta
                 resource = kept
             entry = {

@@ -195,13 +195,29 @@ def test_static_token_refused_is_permanent(server: SdoSandbox, monkeypatch: pyte
 @pytest.mark.parametrize(
     ("status", "outcome", "kind"),
     [
-        (400, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid"}]}, PermanentError),
-        (422, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "business-rule"}]}, PermanentError),
-        (400, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]}, TransientError),
+        (
+            400,
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid"}]},
+            PermanentError,
+        ),
+        (
+            422,
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "business-rule"}]},
+            PermanentError,
+        ),
+        (
+            400,
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]},
+            TransientError,
+        ),
         (409, None, TransientError),
         (412, None, TransientError),
         (429, None, TransientError),
-        (500, {"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "code": "exception"}]}, TransientError),
+        (
+            500,
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "code": "exception"}]},
+            TransientError,
+        ),
         (404, "<html>not json</html>", PermanentError),
     ],
 )

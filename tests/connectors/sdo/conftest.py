@@ -39,7 +39,10 @@ def credentials(essms: EnrolledEssms, *, tenant: str = "demo") -> Credentials:
 
 
 def _envelope(
-    document_type: str, renditions: tuple[Rendition, ...], creds: Credentials | None, held: dict[str, HeldVersion] | None = None
+    document_type: str,
+    renditions: tuple[Rendition, ...],
+    creds: Credentials | None,
+    held: dict[str, HeldVersion] | None = None,
 ) -> Envelope:
     sub = uuid.uuid4()
     return Envelope(

@@ -101,7 +101,7 @@ def test_consent_then_statuses_land_on_one_task_in_order(sandbox: SdoSandbox) ->
     assert r2.remote_id == r1.remote_id and r2.detail["interaction"] == "update"
     tasks = _tasks(sandbox, rendition.set_id)
     assert len(tasks) == 1 and tasks[0]["version"] == 2
-    statut = [i for i in tasks[0]["resource"]["input"] if i["type"]["text"] == "statutESMS"][0]
+    statut = next(i for i in tasks[0]["resource"]["input"] if i["type"]["text"] == "statutESMS")
     assert statut["valueCodeableConcept"]["coding"][0]["code"] == "47"
     inputs = {i["type"]["text"]: i for i in tasks[0]["resource"]["input"]}
     assert inputs["idDecision"]["valueIdentifier"]["value"] == "MDPH-75-0002"
@@ -119,7 +119,7 @@ def test_update_without_held_version_updates_the_existing_task(sandbox: SdoSandb
     assert receipt.detail["interaction"] == "update"
     tasks = _tasks(sandbox, first.renditions[0].set_id)
     assert len(tasks) == 1
-    motif = [i for i in tasks[0]["resource"]["input"] if i["type"]["text"] == "motifESMS"][0]
+    motif = next(i for i in tasks[0]["resource"]["input"] if i["type"]["text"] == "motifESMS")
     assert motif["valueCodeableConcept"]["coding"][0]["code"] == "114"
 
 

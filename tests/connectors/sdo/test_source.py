@@ -96,9 +96,7 @@ def test_first_run_looks_back_30_days_only(sandbox: SdoSandbox, clock: Clock, tm
     assert base64.b64decode(event["document"]["data_base64"]).startswith(b"<?xml")
 
 
-def test_catch_up_after_two_day_outage_no_loss_no_duplicate(
-    sandbox: SdoSandbox, clock: Clock, tmp_path: Path
-) -> None:
+def test_catch_up_after_two_day_outage_no_loss_no_duplicate(sandbox: SdoSandbox, clock: Clock, tmp_path: Path) -> None:
     sim = sandbox.simulator
     source = _source(sandbox, clock, tmp_path, page_size=4)
     sink = MemorySink()
@@ -180,9 +178,7 @@ def test_sink_failure_leaves_the_cursor_and_the_rest_is_stored_next_time(
     assert [e["idDecision"] for e in _events(source, sink)] == ["D0", "D1", "D2", "D3", "D4"], "oldest first"
 
 
-def test_lost_state_file_costs_a_catch_up_not_a_duplicate(
-    sandbox: SdoSandbox, clock: Clock, tmp_path: Path
-) -> None:
+def test_lost_state_file_costs_a_catch_up_not_a_duplicate(sandbox: SdoSandbox, clock: Clock, tmp_path: Path) -> None:
     sim = sandbox.simulator
     sim.publish_decision(finess=ESSMS_A, id_decision="D1")
     sim.publish_decision(finess=ESSMS_A, id_decision="D2")
@@ -249,7 +245,9 @@ def _interpret(content: bytes) -> Any:
         essms_finess=ESSMS_A,
         state_file="/nonexistent/state.json",
     )
-    return SdoSource(settings).interpret(InboundMessage(external_id="x", content=content, media_type="application/fhir+json"))
+    return SdoSource(settings).interpret(
+        InboundMessage(external_id="x", content=content, media_type="application/fhir+json")
+    )
 
 
 @pytest.mark.parametrize(
