@@ -159,7 +159,9 @@ def consent_resource(record: SdoConsentRecord) -> dict[str, Any]:
     return {
         "resourceType": "Consent",
         "meta": {"profile": [ESMS_CONSENT.url], "source": f"1{record.essms_finess}"},
-        "identifier": [{"system": _URI, "value": consent_identifier(record.essms_finess, record.decision.id_nat_decision)}],
+        "identifier": [
+            {"system": _URI, "value": consent_identifier(record.essms_finess, record.decision.id_nat_decision)}
+        ],
         "status": "active",
         "scope": _concept("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent"),
         "category": [_concept("http://loinc.org", "59284-0", "Consent")],
@@ -191,7 +193,9 @@ def task_resource(record: SdoStatusRecord, *, last_updated: str, set_id: str) ->
     ]
     if record.motif_esms is not None:
         inputs.append(
-            _input("motifESMS", valueCodeableConcept=_concept(TRE_R358, record.motif_esms, MOTIF_ESMS[record.motif_esms]))
+            _input(
+                "motifESMS", valueCodeableConcept=_concept(TRE_R358, record.motif_esms, MOTIF_ESMS[record.motif_esms])
+            )
         )
     inputs.append(_input("dateStatutESMS", valueDate=record.date_statut.isoformat()))
     unit = record.unit
