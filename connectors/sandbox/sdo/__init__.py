@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from connectors.sandbox.sdo.pki import CertPair
 from connectors.sandbox.sdo.server import Faults, SdoSimulator
@@ -67,6 +68,70 @@ class SdoSandbox:
                 entry[name] = str(path)
             out[finess] = entry
         return out
+
+    def gateway_wiring(
+        self, *, tenant: str, directory: Path, poll_seconds: float = 5.0, dui_destination: str = "dui"
+    ) -> dict[str, Any]:
+        """What a gateway needs to use this simulator (for the demo): routing-file sections and
+        credentials-file entries, every secret as a ``file:`` reference written under ``directory``.
+
+        ``{"routing": {"sources": ..., "destinations": ..., "rules": ...}, "credentials": [...]}``:
+        one ``sdo`` source per enrolled ESSMS (state file under ``directory``), the ``viatrajectoire``
+        destination (``sdo`` connector, OAuth2 + mutual TLS), rules sending ``sdo-status`` and
+        ``sdo-consent`` to it and ``inbound-event`` to ``dui_destination`` (declared by the caller),
+        and one credentials entry (purpose ``sdo``) per ESSMS.
+        """
+        files = self.write_credentials(directory)
+        ca = str(self.ca_file)
+        sources: dict[str, Any] = {}
+        credentials: list[dict[str, Any]] = []
+        for finess, entry in files.items():
+            sources[f"viatrajectoire-{finess}"] = {
+                "source": "sdo",
+                "tenant": tenant,
+                "settings": {
+                    "base_url": self.base_url,
+                    "auth": "oauth",
+                    "token_url": self.token_url,
+                    "ca_file": ca,
+                    "client_id": entry["client_id"],
+                    "client_secret": f"file:{entry['client_secret']}",
+                    "essms_finess": finess,
+                    "state_file": str(directory / f"state-{finess}.json"),
+                    "poll_seconds": poll_seconds,
+                },
+            }
+            credentials.append(
+                {
+                    "tenant": tenant,
+                    "essms": finess,
+                    "purpose": "sdo",
+                    "certificate": f"file:{entry['certificate']}",
+                    "private_key": f"file:{entry['private_key']}",
+                    "username": entry["client_id"],
+                    "password": f"file:{entry['client_secret']}",
+                }
+            )
+        routing = {
+            "sources": sources,
+            "destinations": {
+                "viatrajectoire": {
+                    "connector": "sdo",
+                    "category": "viatrajectoire",
+                    "settings": {
+                        "base_url": self.base_url,
+                        "auth": "oauth+mtls",
+                        "token_url": self.token_url,
+                        "ca_file": ca,
+                    },
+                }
+            },
+            "rules": [
+                {"document_types": ["sdo-status", "sdo-consent"], "destinations": ["viatrajectoire"]},
+                {"document_types": ["inbound-event"], "destinations": [dui_destination]},
+            ],
+        }
+        return {"routing": routing, "credentials": credentials}
 
     def stop(self) -> None:
         self.simulator.stop()

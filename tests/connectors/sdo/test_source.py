@@ -297,3 +297,37 @@ def test_wrong_types_inside_a_decision_are_dropped_not_fatal() -> None:
 def test_huge_body_is_refused_without_parsing() -> None:
     result = _interpret(b'{"resourceType": "DocumentReference", "pad": "' + b"x" * (33 * 1024 * 1024) + b'"}')
     assert result.events == () and "larger than" in result.note
+
+
+def test_statuses_feed_turns_tasks_into_status_events(sandbox: SdoSandbox, clock: Clock, tmp_path: Path) -> None:
+    from connectors.sdo import SdoConnector, SdoConnectorSettings
+    from tests.connectors.sdo.conftest import credentials, status_envelope
+
+    sim = sandbox.simulator
+    decision = sim.publish_decision(finess=ESSMS_A, id_decision="D-STATUS")
+    connector = SdoConnector(
+        SdoConnectorSettings(base_url=sandbox.base_url, token_url=sandbox.token_url, ca_file=str(sandbox.ca_file))
+    )
+    connector.send(status_envelope(decision, credentials(sandbox.essms[ESSMS_A]), statut="45", motif="116"))
+    sink = MemorySink()
+    source = _source(sandbox, clock, tmp_path, statuses=True)
+    assert source.poll_once(sink) == 2
+    status = [e for e in _events(source, sink) if e["type"] == "sdo.status"]
+    assert len(status) == 1 and status[0]["series"] == decision["idNat_Decision"]
+    assert status[0]["statutESMS"]["code"] == "45" and status[0]["motifESMS"]["code"] == "116"
+    assert status[0]["idNat_Struct"] == f"1{ESSMS_A}"
+
+
+def test_gateway_wiring_is_accepted_by_the_routing_file(sandbox: SdoSandbox, tmp_path: Path) -> None:
+    from gateway.routing import build_sources, parse_config
+
+    wiring = sandbox.gateway_wiring(tenant="demo", directory=tmp_path)
+    routing = wiring["routing"]
+    routing["destinations"]["dui"] = {
+        "connector": "webhook",
+        "category": "webhook",
+        "settings": {"url": "http://127.0.0.1:9", "signing": False},
+    }
+    sources = build_sources(parse_config(routing))
+    assert sorted(sources) == [f"viatrajectoire-{ESSMS_A}", f"viatrajectoire-{ESSMS_B}"]
+    assert all(entry["password"].startswith("file:") for entry in wiring["credentials"])
