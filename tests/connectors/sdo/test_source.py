@@ -331,3 +331,110 @@ def test_gateway_wiring_is_accepted_by_the_routing_file(sandbox: SdoSandbox, tmp
     sources = build_sources(parse_config(routing))
     assert sorted(sources) == [f"viatrajectoire-{ESSMS_A}", f"viatrajectoire-{ESSMS_B}"]
     assert all(entry["password"].startswith("file:") for entry in wiring["credentials"])
+
+
+# -- a hostile SI-SdO: what the poller's search parser is given --------------------------------------
+class _Hostile:
+    """A plain HTTP server answering every search with ``search`` and every read with ``read``."""
+
+    def __init__(self, search: bytes, read: bytes = b"{}") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = outer.search if "?" in self.path else outer.read
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.search, self.read = search, read
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _hostile_source(url: str, tmp_path: Path) -> SdoSource:
+    cert, key = tmp_path / "c.crt", tmp_path / "c.key"  # plain HTTP: requests only checks they exist
+    cert.write_text("unused")
+    key.write_text("unused")
+    settings = SdoSourceSettings(
+        base_url=url,
+        auth="mtls",
+        certificate_file=str(cert),
+        private_key_file=str(key),
+        essms_finess=ESSMS_A,
+        state_file=str(tmp_path / "state.json"),
+        timeout=5.0,
+    )
+    return SdoSource(settings)
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"resourceType": "Bundle", "entry": ' + b"[" * 200 + b"]" * 200 + b"}",
+        b'{"resourceType": "OperationOutcome"}',
+        b"\x00\xff garbage",
+    ],
+)
+def test_unreadable_search_answers_are_transient_and_keep_the_cursor(search: bytes, tmp_path: Path) -> None:
+    server = _Hostile(search)
+    try:
+        source = _hostile_source(server.url, tmp_path)
+        with pytest.raises(TransientError, match="not a Bundle"):
+            source.poll_once(MemorySink())
+        assert dict(source.iter_state()).get("decisions") is None
+    finally:
+        server.close()
+
+
+def test_wrong_types_in_a_search_are_skipped_and_bad_ids_never_fetched(tmp_path: Path) -> None:
+    search = json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": "not a list",
+            "entry": [
+                "junk",
+                {"resource": "junk"},
+                {"resource": {"resourceType": "DocumentReference", "id": "../../etc/passwd"}},
+                {"resource": {"resourceType": "DocumentReference", "id": 12}},
+                {"resource": {"resourceType": "DocumentReference", "id": "ok-1", "meta": {"versionId": ["x"]}}},
+            ],
+        }
+    ).encode()
+    read = json.dumps(
+        {"resourceType": "DocumentReference", "id": "ok-1", "identifier": [{"use": "usual", "value": "D1"}]}
+    ).encode()
+    server = _Hostile(search, read)
+    try:
+        sink = MemorySink()
+        assert _hostile_source(server.url, tmp_path).poll_once(sink) == 1
+        assert sink.messages[0].external_id.startswith("decision:mdph:D1:h")
+    finally:
+        server.close()
+
+
+def test_next_link_to_another_server_is_not_followed(tmp_path: Path) -> None:
+    search = json.dumps(
+        {"resourceType": "Bundle", "link": [{"relation": "next", "url": "https://attacker.example/steal"}], "entry": []}
+    ).encode()
+    server = _Hostile(search)
+    try:
+        with pytest.raises(TransientError, match="another server"):
+            _hostile_source(server.url, tmp_path).poll_once(MemorySink())
+    finally:
+        server.close()
