@@ -345,6 +345,10 @@ def _status_event(data: Mapping[str, Any], finess: str) -> InboundEvent:
     return InboundEvent(event_type="sdo.status", essms_finess=finess, series=series[:128], payload=payload)
 
 
+def message_type(kind: str) -> str:
+    return "DocumentReference" if kind == "decision" else "Task"
+
+
 class SdoSource:
     """A poller of the SI-SdO for one ESSMS (``dui_gateway.sources`` entry point ``sdo``)."""
 
@@ -496,7 +500,7 @@ class SdoSource:
             if answer.oversized:
                 content = json.dumps(
                     {
-                        "resourceType": "DocumentReference" if kind == "decision" else "Task",
+                        "resourceType": message_type(kind),
                         "id": rid,
                         "dui_gateway_note": f"larger than {self.settings.max_document_bytes} bytes: not fetched",
                     }
@@ -505,15 +509,13 @@ class SdoSource:
             else:
                 content, data = answer.body, answer.data
             external_id = self._external_id(kind, rid, content, data)
-            sink.store(
-                InboundMessage(
-                    external_id=external_id,
-                    content=content,
-                    media_type=FHIR_JSON,
-                    headers={"sdo-feed": feed_name, "fhir-id": rid, "fhir-version": (marker or "")[:64]},
-                    received_at=self._clock(),
-                )
-            )
+            headers = {"sdo-feed": feed_name, "fhir-id": rid, "fhir-version": (marker or "")[:64]}
+            message = InboundMessage(external_id, content, FHIR_JSON, headers, self._clock())
+            try:
+                sink.store(message)
+            except ValueError:  # refused for its size by the gateway: keep a note, never block the feed
+                note = {"resourceType": message_type(kind), "id": rid, "dui_gateway_note": "refused by the sink"}
+                sink.store(InboundMessage(external_id, json.dumps(note).encode(), FHIR_JSON, headers, self._clock()))
             stored += 1
             updated = (
                 _parse_instant(((data or {}).get("meta") or {}).get("lastUpdated"))

@@ -438,3 +438,21 @@ def test_next_link_to_another_server_is_not_followed(tmp_path: Path) -> None:
             _hostile_source(server.url, tmp_path).poll_once(MemorySink())
     finally:
         server.close()
+
+
+def test_a_message_the_sink_refuses_for_its_size_becomes_a_note(
+    sandbox: SdoSandbox, clock: Clock, tmp_path: Path
+) -> None:
+    class SmallSink(MemorySink):
+        def store(self, message: InboundMessage) -> StoredInbound:
+            if len(message.content) > 2000:
+                raise ValueError("message too large for the gateway")  # like gateway.inbound.InboundTooLarge
+            return super().store(message)
+
+    sandbox.simulator.publish_decision(finess=ESSMS_A, id_decision="BIG", person={"family": "X" * 5000})
+    sandbox.simulator.publish_decision(finess=ESSMS_A, id_decision="SMALL", at=clock.now + timedelta(seconds=1))
+    source = _source(sandbox, clock, tmp_path)
+    sink = SmallSink()
+    assert source.poll_once(sink) == 2, "the feed is not blocked"
+    kinds = [source.interpret(m).events[0].event_type for m in sink.messages]
+    assert kinds == ["sdo.unreadable", "sdo.decision"]
