@@ -9,6 +9,7 @@ JSON logs, and runs one kind of process:
 - ``sandbox``: the sandbox HTTP receiver (a stand-in peer for webhook destinations);
   ``sandbox dmp``: the DMP simulator (mutual TLS); ``sandbox dmp-pki``: its dev PKI;
   ``sandbox mail``: the MSSanté mail sandbox (dev PKI, SMTP relay, dovecot);
+  ``sandbox sdo``: the SI-SdO (ViaTrajectoire PH) simulator;
 - ``demo``: everything at once on SQLite, with demo documents (see :mod:`gateway.demo`);
 - ``replay``: send a delivery again (audited).
 """
@@ -284,6 +285,51 @@ def sandbox_dmp_pki(
             }
         )
     )
+
+
+@sandbox_app.command("sdo")
+def sandbox_sdo(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free port, printed at start)")] = 8443,
+    essms: Annotated[list[str] | None, typer.Option(help="FINESS of an ESSMS to enrol (repeatable)")] = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the CA, the ESSMS certificates, keys and OAuth secrets are written")
+    ] = Path("var/sdo-sandbox"),
+    auth: Annotated[str, typer.Option(help="oauth, mtls or either")] = "either",
+    decision: Annotated[
+        list[str] | None, typer.Option(help="Publish a decision at start: FINESS:idDecision (repeatable)")
+    ] = None,
+) -> None:
+    """Run the SI-SdO (ViaTrajectoire PH) simulator: HTTPS FHIR on loopback, OAuth2 and client certificates."""
+    import json
+    import threading
+
+    from connectors.sandbox.sdo import start_sdo_sandbox
+
+    try:
+        box = start_sdo_sandbox(essms or ["759900004"], port=port, auth=auth, state_dir=state_dir, quiet=False)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    published = []
+    for item in decision or []:
+        finess, _, id_decision = item.partition(":")
+        published.append(box.simulator.publish_decision(finess=finess, id_decision=id_decision or "DEMO-1"))
+    listening = {
+        "event": "sdo_sandbox_listening",
+        "base_url": box.base_url,
+        "token_url": box.token_url,
+        "ca_file": str(box.ca_file),
+        "control": f"{box.simulator.url}/_control",
+        "essms": box.write_credentials(state_dir),
+        "published": published,
+    }
+    print(json.dumps(listening), flush=True)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        box.stop()
 
 
 def replay(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from profiles._rules import Profile
-from profiles.definitions import fr_core, pdsm, tddui
+from profiles.definitions import fr_core, pdsm, sdo, tddui
 from profiles.definitions.base_r4 import base_profile, base_url
 
 __all__ = ["PROFILES", "base_profile", "base_url", "canonical", "chain", "family"]
 
-PROFILES: dict[str, Profile] = {p.url: p for p in (*fr_core.PROFILES, *tddui.PROFILES, *pdsm.PROFILES)}
+PROFILES: dict[str, Profile] = {p.url: p for p in (*fr_core.PROFILES, *tddui.PROFILES, *pdsm.PROFILES, *sdo.PROFILES)}
 _ALIASES: dict[str, str] = {**tddui.TDDUI_ALIASES, **pdsm.PDSM_ALIASES}
 
 #: conformance tag family -> canonical prefix of its profiles
@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "tddui": tddui.TDDUI,
     "pdsm": pdsm.PDSM,
     "frcore": fr_core.FR_CORE,
+    "sdo": sdo.SDO,
 }
 
 
