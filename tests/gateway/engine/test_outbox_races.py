@@ -6,8 +6,10 @@ Real threads and, where the race is PostgreSQL's, real PostgreSQL sessions; no m
 
 from __future__ import annotations
 
+import json
 import threading
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +17,9 @@ from sqlalchemy import select
 
 from gateway import pipeline
 from gateway.delivery import deliver_next
+from gateway.delivery.engine import ConnectorPolicyError, check_connectors
+from gateway.delivery.outbox import as_utc
+from gateway.settings import Settings
 from gateway.storage.models import Attempt, Delivery
 from tests.gateway.engine.support import (
     T0,
@@ -26,6 +31,7 @@ from tests.gateway.engine.support import (
     submit,
     webhook_routing,
 )
+from tests.peers.gateway import webhook_routing as peers_webhook_routing
 
 
 def _route_versions(session_factory, keyring, tenant, rt, clock, *, person: str, count: int) -> list[str]:
@@ -131,3 +137,97 @@ def test_stale_worker_finishing_during_a_fresh_claim_is_lease_lost(
     assert len(slow.calls) + len(fresh.calls) + len(next_peer.calls) == 3
     with session_factory() as session:
         assert session.scalar(select(Attempt.id).where(Attempt.outcome == "started")) is None
+
+
+# -- defect 8: a lease shorter than the send ---------------------------------------------------------
+class _SlowPeer(FakeConnector):
+    """Takes ``delay`` seconds to answer; declares a send timeout the engine can honour."""
+
+    send_timeout = 5.0
+
+
+def test_heartbeat_keeps_a_lease_shorter_than_the_send(session_factory, keyring, tenant) -> None:
+    """Lease 1 s, send 2.5 s: while A sends, B polls claims and gets nothing; one send only; the
+    lease_until read from the database keeps moving ahead of the wall clock."""
+    slow, other = _SlowPeer(delay=2.5), FakeConnector()
+    routing = webhook_routing("partner")
+    rt_a = make_runtime(session_factory, keyring, routing=routing, connectors={"partner": slow}, lease_seconds=1)
+    rt_b = make_runtime(session_factory, keyring, routing=routing, connectors={"partner": other}, lease_seconds=1)
+    (delivery_id,) = _route_versions(session_factory, keyring, tenant, rt_a, Clock(), person="p", count=1)
+
+    results: list[Any] = []
+    thread_a = _in_thread(results, deliver_next, runtime=rt_a, worker_id="A")
+    for _ in range(200):  # until A is inside send()
+        if slow.calls:
+            break
+        time.sleep(0.01)
+    assert slow.calls
+    samples: list[tuple[Any, Any]] = []
+    b_claims = []
+    while thread_a.is_alive():
+        b_claims.append(deliver_next(rt_b, worker_id="B"))
+        with session_factory() as session:
+            lease_until = session.scalar(select(Delivery.lease_until).where(Delivery.id == delivery_id))
+        wall = datetime.now(UTC)
+        if lease_until is not None:
+            samples.append((wall, as_utc(lease_until)))
+        time.sleep(0.1)
+    thread_a.join()
+    (out,) = results
+    assert not isinstance(out, BaseException), out
+    assert out is not None and out.status == "delivered" and out.attempt == 1
+    assert b_claims and set(b_claims) == {None}  # B never got it
+    assert len(slow.calls) == 1 and other.calls == []
+    assert len(samples) >= 10
+    assert all(until > wall for wall, until in samples), "the lease lapsed during the send"
+    assert samples[-1][1] - samples[0][1] >= timedelta(seconds=1.5)  # really extended, not one long lease
+    row = _row(session_factory, delivery_id)
+    assert [(a.worker, a.outcome) for a in row.attempts] == [("A", "success")]
+    assert len(audit_events(session_factory, delivery_id, "send_started")) == 1
+    assert audit_events(session_factory, delivery_id, "lease_lost") == []
+
+
+class _NoTimeout:
+    """A connector that cannot say how long a send may take."""
+
+    name = "no-timeout"
+    version = "1"
+
+    def send(self, envelope: Any) -> Any:  # pragma: no cover - never called
+        raise AssertionError
+
+    def health(self) -> Any:  # pragma: no cover
+        raise AssertionError
+
+
+def test_connectors_that_cannot_honour_the_deadline_are_refused() -> None:
+    settings = Settings(profile="dev", max_send_seconds=60)
+    check_connectors(settings, {"ok": _SlowPeer(), "edge": _with_timeout(60)})
+    with pytest.raises(ConnectorPolicyError, match="declares no send_timeout"):
+        check_connectors(settings, {"ok": _SlowPeer(), "mute": _NoTimeout()})
+    with pytest.raises(ConnectorPolicyError, match="exceeds DUI_GATEWAY_MAX_SEND_SECONDS"):
+        check_connectors(settings, {"slow": _with_timeout(61)})
+    for bad in (0, -1, float("nan"), True, "10"):
+        with pytest.raises(ConnectorPolicyError):
+            check_connectors(settings, {"odd": _with_timeout(bad)})
+
+
+def _with_timeout(value: Any) -> FakeConnector:
+    peer = FakeConnector()
+    peer.send_timeout = value
+    return peer
+
+
+def test_runtime_refuses_at_start_up_a_connector_slower_than_max_send_seconds(
+    session_factory, keyring, tmp_path
+) -> None:
+    routing = peers_webhook_routing("http://127.0.0.1:9", destinations={"slow": "webhook"}, document_types=["x"])
+    routing["destinations"]["slow"]["settings"]["timeout"] = 120
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(routing), encoding="utf-8")
+    rt = make_runtime(session_factory, keyring, routing_file=path, max_send_seconds=60)
+    with pytest.raises(ConnectorPolicyError, match="'slow'.*120 s exceeds"):
+        rt.load_routing()
+    ok = make_runtime(session_factory, keyring, routing_file=path, max_send_seconds=120)
+    ok.load_routing()
+    assert set(ok.destinations) == {"slow"}
