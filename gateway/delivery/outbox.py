@@ -24,8 +24,10 @@ recorded on its attempt and audited as ``lease_lost``, never written over the ne
 **Ordering.** A delivery is claimable only when every delivery of the same series to the same
 destination with a smaller ``seq`` has ended (delivered, failed, dead, cancelled or
 unconfirmed): ``sent`` still blocks, so a newer version never reaches a destination before the
-receipt of the older one (or its timeout). ``enqueue``, retry and replay refuse to put an older
-version after a newer one the destination holds.
+receipt of the older one (or its timeout). Retry and replay refuse to put an older version after
+a newer one the destination holds or will receive (queued, in flight or awaiting its receipt);
+both check under the series' advisory lock, so a concurrent retry, replay or enqueue cannot slip
+a newer version in between.
 
 **One lock order everywhere:** delivery rows (by id), then the submission, then the series'
 advisory lock, then the audit chain head (every audit append comes after the row locks).
@@ -223,15 +225,25 @@ def enqueue(
     return out
 
 
+# A newer version in one of these is (or will be) at the destination before an older one sent
+# now: queued (a replay would go after it; a retry could be overtaken by its claim), being sent,
+# awaiting its receipt, or held. Only dead, failed and cancelled ones never reach it.
+_NEWER_BLOCKS: tuple[str, ...] = ("pending", "in_flight", "sent", "delivered", "unconfirmed")
+
+
 def _newer_version_held(session: Session, row: Delivery) -> bool:
-    """Does the destination already hold a newer version of this delivery's series?"""
+    """Does the destination hold, or is it about to receive, a newer version of this delivery's series?
+
+    Call under the series' advisory lock (:func:`advisory_series_lock`): only retry and enqueue
+    move a newer version into one of the blocking states, and both take it.
+    """
     found = session.scalars(
         select(Delivery.id)
         .where(
             Delivery.destination == row.destination,
             Delivery.series_key == row.series_key,
             Delivery.seq > row.seq,
-            Delivery.status.in_(("delivered", "sent", "unconfirmed")),
+            Delivery.status.in_(_NEWER_BLOCKS),
             Delivery.submission_id != row.submission_id,  # a replay of the same document is no newer version
         )
         .limit(1)
@@ -820,12 +832,13 @@ def retry_delivery(
         raise Conflict(f"only a dead, failed or unconfirmed delivery can be retried (this one is {row.status})")
     if sub.status == "cancelled":
         raise Conflict("the submission was cancelled")
+    advisory_series_lock(session, row.series_key)
     if _newer_version_held(session, row):
         # Sending this one now would put an older version after a newer one (ARCHITECTURE
         # "Delivery semantics"). Submit a new version instead.
         raise Conflict(
-            "a newer version of this document was already delivered to this destination; "
-            "retrying this older one would deliver it after the newer one"
+            "a newer version of this document was delivered to this destination or is queued or being "
+            "sent there; retrying this older one would deliver it after the newer one"
         )
     previous_status = row.status
     _release(row, "pending", now=now)
@@ -913,11 +926,12 @@ def replay_submission(
             latest[d.destination] = d
         if not latest:
             raise Conflict("the submission was routed to no destination; nothing to replay")
+        advisory_series_lock(session, next(iter(latest.values())).series_key)
         for d in latest.values():
             if _newer_version_held(session, d):
                 raise Conflict(
-                    f"destination {d.destination!r} already holds a newer version of this document; "
-                    "replaying this one would deliver an older version after it"
+                    f"destination {d.destination!r} holds a newer version of this document or has one queued "
+                    "or being sent; replaying this one would deliver an older version after it"
                 )
         key = next(iter(latest.values())).series_key
         rows = enqueue(
