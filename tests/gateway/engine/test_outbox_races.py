@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from connectors.base import Acknowledgement, Envelope, Receipt
 from gateway import audit, pipeline
+from gateway.app import create_app
 from gateway.delivery import deliver_next, outbox
 from gateway.delivery.engine import ConnectorPolicyError, check_connectors
 from gateway.delivery.outbox import ENDED, RETRYABLE, as_utc, cancel_submission, replay_submission, retry_delivery
@@ -27,6 +28,7 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
 from gateway.storage.models import Attempt, AuditEvent, Delivery, Submission
+from tests.gateway.api.live import serve
 from tests.gateway.engine.support import (
     T0,
     Clock,
@@ -539,3 +541,123 @@ def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant
         for rt in runtimes:
             rt.stop_workers()
         engine.dispose()
+
+
+# -- bulkheads: one failing or slow destination does not starve the others ----------------------------
+def test_an_open_circuit_skips_its_destination_and_shows_in_readyz(session_factory, keyring, tenant) -> None:
+    clock = Clock()
+    down, healthy = FakeConnector(default=transient("HTTP 503")), FakeConnector()
+    rt = make_runtime(
+        session_factory,
+        keyring,
+        routing=webhook_routing("A", "B"),
+        connectors={"A": down, "B": healthy},
+        breaker_failure_threshold=3,
+        breaker_cooldown_seconds=1.5,
+        max_attempts=50,
+    )
+    _route_versions(session_factory, keyring, tenant, rt, clock, person="p", count=1)
+    for n in range(5):  # other persons: five more deliveries for each destination
+        submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref=f"q{n}")
+    while pipeline.process_next(rt, worker_id="router", clock=clock):
+        pass
+
+    while len(down.calls) < 3:
+        clock.advance(3600)  # every backoff over: only the circuit can keep A's deliveries back
+        assert deliver_next(rt, worker_id="w", clock=clock) is not None
+    lanes = rt.bulkheads.snapshot()
+    assert lanes["A"]["circuit"] == "open" and lanes["A"]["consecutive_failures"] == 3
+    assert lanes["B"]["circuit"] == "closed"
+    while len(healthy.accepted) < 6:
+        clock.advance(3600)
+        out = deliver_next(rt, worker_id="w", clock=clock)
+        assert out is not None and out.status == "delivered"
+    clock.advance(3600)
+    assert deliver_next(rt, worker_id="w", clock=clock) is None  # A's are due, but its circuit is open
+    assert len(down.calls) == 3
+
+    with serve(create_app(rt)) as api:
+        ready = api.get("/readyz")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["circuit:A"]["ok"] is False and checks["circuit:A"]["circuit"] == "open"
+    assert checks["circuit:B"]["ok"] is True
+    assert checks["destination:A"]["ok"] is True  # its health endpoint answers; its sends fail
+
+    time.sleep(1.6)  # the cool-off is over: one probe, which fails: open again, for longer
+    assert rt.bulkheads.snapshot()["A"]["circuit"] == "half_open"
+    out = deliver_next(rt, worker_id="w", clock=clock)
+    assert out is not None and out.status == "pending" and len(down.calls) == 4
+    lanes = rt.bulkheads.snapshot()
+    assert lanes["A"]["circuit"] == "open" and lanes["A"]["retry_in_seconds"] > 1.5
+    assert deliver_next(rt, worker_id="w", clock=clock) is None
+
+
+class _Counting(GateConnector):
+    """A gate that also counts how many sends are inside it at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def send(self, envelope: Envelope) -> Receipt:
+        with self._count:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            return super().send(envelope)
+        finally:
+            with self._count:
+                self.active -= 1
+
+
+def test_a_slow_destination_uses_only_its_slots_while_the_others_proceed(session_factory, keyring, tenant) -> None:
+    clock = Clock()
+    slow, fast = _Counting(), FakeConnector()
+    routing = webhook_routing("A", "B")
+    routing["destinations"]["A"]["concurrency"] = 1
+    rt = make_runtime(session_factory, keyring, routing=routing, connectors={"A": slow, "B": fast})
+    for n in range(3):  # three persons: three independent series per destination
+        submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref=f"p{n}")
+    while pipeline.process_next(rt, worker_id="router", clock=clock):
+        pass
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work(worker_id: str) -> None:
+        try:
+            while not stop.is_set():
+                if deliver_next(rt, worker_id=worker_id, clock=clock) is None:
+                    stop.wait(0.01)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",), daemon=True) for n in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        assert slow.entered.wait(10)
+        for _ in range(500):  # the other thread delivers all of B while A's one slot is stuck
+            if len(fast.accepted) == 3:
+                break
+            time.sleep(0.01)
+        assert len(fast.accepted) == 3
+        time.sleep(0.2)
+        assert slow.active == 1 and rt.bulkheads.snapshot()["A"]["in_flight"] == 1
+        with session_factory() as session:
+            waiting = session.scalars(select(Delivery.status).where(Delivery.destination == "A")).all()
+        assert sorted(waiting) == ["in_flight", "pending", "pending"]
+    finally:
+        slow.release.set()
+        for _ in range(500):
+            if len(slow.accepted) == 3:
+                break
+            time.sleep(0.01)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+    assert len(slow.accepted) == 3 and slow.most == 1
