@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from connectors.base import Acknowledgement, Envelope, Receipt
 from gateway import audit, pipeline
 from gateway.app import create_app
 from gateway.delivery import deliver_next, outbox
-from gateway.delivery.engine import ConnectorPolicyError, check_connectors
+from gateway.delivery.engine import ConnectorPolicyError, check_connectors, claim_and_prepare
 from gateway.delivery.outbox import ENDED, RETRYABLE, as_utc, cancel_submission, replay_submission, retry_delivery
 from gateway.errors import Conflict, NotFound, TooManyRequests
 from gateway.runtime import Runtime
@@ -330,10 +330,11 @@ STRESS_SECONDS = 12.0
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant) -> None:
-    """Two runtimes' workers (sends failing permanently or transiently, a relay answering ``sent``)
-    while operators retry, replay and cancel, receipts arrive (delivered, failed, info, duplicates)
-    and overdue receipts expire, all at once on PostgreSQL for a bounded time: no deadlock or
-    serialization failure surfaces, nothing is left half-done, the audit chain verifies."""
+    """Two runtimes' workers (sends failing permanently or transiently, a relay answering ``sent``,
+    leases of a crashed worker to take over or dead-letter) while operators retry, replay and
+    cancel, receipts arrive (delivered, failed, info, duplicates) and overdue receipts expire,
+    all at once on PostgreSQL for a bounded time: no deadlock or serialization failure surfaces,
+    nothing is left half-done, the audit chain verifies."""
     engine = make_engine(db_url, pool_size=24, max_overflow=8)
     factory = make_sessionmaker(engine)
     rng = random.Random(4)
@@ -363,6 +364,8 @@ def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant
         )
 
     runtimes = [runtime(), runtime()]
+    # a worker that claims and dies before sending: its 1 s leases expire under the others
+    crasher = make_runtime(factory, keyring, routing=routing, connectors=runtimes[0].destinations, lease_seconds=1)
     persons = [f"p{i}" for i in range(10)]
     for version in range(2):
         for person in persons:
@@ -460,6 +463,10 @@ def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant
             if outbox.expire_receipts(session, now=datetime.now(UTC)):
                 count("expired")
 
+    def crash() -> None:
+        if claim_and_prepare(crasher, worker_id="crashed", now=datetime.now(UTC)) is not None:
+            count("crashed")
+
     def more_versions() -> None:
         with rng_lock:
             person = rng.choice(persons)
@@ -474,6 +481,7 @@ def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant
         loop("receipt", receipt, 0.01),
         loop("expire", expire, 0.05),
         loop("submit", more_versions, 0.3),
+        loop("crash", crash, 0.5),
     ]
     try:
         for t in threads:
@@ -541,6 +549,70 @@ def test_concurrent_workers_and_operators_never_deadlock(db_url, keyring, tenant
         for rt in runtimes:
             rt.stop_workers()
         engine.dispose()
+
+
+# -- defect 4, deterministic: every writer takes delivery -> submission -> series -> audit head --------
+LOCK_ORDER_OPS = ["finish", "retry", "cancel", "replay", "acknowledge"]
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+@pytest.mark.parametrize("op", LOCK_ORDER_OPS)
+def test_each_writer_follows_the_one_lock_order(db_url, session_factory, keyring, tenant, op: str) -> None:
+    """A transaction holding a delivery row (as reclaim and dead-letter do) then taking its
+    submission, the series' advisory lock and the audit head must never deadlock with ``op`` on
+    that delivery: ``op`` waits on the delivery row, holding nothing the first one needs. The old
+    engine's outcome recording and retry took the submission first: PostgreSQL broke the cycle
+    with DeadlockDetected."""
+    clock = Clock()
+    gate = GateConnector()
+    peer: FakeConnector = {"finish": gate, "acknowledge": _Relay(), "retry": FakeConnector([permanent()])}.get(
+        op, FakeConnector()
+    )
+    rt = make_runtime(session_factory, keyring, routing=webhook_routing("partner"), connectors={"partner": peer})
+    (delivery_id,) = _route_versions(session_factory, keyring, tenant, rt, clock, person="p", count=1)
+    with session_factory() as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None
+        sub_id, series = row.submission_id, row.series_key
+    if op in ("retry", "replay", "acknowledge"):  # dead, delivered, sent
+        assert deliver_next(rt, worker_id="w", clock=clock) is not None
+
+    def run() -> Any:
+        if op == "finish":
+            return deliver_next(rt, worker_id="w", clock=clock)  # waits in the gate, then records
+        with session_scope(session_factory) as session:
+            if op == "retry":
+                return retry_delivery(session, delivery_id=delivery_id, actor="user:ops", tenant_id=tenant.id)
+            if op == "cancel":
+                return cancel_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
+            if op == "replay":
+                return replay_submission(session, submission_id=sub_id, actor="user:ops", tenant_id=tenant.id)
+            ack = Acknowledgement(ack_ref=f"ack-{delivery_id}", outcome="delivered", kind="test")
+            return outbox.acknowledge(session, ack, tenant_id=tenant.id, now=clock(), actor="peer:t")
+
+    results: list[Any] = []
+    if op == "finish":  # claimed and sending before the delivery row is taken
+        thread = _in_thread(results, run)
+        assert gate.entered.wait(10)
+    with session_factory() as holder:
+        holder.execute(text("SET LOCAL lock_timeout = '10s'"))
+        holder.execute(select(Delivery.id).where(Delivery.id == delivery_id).with_for_update())
+        if op == "finish":
+            gate.release.set()
+        else:
+            thread = _in_thread(results, run)
+        time.sleep(0.5)
+        assert thread.is_alive(), f"{op} did not wait for the delivery row: {results}"
+        try:  # the rest of the one lock order, while op waits on the delivery
+            holder.execute(select(Submission.id).where(Submission.id == sub_id).with_for_update())
+            holder.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": series})
+            holder.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))
+        finally:
+            holder.commit()
+    thread.join(15)
+    assert not thread.is_alive()
+    (result,) = results
+    assert not isinstance(result, BaseException), repr(result)
 
 
 # -- bulkheads: one failing or slow destination does not starve the others ----------------------------
