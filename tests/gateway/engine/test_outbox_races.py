@@ -149,6 +149,57 @@ def test_stale_worker_finishing_during_a_fresh_claim_is_lease_lost(
         assert session.scalar(select(Attempt.id).where(Attempt.outcome == "started")) is None
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_stale_finish_racing_a_fresh_claim_never_overwrites_it(db_url, session_factory, keyring, tenant) -> None:
+    """The PostgreSQL race itself, many times: A's late outcome and B's claim of A's expired lease
+    start together. Either A records first (B finds nothing to claim) or B claims first (A's
+    outcome is lease_lost); never "delivered" under B's feet while B is sending."""
+    clock = Clock()
+    routing = webhook_routing("partner")
+    rounds = 15
+    for n in range(rounds):
+        slow, fresh = GateConnector(), FakeConnector(delay=0.2)
+        rt_a = make_runtime(
+            session_factory, keyring, routing=routing, connectors={"partner": slow}, lease_heartbeat=False
+        )
+        rt_b = make_runtime(
+            session_factory, keyring, routing=routing, connectors={"partner": fresh}, lease_heartbeat=False
+        )
+        submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref=f"p{n}")
+        assert pipeline.process_next(rt_a, worker_id="router", clock=clock)
+        results_a: list[Any] = []
+        thread_a = _in_thread(results_a, deliver_next, runtime=rt_a, worker_id="A", clock=clock)
+        assert slow.entered.wait(10)
+        clock.advance(61)
+        start = threading.Barrier(2)
+        results_b: list[Any] = []
+
+        def claim_b(rt_b: Runtime = rt_b, start: threading.Barrier = start) -> Any:
+            start.wait()
+            return deliver_next(rt_b, worker_id="B", clock=clock)
+
+        thread_b = _in_thread(results_b, claim_b)
+        start.wait()
+        slow.release.set()
+        thread_a.join(10)
+        thread_b.join(10)
+        (a,), (b,) = results_a, results_b
+        assert not isinstance(a, BaseException) and not isinstance(b, BaseException), (a, b)
+        delivery_id = a.delivery_id
+        delivered = audit_events(session_factory, delivery_id, "delivered")
+        assert len(delivered) == 1, [e.actor for e in delivered]
+        row = _row(session_factory, delivery_id)
+        assert row.status == "delivered"
+        if b is None:  # A recorded first: B found nothing
+            assert a.status == "delivered" and fresh.calls == []
+            assert delivered[0].actor == "worker:A" and row.attempt_count == 1
+        else:  # B claimed first: A lost its lease, B delivered
+            assert (a.status, b.status) == ("lease_lost", "delivered"), (a, b)
+            assert delivered[0].actor == "worker:B" and row.attempt_count == 2
+            assert len(audit_events(session_factory, delivery_id, "lease_lost")) == 1
+        clock.advance(1)
+
+
 # -- defect 7, found by the stress test below: an older version queued behind a newer one -------------
 def _versions(peer: FakeConnector) -> list[int]:
     return [s.envelope.renditions[0].version for s in peer.accepted]
