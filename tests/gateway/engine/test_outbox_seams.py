@@ -281,3 +281,37 @@ def test_a_numeric_peer_id_is_recorded_not_refused(session_factory, keyring, ten
     (event,) = audit_events(session_factory, sent_id, "delivered")
     assert event.detail["peer"] == {"remote_id": remote_id, "reason": remote_id}
     _chain_ok(session_factory)
+
+
+def test_every_overdue_receipt_is_expired_in_one_sweep(session_factory, keyring, tenant) -> None:
+    """The worker sweeps every few seconds: one sweep must expire the whole backlog (up to its
+    limit), not one delivery per sweep, or a relay outage alerts one document at a time."""
+    clock = Clock()
+    relay = Relay()
+    rt = make_runtime(
+        session_factory,
+        keyring,
+        routing=webhook_routing("relay", "other"),
+        connectors={"relay": relay, "other": Relay()},
+        receipt_timeout_seconds=RECEIPT_TIMEOUT,
+    )
+    for n in range(3):
+        submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref=f"p{n}")
+    while pipeline.process_next(rt, worker_id="router", clock=clock):
+        pass
+    while deliver_next(rt, worker_id="w", clock=clock):
+        pass
+    with session_factory() as session:
+        assert set(session.scalars(select(Delivery.status))) == {"sent"}
+    clock.advance(RECEIPT_TIMEOUT)
+    with session_scope(session_factory) as session:
+        assert outbox.expire_receipts(session, now=clock(), limit=4) == 4
+    with session_scope(session_factory) as session:
+        assert outbox.expire_receipts(session, now=clock()) == 2
+    with session_factory() as session:
+        assert set(session.scalars(select(Delivery.status))) == {"unconfirmed"}
+        assert set(session.scalars(select(Submission.status))) == {"failed"}
+    with session_factory() as session:
+        ids = list(session.scalars(select(Delivery.id)))
+    assert all(len(audit_events(session_factory, i, "receipt_overdue")) == 1 for i in ids)
+    _chain_ok(session_factory)
