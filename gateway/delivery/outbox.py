@@ -767,27 +767,35 @@ def acknowledge(
 
 
 def expire_receipts(session: Session, *, now: datetime, limit: int = 100) -> int:
-    """``sent`` deliveries whose receipt is overdue become ``unconfirmed`` (an alert); audited."""
+    """``sent`` deliveries whose receipt is overdue become ``unconfirmed`` (an alert); audited.
+
+    Up to ``limit`` in this transaction, in the one lock order: the overdue delivery rows first
+    (``SKIP LOCKED`` on PostgreSQL: never waits, so their order does not matter), then their
+    submissions by id, then the audit head for every event.
+    """
     query = (
-        select(Delivery.id)
+        select(Delivery)
         .where(Delivery.status == "sent", Delivery.receipt_due_at <= now)
         .order_by(Delivery.receipt_due_at)
         .limit(limit)
+        .execution_options(populate_existing=True)
     )
     if _is_postgres(session):
         query = query.with_for_update(skip_locked=True)
-    count = 0
-    for (delivery_id,) in session.execute(query).all():
-        row = _lock_delivery(session, str(delivery_id))
-        if row is None or row.status != "sent":
-            continue
-        sub = _lock_submission(session, row.submission_id)
+    rows = list(session.scalars(query).all())
+    if not rows:
+        return 0
+    subs = {sub_id: _lock_submission(session, sub_id) for sub_id in sorted({r.submission_id for r in rows})}
+    for row in rows:
         row.status = "unconfirmed"
         row.updated_at = now
         row.last_error = "no receipt before the configured time"
-        session.flush()
+    session.flush()
+    for sub in subs.values():
         if sub is not None:
             refresh_submission_status(session, sub, now=now)
+    for row in rows:
+        sub = subs.get(row.submission_id)
         _audit(
             session,
             row,
@@ -801,9 +809,7 @@ def expire_receipts(session: Session, *, now: datetime, limit: int = 100) -> int
             },
             at=now,
         )
-        count += 1
-        break  # one per transaction: no row lock is taken after the audit head
-    return count
+    return len(rows)
 
 
 # -- operator actions ---------------------------------------------------------------------------
