@@ -784,3 +784,35 @@ def test_a_slow_destination_uses_only_its_slots_while_the_others_proceed(session
             t.join(10)
     assert errors == []
     assert len(slow.accepted) == 3 and slow.most == 1
+
+
+def test_a_thread_sending_elsewhere_does_not_hold_a_destinations_only_slot(session_factory, keyring, tenant) -> None:
+    """Both destinations allow one send at a time. A thread stuck in B's slow send must hold B's
+    slot only: another thread still delivers to A (a slow B never starves A)."""
+    clock = Clock()
+    fast, slow = FakeConnector(), GateConnector()
+    routing = webhook_routing("A", "B")
+    routing["destinations"]["A"]["concurrency"] = 1
+    routing["destinations"]["B"]["concurrency"] = 1
+    rt = make_runtime(session_factory, keyring, routing=routing, connectors={"A": fast, "B": slow})
+    _route_versions(session_factory, keyring, tenant, rt, clock, person="p0", count=1)
+
+    def first_worker() -> None:
+        while deliver_next(rt, worker_id="T1", clock=clock) is not None:
+            pass
+
+    stuck = threading.Thread(target=first_worker, daemon=True)
+    stuck.start()
+    try:
+        assert slow.entered.wait(10)  # T1 is inside B's send (after A's delivery, or before it)
+        submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref="p1")
+        assert pipeline.process_next(rt, worker_id="router", clock=clock)
+        for _ in range(3):
+            if deliver_next(rt, worker_id="T2", clock=clock) is None:
+                break
+        assert len(fast.accepted) == 2, f"A starved while B was slow: {rt.bulkheads.snapshot()}"
+        assert rt.bulkheads.snapshot()["A"]["in_flight"] == 0
+        assert rt.bulkheads.snapshot()["B"]["in_flight"] == 1
+    finally:
+        slow.release.set()
+        stuck.join(10)
