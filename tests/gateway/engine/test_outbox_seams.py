@@ -315,3 +315,27 @@ def test_every_overdue_receipt_is_expired_in_one_sweep(session_factory, keyring,
         ids = list(session.scalars(select(Delivery.id)))
     assert all(len(audit_events(session_factory, i, "receipt_overdue")) == 1 for i in ids)
     _chain_ok(session_factory)
+
+
+def test_a_stale_duplicate_receipt_does_not_end_the_retried_delivery(session_factory, keyring, tenant) -> None:
+    """Attempt 1: sent, receipt "failed", then the same receipt again (stored, not applied). The
+    operator retries: attempt 2 is sent and must wait for *its* receipt, not be failed at once by
+    the duplicate left over from attempt 1."""
+    clock = Clock()
+    rt, (first,) = _setup(session_factory, keyring, tenant, Relay())
+    assert deliver_next(rt, worker_id="w", clock=clock).status == "sent"  # type: ignore[union-attr]
+    clock.advance(1)
+    assert _ack(session_factory, tenant.id, f"ack-{first}", "failed", clock).result == "applied"
+    clock.advance(1)
+    assert _ack(session_factory, tenant.id, f"ack-{first}", "failed", clock).result == "stored"
+    clock.advance(1)
+    with session_scope(session_factory) as session:
+        retry_delivery(session, delivery_id=first, actor="user:ops", tenant_id=tenant.id, now=clock())
+    clock.advance(1)
+    out = deliver_next(rt, worker_id="w", clock=clock)
+    assert out is not None and out.status == "sent" and out.attempt == 2
+    row = _row(session_factory, first)
+    assert row.status == "sent", f"attempt 2 ended by attempt 1's duplicate receipt: {row.status} {row.last_error}"
+    assert [r.applied for r in _receipts(session_factory, first)] == [True, False]
+    clock.advance(1)
+    assert _ack(session_factory, tenant.id, f"ack-{first}", "delivered", clock).status == "delivered"
