@@ -599,17 +599,32 @@ def finish(
             peer=peer,
         )
     if result.status == "sent":
-        _apply_early_receipts(session, row, now=now, person_ref=person_ref, sub=sub)
+        _apply_early_receipts(session, row, since=as_utc(attempt.started_at), now=now, person_ref=person_ref, sub=sub)
     return result
 
 
 def _apply_early_receipts(
-    session: Session, row: Delivery, *, now: datetime, person_ref: str | None, sub: Submission | None
+    session: Session,
+    row: Delivery,
+    *,
+    since: datetime,
+    now: datetime,
+    person_ref: str | None,
+    sub: Submission | None,
 ) -> None:
-    """A receipt stored before the send was recorded (a fast peer) ends the delivery now."""
+    """A receipt stored before the send was recorded (a fast peer) ends the delivery now.
+
+    Only one received since this attempt was claimed: an unapplied receipt from before (a
+    duplicate of an earlier attempt's receipt) says nothing about this send.
+    """
     early = session.scalars(
         select(ReceiptRow)
-        .where(ReceiptRow.delivery_id == row.id, ReceiptRow.applied.is_(False), ReceiptRow.outcome != "info")
+        .where(
+            ReceiptRow.delivery_id == row.id,
+            ReceiptRow.applied.is_(False),
+            ReceiptRow.outcome != "info",
+            ReceiptRow.received_at >= since,
+        )
         .order_by(ReceiptRow.received_at)
         .limit(1)
     ).first()
