@@ -289,9 +289,9 @@ def test_heartbeat_keeps_a_lease_shorter_than_the_send(session_factory, keyring,
     assert out is not None and out.status == "delivered" and out.attempt == 1
     assert b_claims and set(b_claims) == {None}  # B never got it
     assert len(slow.calls) == 1 and other.calls == []
-    assert len(samples) >= 10
+    assert len(samples) >= 5
     assert all(until > wall for wall, until in samples), "the lease lapsed during the send"
-    assert samples[-1][1] - samples[0][1] >= timedelta(seconds=1.5)  # really extended, not one long lease
+    assert samples[-1][1] - samples[0][1] >= timedelta(seconds=1)  # really extended, not one long lease
     row = _row(session_factory, delivery_id)
     assert [(a.worker, a.outcome) for a in row.attempts] == [("A", "success")]
     assert len(audit_events(session_factory, delivery_id, "send_started")) == 1
@@ -667,6 +667,9 @@ def test_each_writer_follows_the_one_lock_order(db_url, session_factory, keyring
 
 
 # -- bulkheads: one failing or slow destination does not starve the others ----------------------------
+COOLDOWN = 4.0
+
+
 def test_an_open_circuit_skips_its_destination_and_shows_in_readyz(session_factory, keyring, tenant) -> None:
     clock = Clock()
     down, healthy = FakeConnector(default=transient("HTTP 503")), FakeConnector()
@@ -676,7 +679,7 @@ def test_an_open_circuit_skips_its_destination_and_shows_in_readyz(session_facto
         routing=webhook_routing("A", "B"),
         connectors={"A": down, "B": healthy},
         breaker_failure_threshold=3,
-        breaker_cooldown_seconds=1.5,
+        breaker_cooldown_seconds=COOLDOWN,
         max_attempts=50,
     )
     _route_versions(session_factory, keyring, tenant, rt, clock, person="p", count=1)
@@ -688,6 +691,7 @@ def test_an_open_circuit_skips_its_destination_and_shows_in_readyz(session_facto
     while len(down.calls) < 3:
         clock.advance(3600)  # every backoff over: only the circuit can keep A's deliveries back
         assert deliver_next(rt, worker_id="w", clock=clock) is not None
+    opened = time.monotonic()
     lanes = rt.bulkheads.snapshot()
     assert lanes["A"]["circuit"] == "open" and lanes["A"]["consecutive_failures"] == 3
     assert lanes["B"]["circuit"] == "closed"
@@ -707,12 +711,14 @@ def test_an_open_circuit_skips_its_destination_and_shows_in_readyz(session_facto
     assert checks["circuit:B"]["ok"] is True
     assert checks["destination:A"]["ok"] is True  # its health endpoint answers; its sends fail
 
-    time.sleep(1.6)  # the cool-off is over: one probe, which fails: open again, for longer
+    assert time.monotonic() < opened + COOLDOWN, "too slow: the cool-off ended during the checks"
+    time.sleep(max(0.0, opened + COOLDOWN + 0.1 - time.monotonic()))
+    # the cool-off is over: one probe, which fails: open again, for longer
     assert rt.bulkheads.snapshot()["A"]["circuit"] == "half_open"
     out = deliver_next(rt, worker_id="w", clock=clock)
     assert out is not None and out.status == "pending" and len(down.calls) == 4
     lanes = rt.bulkheads.snapshot()
-    assert lanes["A"]["circuit"] == "open" and lanes["A"]["retry_in_seconds"] > 1.5
+    assert lanes["A"]["circuit"] == "open" and lanes["A"]["retry_in_seconds"] > COOLDOWN
     assert deliver_next(rt, worker_id="w", clock=clock) is None
 
 
