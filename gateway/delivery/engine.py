@@ -378,6 +378,12 @@ def deliver_next(
         if isinstance(got, outbox.Ended):
             return DeliveryOutcome(got.delivery_id, got.status, 0, got.reason)
         used = got.destination
+        # Only the claimed destination's slot is held while sending: the others go back now, or a
+        # thread in one slow destination's send would keep every other destination's slot too.
+        for name in reserved:
+            if name != used:
+                bulkheads.release(name)
+        reserved = [used]
         if got.unpreparable is not None:
             kind = "permanent" if got.unpreparable.permanent else "deferred"
             breaker_outcome = "deferred"

@@ -24,8 +24,10 @@ recorded on its attempt and audited as ``lease_lost``, never written over the ne
 **Ordering.** A delivery is claimable only when every delivery of the same series to the same
 destination with a smaller ``seq`` has ended (delivered, failed, dead, cancelled or
 unconfirmed): ``sent`` still blocks, so a newer version never reaches a destination before the
-receipt of the older one (or its timeout). ``enqueue``, retry and replay refuse to put an older
-version after a newer one the destination holds.
+receipt of the older one (or its timeout). Retry and replay refuse to put an older version after
+a newer one the destination holds or will receive (queued, in flight or awaiting its receipt);
+both check under the series' advisory lock, so a concurrent retry, replay or enqueue cannot slip
+a newer version in between.
 
 **One lock order everywhere:** delivery rows (by id), then the submission, then the series'
 advisory lock, then the audit chain head (every audit append comes after the row locks).
@@ -223,15 +225,25 @@ def enqueue(
     return out
 
 
+# A newer version in one of these is (or will be) at the destination before an older one sent
+# now: queued (a replay would go after it; a retry could be overtaken by its claim), being sent,
+# awaiting its receipt, or held. Only dead, failed and cancelled ones never reach it.
+_NEWER_BLOCKS: tuple[str, ...] = ("pending", "in_flight", "sent", "delivered", "unconfirmed")
+
+
 def _newer_version_held(session: Session, row: Delivery) -> bool:
-    """Does the destination already hold a newer version of this delivery's series?"""
+    """Does the destination hold, or is it about to receive, a newer version of this delivery's series?
+
+    Call under the series' advisory lock (:func:`advisory_series_lock`): only retry and enqueue
+    move a newer version into one of the blocking states, and both take it.
+    """
     found = session.scalars(
         select(Delivery.id)
         .where(
             Delivery.destination == row.destination,
             Delivery.series_key == row.series_key,
             Delivery.seq > row.seq,
-            Delivery.status.in_(("delivered", "sent", "unconfirmed")),
+            Delivery.status.in_(_NEWER_BLOCKS),
             Delivery.submission_id != row.submission_id,  # a replay of the same document is no newer version
         )
         .limit(1)
@@ -587,17 +599,32 @@ def finish(
             peer=peer,
         )
     if result.status == "sent":
-        _apply_early_receipts(session, row, now=now, person_ref=person_ref, sub=sub)
+        _apply_early_receipts(session, row, since=as_utc(attempt.started_at), now=now, person_ref=person_ref, sub=sub)
     return result
 
 
 def _apply_early_receipts(
-    session: Session, row: Delivery, *, now: datetime, person_ref: str | None, sub: Submission | None
+    session: Session,
+    row: Delivery,
+    *,
+    since: datetime,
+    now: datetime,
+    person_ref: str | None,
+    sub: Submission | None,
 ) -> None:
-    """A receipt stored before the send was recorded (a fast peer) ends the delivery now."""
+    """A receipt stored before the send was recorded (a fast peer) ends the delivery now.
+
+    Only one received since this attempt was claimed: an unapplied receipt from before (a
+    duplicate of an earlier attempt's receipt) says nothing about this send.
+    """
     early = session.scalars(
         select(ReceiptRow)
-        .where(ReceiptRow.delivery_id == row.id, ReceiptRow.applied.is_(False), ReceiptRow.outcome != "info")
+        .where(
+            ReceiptRow.delivery_id == row.id,
+            ReceiptRow.applied.is_(False),
+            ReceiptRow.outcome != "info",
+            ReceiptRow.received_at >= since,
+        )
         .order_by(ReceiptRow.received_at)
         .limit(1)
     ).first()
@@ -755,27 +782,35 @@ def acknowledge(
 
 
 def expire_receipts(session: Session, *, now: datetime, limit: int = 100) -> int:
-    """``sent`` deliveries whose receipt is overdue become ``unconfirmed`` (an alert); audited."""
+    """``sent`` deliveries whose receipt is overdue become ``unconfirmed`` (an alert); audited.
+
+    Up to ``limit`` in this transaction, in the one lock order: the overdue delivery rows first
+    (``SKIP LOCKED`` on PostgreSQL: never waits, so their order does not matter), then their
+    submissions by id, then the audit head for every event.
+    """
     query = (
-        select(Delivery.id)
+        select(Delivery)
         .where(Delivery.status == "sent", Delivery.receipt_due_at <= now)
         .order_by(Delivery.receipt_due_at)
         .limit(limit)
+        .execution_options(populate_existing=True)
     )
     if _is_postgres(session):
         query = query.with_for_update(skip_locked=True)
-    count = 0
-    for (delivery_id,) in session.execute(query).all():
-        row = _lock_delivery(session, str(delivery_id))
-        if row is None or row.status != "sent":
-            continue
-        sub = _lock_submission(session, row.submission_id)
+    rows = list(session.scalars(query).all())
+    if not rows:
+        return 0
+    subs = {sub_id: _lock_submission(session, sub_id) for sub_id in sorted({r.submission_id for r in rows})}
+    for row in rows:
         row.status = "unconfirmed"
         row.updated_at = now
         row.last_error = "no receipt before the configured time"
-        session.flush()
+    session.flush()
+    for sub in subs.values():
         if sub is not None:
             refresh_submission_status(session, sub, now=now)
+    for row in rows:
+        sub = subs.get(row.submission_id)
         _audit(
             session,
             row,
@@ -789,9 +824,7 @@ def expire_receipts(session: Session, *, now: datetime, limit: int = 100) -> int
             },
             at=now,
         )
-        count += 1
-        break  # one per transaction: no row lock is taken after the audit head
-    return count
+    return len(rows)
 
 
 # -- operator actions ---------------------------------------------------------------------------
@@ -820,12 +853,13 @@ def retry_delivery(
         raise Conflict(f"only a dead, failed or unconfirmed delivery can be retried (this one is {row.status})")
     if sub.status == "cancelled":
         raise Conflict("the submission was cancelled")
+    advisory_series_lock(session, row.series_key)
     if _newer_version_held(session, row):
         # Sending this one now would put an older version after a newer one (ARCHITECTURE
         # "Delivery semantics"). Submit a new version instead.
         raise Conflict(
-            "a newer version of this document was already delivered to this destination; "
-            "retrying this older one would deliver it after the newer one"
+            "a newer version of this document was delivered to this destination or is queued or being "
+            "sent there; retrying this older one would deliver it after the newer one"
         )
     previous_status = row.status
     _release(row, "pending", now=now)
@@ -913,11 +947,12 @@ def replay_submission(
             latest[d.destination] = d
         if not latest:
             raise Conflict("the submission was routed to no destination; nothing to replay")
+        advisory_series_lock(session, next(iter(latest.values())).series_key)
         for d in latest.values():
             if _newer_version_held(session, d):
                 raise Conflict(
-                    f"destination {d.destination!r} already holds a newer version of this document; "
-                    "replaying this one would deliver an older version after it"
+                    f"destination {d.destination!r} holds a newer version of this document or has one queued "
+                    "or being sent; replaying this one would deliver an older version after it"
                 )
         key = next(iter(latest.values())).series_key
         rows = enqueue(
