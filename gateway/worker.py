@@ -173,7 +173,10 @@ def run_worker_process(runtime: Runtime, *, drain_timeout: float | None = None) 
         while not stop.wait(1.0):
             pass
     finally:
-        timeout = drain_timeout if drain_timeout is not None else float(runtime.settings.lease_seconds)
+        # a send in flight may run until its deadline (max_send_seconds); its lease is kept alive
+        # meanwhile, so leaving earlier would only get it sent again by another worker
+        default = float(runtime.settings.max_send_seconds + runtime.settings.lease_seconds)
+        timeout = drain_timeout if drain_timeout is not None else default
         pool.stop(timeout=timeout)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -137,11 +137,6 @@ def test_without_the_heartbeat_a_slow_send_is_sent_again(pg_deployment: Deployme
     assert sum(_audit_per_delivery(dep, "lease_lost").values()) > 0  # and the trail says so
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/worker.py drains for lease_seconds after SIGTERM, not for the longest send: with leases "
-    "shorter than the send, a stopped worker exits mid-send and the delivery is sent again",
-)
 def test_a_stopped_worker_finishes_its_sends_before_exiting(pg_deployment: Deployment) -> None:
     """SIGTERM while sends are in flight: the worker stops claiming, lets them finish and records
     them; the worker started next has nothing of them left to send."""
