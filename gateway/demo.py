@@ -15,7 +15,11 @@
    (``mssante-dac``); two inbound sources bring the receipts back: ``webhook-receipts`` (signed
    ``POST /inbound/webhook-receipts`` from the receiver) and ``mssante-imap`` (DSN/MDN polled
    from the ESSMS's mailbox). Without dovecot the MSSanté part is skipped, said so, and a
-   ``mssante-sandbox`` webhook stands in;
+   ``mssante-sandbox`` webhook stands in. The SI-SdO (ViaTrajectoire PH) simulator runs too
+   (:mod:`connectors.sandbox.sdo`, HTTPS on loopback, CA in ``var/sdo-sandbox``); its
+   ``gateway_wiring()`` adds an ``sdo`` source polling it every second, the ``viatrajectoire``
+   destination and the ESSMS's SI-SdO credentials (files under ``var/sdo``); inbound events go
+   to the DUI vendor's webhook ``dui-vendor`` (``/dui-vendor`` on the receiver);
 4. provision a demo tenant, its ESSMS and an API client (key kept in ``var/demo-api-key``);
 5. start the API under uvicorn with in-process workers (and the inbound sources);
 6. post the demo DLU records (``gateway/demo_data``) through the real HTTP API, after asking
@@ -24,7 +28,13 @@
 7. print the URLs, the API key, what the receiver and the relay got, the receipts, and each
    delivery's way to ``delivered``;
 8. with the mail part, have the DAC answer by mail: the answer reaches the DUI vendor's webhook
-   (``dui-vendor``) as an ``mssante.message`` event. Ctrl-C stops everything.
+   (``dui-vendor``) as an ``mssante.message`` event;
+9. ViaTrajectoire: publish an orientation decision for the demo person at the SI-SdO simulator;
+   the ``sdo`` source polls it and it reaches ``dui-vendor`` as an ``sdo.decision`` event (the
+   time it took is printed); the DUI answers through the API with the person's agreement
+   (``sdo-consent``) and the status "admitted" (``sdo-status`` 47); both are delivered to
+   ``viatrajectoire`` and the demo prints the Consent and the Task the simulator holds.
+   Ctrl-C stops everything.
 
 The demo posts only document types the gateway really ships: without ``mappings.dlu`` it
 starts and says there is nothing to post.
@@ -32,6 +42,7 @@ starts and says there is nothing to post.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -40,6 +51,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -70,6 +82,7 @@ DEMO_MAILBOXES = {"urgences": "urgences@ch-demo.mssante.fr", "dac": "dac75@dac-d
 RECEIPT_SOURCE = "webhook-receipts"
 TERMINAL_SUBMISSION = frozenset({"delivered", "partially_failed", "failed", "rejected", "cancelled"})
 SUBMISSIONS_PATH = "/v1/submissions"
+SDO_POLL_SECONDS = 1.0  # the demo's sdo source polls the SI-SdO simulator every second
 
 
 def _free_port(host: str) -> int:
@@ -104,6 +117,7 @@ def routing_document(
     *,
     mail: Mapping[str, Any] | None = None,
     dmp: Mapping[str, Any] | None = None,
+    sdo: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The demo routing file.
 
@@ -114,7 +128,12 @@ def routing_document(
     DLUs go to ``dmp-sandbox`` (signed webhook on the receiver, category ``dmp``) and, with the
     mail sandbox's ``info()`` as ``mail``, to ``mssante-urgences`` and ``mssante-dac`` through its
     relay (else to a ``mssante-sandbox`` webhook). Receipts come back through the sources
-    ``webhook-receipts`` (same secret as the webhooks) and ``mssante-imap``.
+    ``webhook-receipts`` (same secret as the webhooks) and ``mssante-imap``. Inbound events (the
+    DAC's messages, the SI-SdO's decisions) go to the DUI vendor's signed webhook ``dui-vendor``.
+
+    With ``sdo`` (the ``routing`` part of the SI-SdO simulator's ``gateway_wiring()``), its
+    ``sdo`` source, its ``viatrajectoire`` destination and its rules (``sdo-status`` and
+    ``sdo-consent`` to ``viatrajectoire``, ``inbound-event`` to ``dui-vendor``) are merged in.
     """
 
     def webhook(path: str) -> dict[str, Any]:
@@ -176,8 +195,6 @@ def routing_document(
             "settings": {**relay, "recipients_by_finess": {DEMO_FINESS: [DEMO_MAILBOXES["dac"]]}},
             "receipt_timeout_seconds": 60,
         }
-        # what the mailbox receives that is not a receipt (a DAC answering) goes to the DUI vendor
-        destinations["dui-vendor"] = {"connector": "webhook", "category": "webhook", "settings": webhook("/dui-vendor")}
         sources["mssante-imap"] = {
             "source": "mssante-imap",
             "tenant": DEMO_TENANT,
@@ -194,6 +211,10 @@ def routing_document(
                 "timeout": 10,
             },
         }
+    dlu_destinations = list(destinations)
+    # what the mailbox receives that is not a receipt (a DAC answering) and the SI-SdO's decisions
+    # go to the DUI vendor, with or without the mail part
+    destinations["dui-vendor"] = {"connector": "webhook", "category": "webhook", "settings": webhook("/dui-vendor")}
     webhooks = [name for name, d in destinations.items() if d["connector"] == "webhook"]
     sources[RECEIPT_SOURCE] = {
         "source": "webhook-receipts",
@@ -201,32 +222,38 @@ def routing_document(
         "destinations": webhooks,
         "settings": {"signing_secrets": [f"file:{secret_file}"]},
     }
-    return {
-        "destinations": destinations,
-        "rules": [
-            {
-                "name": "DLU to the sandbox destinations",
-                "document_types": ["dlu"],
-                "destinations": [name for name in destinations if name != "dui-vendor"],
-            },
-            *(
-                [
-                    {
-                        "name": "messages received over MSSanté to the DUI vendor",
-                        "document_types": ["inbound-event"],
-                        "destinations": ["dui-vendor"],
-                    }
-                ]
-                if "dui-vendor" in destinations
-                else []
-            ),
-        ],
-        "sources": sources,
-    }
+    rules: list[dict[str, Any]] = [
+        {"name": "DLU to the sandbox destinations", "document_types": ["dlu"], "destinations": dlu_destinations},
+        {
+            "name": "inbound events (MSSanté messages, SI-SdO decisions) to the DUI vendor",
+            "document_types": ["inbound-event"],
+            "destinations": ["dui-vendor"],
+        },
+    ]
+    if sdo is not None:
+        clashes = (set(sdo.get("destinations") or {}) & set(destinations)) | (
+            set(sdo.get("sources") or {}) & set(sources)
+        )
+        if clashes:
+            raise ValueError(f"the SI-SdO wiring reuses the demo's names: {', '.join(sorted(clashes))}")
+        destinations.update(sdo.get("destinations") or {})
+        sources.update(sdo.get("sources") or {})
+        covered = [(sorted(r["document_types"]), sorted(r["destinations"])) for r in rules]
+        for rule in sdo.get("rules") or []:
+            if (sorted(rule["document_types"]), sorted(rule["destinations"])) not in covered:  # no twin rules
+                rules.append({"name": "the ESSMS's answers to ViaTrajectoire (SI-SdO)", **rule})
+    return {"destinations": destinations, "rules": rules, "sources": sources}
 
 
-def credentials_document(mail: Mapping[str, Any] | None, dmp: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The demo ESSMS's credentials: ``file:`` references to the sandboxes' dev PKIs, never inline."""
+def credentials_document(
+    mail: Mapping[str, Any] | None,
+    dmp: Mapping[str, Any] | None = None,
+    sdo: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The demo ESSMS's credentials: ``file:`` references to the sandboxes' dev PKIs, never inline.
+
+    ``sdo``: the ``credentials`` entries of the SI-SdO simulator's ``gateway_wiring()`` (purpose
+    ``sdo``: certificate, key and OAuth client, also by ``file:`` reference)."""
     entries: list[dict[str, Any]] = []
     if mail is not None:
         entries.append(
@@ -250,6 +277,7 @@ def credentials_document(mail: Mapping[str, Any] | None, dmp: Mapping[str, Any] 
                 "attributes": dict(dmp["vihf"]),  # VIHF subject and role (not secret)
             }
         )
+    entries.extend(dict(entry) for entry in sdo or [])
     return {"credentials": entries}
 
 
@@ -302,6 +330,8 @@ class DemoRun:
     settings: Settings
     mail: Any = None  # connectors.sandbox.mail.MailSandbox when it runs
     dmp: Any = None  # connectors.sandbox.dmp.DmpSimulator
+    sdo: Any = None  # connectors.sandbox.sdo.SdoSandbox (the SI-SdO simulator)
+    sdo_posted: list[tuple[str, str]] = field(default_factory=list)  # (document type, submission id)
     posted: list[tuple[str, str]] = field(default_factory=list)  # (file name, submission id)
     statuses: dict[str, str] = field(default_factory=dict)
     deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # submission id -> deliveries
@@ -452,6 +482,8 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
         _summary(run)
         if settled and run.mail is not None and run.posted:
             settled = _dac_answers(run, server, deadline=time.monotonic() + timeout)
+        if settled and run.sdo is not None and not server.should_exit:
+            _viatrajectoire(run, server, deadline=time.monotonic() + timeout)
         if not settled:
             run.error = f"demo submissions not settled after {timeout:.0f}s"
             print(run.error, flush=True)
@@ -496,6 +528,180 @@ def _dac_answers(run: DemoRun, server: Any, *, deadline: float) -> bool:
     run.print_peers()
     print("  the DAC's message did not reach the DUI vendor in time", flush=True)
     return False
+
+
+def _decision_person() -> tuple[str, dict[str, str]]:
+    """Who the demo decision is about: the person of the first demo record (its INS and names)."""
+    for name, _doc_type, record in demo_records():
+        person = record.get("person") or {}
+        traits = person.get("traits") or {}
+        given = " ".join(traits.get("birth_given_names") or [])[:64]
+        family = str(traits.get("birth_family_name") or "")
+        ins = str((person.get("ins") or {}).get("matricule") or "")
+        label = f"{given.split(' ')[0]} {family} ({person.get('local_id', '?')}, demo record {name.split('-', 1)[0]})"
+        return label, {"ins": ins, "given": given, "family": family, "local_id": str(person.get("local_id") or "")}
+    return "a fictitious person", {"local_id": "DEMO-P-SDO"}
+
+
+def _dui_vendor_event(run: DemoRun, *, after: int, series: str) -> dict[str, Any] | None:
+    """The ``sdo.decision`` event of ``series`` the DUI vendor's webhook accepted (row ``n`` > ``after``)."""
+    for row in run.receiver.store.received(since=after):
+        if row["path"] != "/dui-vendor" or row["outcome"] != "accepted":
+            continue
+        found = run.receiver.store.body(int(row["n"]))
+        if found is None:
+            continue
+        try:
+            envelope = json.loads(found[0])
+            event = json.loads(base64.b64decode(envelope["renditions"][0]["content_base64"]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+        if isinstance(event, dict) and event.get("event_type") == "sdo.decision" and event.get("series") == series:
+            return event
+    return None
+
+
+def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
+    """ViaTrajectoire (SI-SdO, IG ``ans.fhir.fr.sdo``): a decision appears at the simulator, the
+    ``sdo`` source polls it and the gateway hands it to the DUI vendor's webhook as an
+    ``sdo.decision`` event; the DUI answers through the API as a DUI would (the person's agreement,
+    ``sdo-consent``, flux 2, then the status "admitted", ``sdo-status`` 47, flux 4) and the Consent
+    and the Task land at the simulator. Raises with the reason when a step does not happen in time."""
+    simulator = run.sdo.simulator
+    store = run.receiver.store
+    mark = max((int(r["n"]) for r in store.received(since=0)), default=0)
+    who, person = _decision_person()
+    id_decision = f"MDPH-75-{time.strftime('%Y')}-{uuid.uuid4().hex[:6].upper()}"  # new each run
+    published_at = datetime.now(UTC)
+    decision = simulator.publish_decision(finess=DEMO_FINESS, id_decision=id_decision, person=person)
+    published = time.monotonic()
+    national = str(decision["idNat_Decision"])
+    print(
+        f"  SI-SdO  decision {id_decision} published for {who} to ESSMS {DEMO_FINESS}:"
+        f" idNat_Decision {national}, DocumentReference/{decision['id']} v{decision['version']}",
+        flush=True,
+    )
+    event = None
+    while event is None and time.monotonic() < deadline and not server.should_exit:
+        run.print_peers()
+        event = _dui_vendor_event(run, after=mark, series=national)
+        if event is None:
+            time.sleep(0.1)
+    took = time.monotonic() - published
+    run.print_peers()
+    if event is None:
+        if server.should_exit:
+            return
+        raise RuntimeError(f"the SI-SdO decision {id_decision} did not reach the DUI vendor's webhook in {took:.0f}s")
+    payload = event.get("payload") or {}
+    stored = _decision_stored_after(run, national, published_at)
+    polled = f"polled and stored by the sdo source after {stored:.1f} s, " if stored is not None else ""
+    print(
+        f"  gateway    decision {payload.get('idDecision')} ({payload.get('state')}): {polled}at the DUI vendor's"
+        f" webhook as an sdo.decision event {took:.1f} s after it was published (the sdo source polls every"
+        f" {SDO_POLL_SECONDS:g} s)",
+        flush=True,
+    )
+    ids = {"id_decision": str(payload.get("idDecision")), "id_nat_decision": str(payload.get("idNat_Decision"))}
+    today = time.strftime("%Y-%m-%d")
+    answers: list[tuple[str, dict[str, Any], str]] = [
+        (
+            "sdo-consent",
+            {"collected_on": today},
+            "the person's agreement to the orientation (flux 2 Accord)",
+        ),
+        (
+            "sdo-status",
+            {"essms_name": "EHPAD Les Tilleuls (démo)", "statut_esms": "47", "date_statut": today},
+            "status 47 'usager entré': admitted (flux 4)",
+        ),
+    ]
+    for doc_type, fields, what in answers:
+        record = {"essms_finess": DEMO_FINESS, "person_ref": person["local_id"], "decision": ids, **fields}
+        resp = requests.post(
+            f"{run.api_url}{SUBMISSIONS_PATH}",
+            json={"document_type": doc_type, "record": record},
+            headers={**run._headers(), "Idempotency-Key": f"demo-{uuid.uuid4()}"},
+            timeout=30,
+        )
+        if resp.status_code != 202:
+            raise RuntimeError(f"posting the DUI's {doc_type} answered HTTP {resp.status_code}: {resp.text[:500]}")
+        sub_id = str(resp.json()["id"])
+        run.sdo_posted.append((doc_type, sub_id))
+        print(f"  DUI     -> POST {SUBMISSIONS_PATH} {doc_type:<11} {what} -> submission {sub_id}", flush=True)
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline and not server.should_exit:
+        for doc_type, sub_id in run.sdo_posted:
+            resp = requests.get(f"{run.api_url}{SUBMISSIONS_PATH}/{sub_id}", headers=run._headers(), timeout=10)
+            if resp.status_code != 200:
+                continue
+            body = resp.json()
+            statuses[sub_id] = str(body["status"])
+            for d in body.get("deliveries") or []:
+                state = (str(d["status"]), len(d.get("receipts") or []))
+                if run.seen_deliveries.get(d["id"]) != state:
+                    run.seen_deliveries[d["id"]] = state
+                    print(f"  gateway    {doc_type:<11} -> {d['destination']:<14} {_describe(d)}", flush=True)
+        if all(statuses.get(s) in TERMINAL_SUBMISSION for _t, s in run.sdo_posted):
+            break
+        time.sleep(0.2)
+    if server.should_exit:
+        return
+    unsettled = {t: statuses.get(s, "?") for t, s in run.sdo_posted if statuses.get(s) != "delivered"}
+    if unsettled:
+        raise RuntimeError(f"the DUI's answers were not delivered to ViaTrajectoire: {unsettled}")
+    landed = _sdo_landed(simulator, national)
+    for line in landed:
+        print(line, flush=True)
+    if len(landed) < 2:
+        raise RuntimeError(f"the SI-SdO simulator does not hold the Consent and the Task for {national}")
+
+
+def _decision_stored_after(run: DemoRun, national: str, published_at: datetime) -> float | None:
+    """Seconds from the decision's publication to the sdo source storing it (the gateway's inbox)."""
+    from gateway.storage.db import make_engine
+    from gateway.storage.models import InboundMessage
+
+    engine = make_engine(run.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            received = conn.scalar(
+                select(InboundMessage.received_at)
+                .where(InboundMessage.source == f"viatrajectoire-{DEMO_FINESS}")
+                .where(InboundMessage.external_id.startswith(f"decision:{national}:"))
+                .order_by(InboundMessage.received_at)
+                .limit(1)
+            )
+    finally:
+        engine.dispose()
+    if received is None:
+        return None
+    if received.tzinfo is None:  # SQLite keeps no offset: the gateway stores UTC
+        received = received.replace(tzinfo=UTC)
+    return max(0.0, (received - published_at).total_seconds())
+
+
+def _sdo_landed(simulator: Any, national: str) -> list[str]:
+    """What the SI-SdO simulator holds for the decision ``national`` (its Consent and Task)."""
+    lines: list[str] = []
+    for consent in simulator.received("Consent"):
+        data = ((consent["resource"].get("provision") or {}).get("data") or [{}])[0]
+        if ((data.get("reference") or {}).get("identifier") or {}).get("value") == national:
+            lines.append(
+                f"  SI-SdO  holds Consent/{consent['id']} v{consent['version']} from ESSMS {consent['owner']}"
+                f" (esms-consent, status {consent['resource'].get('status')}, decision {national})"
+            )
+    for task in simulator.received("Task"):
+        inputs = {i["type"]["text"]: i for i in task["resource"].get("input") or []}
+        if (inputs.get("idNat_Decision") or {}).get("valueIdentifier", {}).get("value") != national:
+            continue
+        coding = (inputs.get("statutESMS") or {}).get("valueCodeableConcept", {}).get("coding") or [{}]
+        lines.append(
+            f"  SI-SdO  holds Task/{task['id']} v{task['version']} from ESSMS {task['owner']} (sdo-task,"
+            f" statutESMS {coding[0].get('code')} '{coding[0].get('display')}', idDecision"
+            f" {(inputs.get('idDecision') or {}).get('valueIdentifier', {}).get('value')})"
+        )
+    return lines
 
 
 def _summary(run: DemoRun) -> None:
@@ -588,7 +794,13 @@ def run_demo(
         )
     mail_sandbox, mail_problem = _start_mail(var_dir) if mail else (None, "disabled with --no-mail")
     dmp_sandbox, dmp_info = _start_dmp(var_dir)
+    sdo_sandbox = None
     try:
+        from connectors.sandbox.sdo import start_sdo_sandbox
+
+        # the SI-SdO (ViaTrajectoire PH) simulator: HTTPS on loopback, its CA and server certificate
+        # in var/sdo-sandbox, the demo ESSMS enrolled (OAuth client + client certificate)
+        sdo_sandbox = start_sdo_sandbox([DEMO_FINESS], state_dir=var_dir / "sdo-sandbox")
         return _run(
             host=host,
             port=port,
@@ -600,10 +812,13 @@ def run_demo(
             mail_problem=mail_problem,
             dmp_sandbox=dmp_sandbox,
             dmp_info=dmp_info,
+            sdo_sandbox=sdo_sandbox,
             exit_after_demo=exit_after_demo,
             timeout=timeout,
         )
     finally:
+        if sdo_sandbox is not None:
+            sdo_sandbox.stop()
         dmp_sandbox.stop()
         receiver.stop()
         if mail_sandbox is not None:
@@ -622,6 +837,7 @@ def _run(
     mail_problem: str,
     dmp_sandbox: Any,
     dmp_info: Mapping[str, Any],
+    sdo_sandbox: Any,
     exit_after_demo: bool,
     timeout: float,
 ) -> int:
@@ -634,7 +850,10 @@ def _run(
 
     mail_info = mail_sandbox.info() if mail_sandbox is not None else None
     routing_file = var_dir / "routing.json"
-    document = routing_document(receiver.url, secret_file, mail=mail_info, dmp=dmp_info)
+    sdo_wiring = sdo_sandbox.gateway_wiring(
+        tenant=DEMO_TENANT, directory=var_dir / "sdo", poll_seconds=SDO_POLL_SECONDS, dui_destination="dui-vendor"
+    )
+    document = routing_document(receiver.url, secret_file, mail=mail_info, dmp=dmp_info, sdo=sdo_wiring["routing"])
     routing_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     overrides: dict[str, Any] = {
         "profile": "dev",
@@ -645,8 +864,9 @@ def _run(
     }
     credentials_file = var_dir / "credentials.yaml"
     credentials_file.write_text(
-        "# written by dui-gateway demo: the ESSMS's certificates (DMP, MSSanté), by reference (never inline)\n"
-        + yaml.safe_dump(credentials_document(mail_info, dmp_info), sort_keys=False),
+        "# written by dui-gateway demo: the ESSMS's certificates (DMP, MSSanté, SI-SdO) and its SI-SdO OAuth"
+        " client, by reference (never inline)\n"
+        + yaml.safe_dump(credentials_document(mail_info, dmp_info, sdo_wiring["credentials"]), sort_keys=False),
         encoding="utf-8",
     )
     if "DUI_GATEWAY_CREDENTIALS_FILE" not in os.environ:
@@ -673,6 +893,7 @@ def _run(
             settings=settings,
             mail=mail_sandbox,
             dmp=dmp_sandbox,
+            sdo=sdo_sandbox,
         )
         if mail_info is not None:
             mail_lines = [
@@ -698,6 +919,8 @@ def _run(
                     f"  receipts       {receiver.url}/_receipts -> {api_url}/inbound/{RECEIPT_SOURCE}",
                     f"  DMP simulator  {dmp_info['iti41_url']} (XDS.b ITI-41, mutual TLS with the ESSMS's"
                     f" certificate, VIHF; documents in {dmp_info['db']})",
+                    f"  SI-SdO         {sdo_sandbox.base_url} (ViaTrajectoire PH simulator, FHIR R4: OAuth2 client"
+                    f" credentials + the ESSMS's certificate; polled every {SDO_POLL_SECONDS:g} s by the sdo source)",
                     *mail_lines,
                     f"  database       {settings.database_url}",
                     f"  routing        {routing_file}",
