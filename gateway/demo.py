@@ -332,6 +332,7 @@ class DemoRun:
     dmp: Any = None  # connectors.sandbox.dmp.DmpSimulator
     sdo: Any = None  # connectors.sandbox.sdo.SdoSandbox (the SI-SdO simulator)
     sdo_posted: list[tuple[str, str]] = field(default_factory=list)  # (document type, submission id)
+    sdo_snapshot: Path | None = None  # where the demo copies what the SI-SdO simulator holds
     posted: list[tuple[str, str]] = field(default_factory=list)  # (file name, submission id)
     statuses: dict[str, str] = field(default_factory=dict)
     deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # submission id -> deliveries
@@ -569,6 +570,8 @@ def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
     and the Task land at the simulator. Raises with the reason when a step does not happen in time."""
     simulator = run.sdo.simulator
     store = run.receiver.store
+    if run.sdo_snapshot is not None:
+        run.sdo_snapshot.unlink(missing_ok=True)  # an earlier run's copy is not this run's proof
     mark = max((int(r["n"]) for r in store.received(since=0)), default=0)
     who, person = _decision_person()
     id_decision = f"MDPH-75-{time.strftime('%Y')}-{uuid.uuid4().hex[:6].upper()}"  # new each run
@@ -592,7 +595,10 @@ def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
     if event is None:
         if server.should_exit:
             return
-        raise RuntimeError(f"the SI-SdO decision {id_decision} did not reach the DUI vendor's webhook in {took:.0f}s")
+        raise RuntimeError(
+            f"the SI-SdO decision {id_decision} did not reach the DUI vendor's webhook in {took:.0f}s"
+            f" ({_sdo_source_health(run)})"
+        )
     payload = event.get("payload") or {}
     stored = _decision_stored_after(run, national, published_at)
     polled = f"polled and stored by the sdo source after {stored:.1f} s, " if stored is not None else ""
@@ -630,6 +636,7 @@ def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
         run.sdo_posted.append((doc_type, sub_id))
         print(f"  DUI     -> POST {SUBMISSIONS_PATH} {doc_type:<11} {what} -> submission {sub_id}", flush=True)
     statuses: dict[str, str] = {}
+    errors: dict[str, str] = {}  # submission id -> its delivery's last error
     while time.monotonic() < deadline and not server.should_exit:
         for doc_type, sub_id in run.sdo_posted:
             resp = requests.get(f"{run.api_url}{SUBMISSIONS_PATH}/{sub_id}", headers=run._headers(), timeout=10)
@@ -638,6 +645,8 @@ def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
             body = resp.json()
             statuses[sub_id] = str(body["status"])
             for d in body.get("deliveries") or []:
+                if d.get("last_error"):
+                    errors[sub_id] = f"{d['destination']}: {str(d['last_error'])[:200]}"
                 state = (str(d["status"]), len(d.get("receipts") or []))
                 if run.seen_deliveries.get(d["id"]) != state:
                     run.seen_deliveries[d["id"]] = state
@@ -647,14 +656,34 @@ def _viatrajectoire(run: DemoRun, server: Any, *, deadline: float) -> None:
         time.sleep(0.2)
     if server.should_exit:
         return
-    unsettled = {t: statuses.get(s, "?") for t, s in run.sdo_posted if statuses.get(s) != "delivered"}
+    unsettled = [
+        f"{t} {statuses.get(s, 'not seen')}" + (f" ({errors[s]})" if s in errors else "")
+        for t, s in run.sdo_posted
+        if statuses.get(s) != "delivered"
+    ]
     if unsettled:
-        raise RuntimeError(f"the DUI's answers were not delivered to ViaTrajectoire: {unsettled}")
+        raise RuntimeError(f"the DUI's answers were not delivered to ViaTrajectoire: {'; '.join(unsettled)}")
     landed = _sdo_landed(simulator, national)
     for line in landed:
         print(line, flush=True)
+    if run.sdo_snapshot is not None:  # the simulator keeps them in memory: a copy outlives the demo
+        run.sdo_snapshot.write_text(json.dumps(simulator.received(), indent=2) + "\n", encoding="utf-8")
+        print(f"  SI-SdO  all it holds: {simulator.url}/_received (copy in {run.sdo_snapshot})", flush=True)
     if len(landed) < 2:
         raise RuntimeError(f"the SI-SdO simulator does not hold the Consent and the Task for {national}")
+
+
+def _sdo_source_health(run: DemoRun) -> str:
+    """What ``/readyz`` says of the demo's sdo source, for a failure's message."""
+    name = f"source:viatrajectoire-{DEMO_FINESS}"
+    try:
+        checks = requests.get(f"{run.api_url}/readyz", timeout=10).json().get("checks") or {}
+    except (requests.RequestException, ValueError, AttributeError):
+        return "/readyz did not answer"
+    check = checks.get(name) or {}
+    if check.get("ok"):
+        return f"/readyz: {name} healthy"
+    return f"/readyz: {name} {check.get('detail') or 'not reported'}"
 
 
 def _decision_stored_after(run: DemoRun, national: str, published_at: datetime) -> float | None:
@@ -894,6 +923,7 @@ def _run(
             mail=mail_sandbox,
             dmp=dmp_sandbox,
             sdo=sdo_sandbox,
+            sdo_snapshot=var_dir / "sdo-sandbox" / "received.json",
         )
         if mail_info is not None:
             mail_lines = [

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -47,6 +48,38 @@ def _deliveries(var: Path) -> list[tuple[int, Delivery]]:
             return out
     finally:
         engine.dispose()
+
+
+def _submissions(var: Path, document_type: str) -> list[tuple[str, list[tuple[str, str, str | None]]]]:
+    """(status, [(destination, delivery status, remote id)]) of the submissions of ``document_type``."""
+    engine = make_engine(f"sqlite:///{var / 'dui-gateway.db'}")
+    try:
+        with make_sessionmaker(engine)() as session:
+            subs = session.scalars(
+                select(Submission)
+                .where(Submission.document_type == document_type)
+                .options(selectinload(Submission.deliveries))
+            ).all()
+            return [(s.status, [(d.destination, d.status, d.remote_id) for d in s.deliveries]) for s in subs]
+    finally:
+        engine.dispose()
+
+
+def _events(var: Path, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The inbound events the DUI vendor's webhook accepted, by event type."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    store = ReceiverStore(var / "sandbox.db")
+    try:
+        for row in rows:
+            found = store.body(int(row["n"]))
+            assert found is not None
+            envelope = json.loads(found[0])
+            assert envelope["document_type"] == "inbound-event"
+            event = json.loads(base64.b64decode(envelope["renditions"][0]["content_base64"]))
+            out[event["event_type"]].append(event)
+    finally:
+        store.close()
+    return out
 
 
 def _maildir(var: Path, address: str) -> list[bytes]:
@@ -115,10 +148,13 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     # the demo asks the sandbox to fail the first two deliveries: they were retried
     assert [r["status"] for r in rows if r["outcome"] == "failed"] == [503, 503]
     # 01 (qualified INS) and 03 (its new version) go to the DMP; 02 (provisional identity) never
-    # with the mail part, the DAC's answer reached the DUI vendor's webhook as an event
     # 04 (qualified INS, refused the DMP) never goes to a dmp-category destination either
-    expected = ["/dmp", "/dmp"] + (["/dui-vendor"] if mail else ["/mssante"] * 4)
+    # the SI-SdO decision reached the DUI vendor's webhook as an event, and with the mail part the
+    # DAC's answer too
+    expected = sorted(["/dmp", "/dmp", "/dui-vendor"] + (["/dui-vendor"] if mail else ["/mssante"] * 4))
     assert sorted(r["path"] for r in accepted) == expected
+    events = _events(var, [r for r in accepted if r["path"] == "/dui-vendor"])
+    assert sorted(events) == (["mssante.message", "sdo.decision"] if mail else ["sdo.decision"])
     # one delivery answered "accepted, receipt later"; its signed receipt reached the gateway
     assert [r["status"] for r in accepted if r["receipt"] == "later"] == [202]
     assert [(r["state"], r["last_status"]) for r in receipts] == [("sent", 202)]
@@ -154,6 +190,35 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     webhook_destinations = ("dmp-sandbox",) if mail else ("dmp-sandbox", "mssante-sandbox")
     hooks = [kinds for (_rank, dest), kinds in by_kind.items() if dest in webhook_destinations]
     assert sorted(hooks) == [[]] * (len(hooks) - 1) + [[("webhook-receipt", "delivered")]], (by_kind, out)
+
+    # ViaTrajectoire: the decision published at the SI-SdO simulator was polled by the sdo source
+    # and reached the DUI vendor as an sdo.decision event; the DUI's answers (agreement, then
+    # status 47 "usager entré") were delivered to viatrajectoire and the simulator holds them
+    (decision,) = events["sdo.decision"]
+    assert decision["essms_finess"] == "759900004" and decision["payload"]["state"] == "active"
+    national, id_decision = decision["series"], decision["payload"]["idDecision"]
+    assert decision["payload"]["idNat_Decision"] == national
+    assert f"SI-SdO  decision {id_decision} published for" in out, out
+    assert "at the DUI vendor's webhook as an sdo.decision event" in out, out
+    (status,) = _submissions(var, "sdo-status")
+    (consent,) = _submissions(var, "sdo-consent")
+    assert status[0] == consent[0] == "delivered", (status, consent)
+    [(dest, state, task_ref)] = status[1]
+    assert (dest, state) == ("viatrajectoire", "delivered") and task_ref and task_ref.startswith("Task/")
+    assert consent[1][0][:2] == ("viatrajectoire", "delivered")
+    held = json.loads((var / "sdo-sandbox" / "received.json").read_text())
+    (task,) = [r for r in held if r["type"] == "Task"]
+    assert f"Task/{task['id']}" == task_ref and task["owner"] == "759900004"
+    inputs = {i["type"]["text"]: i for i in task["resource"]["input"]}
+    assert inputs["statutESMS"]["valueCodeableConcept"]["coding"][0]["code"] == "47"  # usager entré
+    assert inputs["idNat_Decision"]["valueIdentifier"]["value"] == national
+    assert inputs["idDecision"]["valueIdentifier"]["value"] == id_decision
+    (held_consent,) = [r for r in held if r["type"] == "Consent"]
+    assert held_consent["resource"]["provision"]["data"][0]["reference"]["identifier"]["value"] == national
+    assert f"SI-SdO  holds {task_ref} v1" in out and "statutESMS 47" in out, out
+    # the ESSMS's SI-SdO credentials came from the credentials file the demo wrote, by reference
+    credentials = (var / "credentials.yaml").read_text()
+    assert "purpose: sdo" in credentials and "BEGIN" not in credentials
     if not mail:
         return
     # MSSanté: the qualified person's DLU (01) went to the emergency department and the DAC; the
@@ -172,22 +237,12 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert {kind for kinds in mss.values() for kind, _outcome in kinds} == {"dsn", "mdn"}
     # the DAC's answer (not a receipt) went to the DUI vendor as an mssante.message event, threaded
     # to the DLU message it answers
-    (event_row,) = [r for r in accepted if r["path"] == "/dui-vendor"]
-    store = ReceiverStore(var / "sandbox.db")
-    try:
-        found = store.body(int(event_row["n"]))
-    finally:
-        store.close()
-    assert found is not None
-    envelope = json.loads(found[0])
-    assert envelope["document_type"] == "inbound-event"
-    event = json.loads(base64.b64decode(envelope["renditions"][0]["content_base64"]))
-    assert event["event_type"] == "mssante.message" and event["source"] == "mssante-imap"
+    (event,) = events["mssante.message"]
+    assert event["source"] == "mssante-imap"
     assert event["payload"]["in_reply_to"] and event["payload"]["from"] == DEMO_MAILBOXES["dac"]
     assert [a["filename"] for a in event["payload"]["attachments"]] == ["compte-rendu.txt"]
     # the ESSMS's certificate came from the credentials file the demo wrote, by reference
-    credentials = (var / "credentials.yaml").read_text()
-    assert "certificate: file:" in credentials and "BEGIN" not in credentials
+    assert "certificate: file:" in credentials and "purpose: mssante" in credentials
     # what the mailboxes hold: one message per DLU, each with its IHE_XDM.ZIP
     for address in DEMO_MAILBOXES.values():
         messages = _maildir(var, address)
