@@ -266,3 +266,42 @@ def test_demo_without_dovecot_says_so_and_skips_the_mail_part(tmp_path: Path, mo
     assert sandbox is None
     assert "dovecot is not installed" in reason
     assert not (tmp_path / "mail" / "imap").exists()
+
+
+@pytest.mark.parametrize("with_mail", [True, False], ids=["mail", "no-mail"])
+def test_routing_document_merges_the_si_sdo_wiring(tmp_path: Path, with_mail: bool) -> None:
+    """The SI-SdO simulator's wiring joins the demo routing: the DUI vendor's webhook exists in both
+    modes, DLUs never go to ViaTrajectoire nor to the DUI vendor, no twin inbound-event rule."""
+    from connectors.sandbox.sdo import start_sdo_sandbox
+    from gateway.demo import DEMO_FINESS, DEMO_TENANT, credentials_document, routing_document
+    from gateway.routing import parse_config
+
+    mail = {
+        "smtp": {"host": "127.0.0.1", "port": 2525},
+        "imap": {"host": "127.0.0.1", "imaps_port": 9993},
+        "ca_bundle": str(tmp_path / "ca.crt"),
+        "essms": {"certificate": str(tmp_path / "essms.crt"), "private_key": str(tmp_path / "essms.key")},
+    }
+    box = start_sdo_sandbox([DEMO_FINESS])
+    try:
+        wiring = box.gateway_wiring(
+            tenant=DEMO_TENANT, directory=tmp_path / "sdo", poll_seconds=1, dui_destination="dui-vendor"
+        )
+    finally:
+        box.stop()
+    secret = tmp_path / "secret"
+    doc = routing_document("http://127.0.0.1:8787", secret, mail=mail if with_mail else None, sdo=wiring["routing"])
+    config = parse_config(doc)
+    assert {"dui-vendor", "viatrajectoire"} <= set(config.destinations)
+    assert f"viatrajectoire-{DEMO_FINESS}" in doc["sources"]
+    assert doc["sources"][f"viatrajectoire-{DEMO_FINESS}"]["settings"]["poll_seconds"] == 1
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for rule in doc["rules"]:
+        for doc_type in rule["document_types"]:
+            by_type[doc_type].extend(rule["destinations"])
+    assert by_type["inbound-event"] == ["dui-vendor"]
+    assert by_type["sdo-status"] == by_type["sdo-consent"] == ["viatrajectoire"]
+    assert not {"dui-vendor", "viatrajectoire"} & set(by_type["dlu"])
+    creds = credentials_document(mail if with_mail else None, None, wiring["credentials"])["credentials"]
+    (sdo,) = [c for c in creds if c["purpose"] == "sdo"]
+    assert sdo["essms"] == DEMO_FINESS and str(sdo["password"]).startswith("file:")
