@@ -150,6 +150,23 @@ def _audit(
     )
 
 
+def _audit_abandoned(
+    session: Session, row: Delivery, abandoned: Sequence[Attempt], *, actor: str, person_ref: str | None, at: datetime
+) -> None:
+    """One ``attempt_abandoned`` event per attempt a dead worker left open (the peer may have it)."""
+    for gone in abandoned:
+        _audit(
+            session,
+            row,
+            actor=actor,
+            action="attempt_abandoned",
+            outcome="failure",
+            person_ref=person_ref,
+            detail={"destination": row.destination, "attempt": gone.number, "worker": gone.worker},
+            at=at,
+        )
+
+
 # -- status of a submission ---------------------------------------------------------------------
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
@@ -401,17 +418,7 @@ def _take(
     session.add(attempt)
     session.flush()
     person_ref = session.scalar(select(Submission.person_ref).where(Submission.id == row.submission_id))
-    for gone in abandoned:
-        _audit(
-            session,
-            row,
-            actor=actor,
-            action="attempt_abandoned",
-            outcome="failure",
-            person_ref=person_ref,
-            detail={"destination": row.destination, "attempt": gone.number, "worker": gone.worker},
-            at=now,
-        )
+    _audit_abandoned(session, row, abandoned, actor=actor, person_ref=person_ref, at=now)
     # the disclosure starts now: audited before any byte leaves
     _audit(
         session,
@@ -649,17 +656,7 @@ def dead_letter(
     if sub is not None:
         refresh_submission_status(session, sub, now=now)
     person_ref = sub.person_ref if sub is not None else None
-    for gone in abandoned:
-        _audit(
-            session,
-            row,
-            actor=actor,
-            action="attempt_abandoned",
-            outcome="failure",
-            person_ref=person_ref,
-            detail={"destination": row.destination, "attempt": gone.number, "worker": gone.worker},
-            at=now,
-        )
+    _audit_abandoned(session, row, abandoned, actor=actor, person_ref=person_ref, at=now)
     _audit(
         session,
         row,
