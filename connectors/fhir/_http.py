@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any
 
 import requests
 
+from connectors._json import JsonRefused, loads_bounded
 from connectors.base import ConnectorError, PermanentError, TransientError
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
 
 FHIR_JSON = "application/fhir+json"
 MAX_DEPTH = 64
-_MAX_INT_DIGITS = 30
 _TRANSIENT_ISSUES = frozenset(
     {"transient", "lock-error", "no-store", "exception", "timeout", "throttled", "incomplete"}
 )
@@ -63,52 +62,12 @@ class FhirContentError(ValueError):
     """A body that is not acceptable FHIR JSON (the message never quotes it)."""
 
 
-def _deep(text: str, limit: int) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
-def _parse_int(digits: str) -> int:
-    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
-        raise FhirContentError("a number is too large")
-    return int(digits)
-
-
-def _parse_constant(name: str) -> float:
-    raise FhirContentError("NaN and Infinity are not JSON")
-
-
 def parse_json(content: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse a peer's JSON; :class:`FhirContentError` when it is not UTF-8 JSON within the limits."""
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FhirContentError("the body is not UTF-8") from None
-    if _deep(text, max_depth):
-        raise FhirContentError(f"the body nests deeper than {max_depth} levels")
-    try:
-        return json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
-    except FhirContentError:
-        raise
-    except (ValueError, RecursionError):
-        raise FhirContentError("the body is not JSON") from None
+        return loads_bounded(content, max_depth=max_depth)
+    except JsonRefused as exc:
+        raise FhirContentError(str(exc)) from None
 
 
 def read_body(resp: requests.Response, *, limit: int, deadline: datetime | None = None) -> bytes:

@@ -23,7 +23,6 @@ Webhooks headers, :mod:`connectors.webhook.signing`)::
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from connectors._json import JsonRefused, loads_bounded
 from connectors._secrets import SecretRef
 from connectors.base import (
     Acknowledgement,
@@ -46,7 +46,6 @@ __all__ = ["RECEIPT_TYPE", "WebhookReceiptSettings", "WebhookReceiptSource"]
 
 RECEIPT_TYPE = "delivery.receipt"
 _MAX_DEPTH = 8
-_MAX_INT_DIGITS = 30
 _MAX_REASON = 500
 _HARD_MAX_BODY = 1024 * 1024
 _KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "content-type", "user-agent")
@@ -75,39 +74,6 @@ class _Unfit(ValueError):
     """The content is not a receipt (the message is a note, without content)."""
 
 
-def _max_depth(text: str, limit: int) -> bool:
-    """True when the JSON text nests no deeper than ``limit`` (strings skipped)."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
-def _parse_int(digits: str) -> int:
-    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
-        raise _Unfit("a number is too large")
-    return int(digits)
-
-
-def _parse_constant(name: str) -> float:
-    raise _Unfit("NaN and Infinity are not JSON")
-
-
 def _text(data: Mapping[str, Any], key: str, *, required: bool, limit: int = MAX_ID_LENGTH) -> str | None:
     value = data.get(key)
     if value is None and not required:
@@ -123,17 +89,9 @@ def _acknowledgement(content: bytes) -> Acknowledgement:
     if len(content) > _HARD_MAX_BODY:
         raise _Unfit("the receipt is larger than 1 MiB")
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Unfit("the receipt is not UTF-8") from None
-    if not _max_depth(text, _MAX_DEPTH):
-        raise _Unfit(f"the receipt nests deeper than {_MAX_DEPTH} levels")
-    try:
-        data = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
-    except _Unfit:
-        raise
-    except (ValueError, RecursionError):
-        raise _Unfit("the receipt is not JSON") from None
+        data = loads_bounded(content, max_depth=_MAX_DEPTH, what="the receipt")
+    except JsonRefused as exc:
+        raise _Unfit(str(exc)) from None
     if not isinstance(data, dict):
         raise _Unfit("the receipt is not a JSON object")
     if data.get("type") != RECEIPT_TYPE:
