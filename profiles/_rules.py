@@ -29,6 +29,7 @@ __all__ = [
     "RefTarget",
     "Rule",
     "Slice",
+    "Types",
     "ValueSet",
     "check_profile",
 ]
@@ -42,8 +43,12 @@ class ValueSet:
     name: str
     codes: frozenset[str]
     systems: frozenset[str] = frozenset()  # empty: any system (or none) accepted
+    available: bool = True  # False: no code list here, values are reported "not checked"
+    open_systems: frozenset[str] = frozenset()  # whole code systems whose codes are not listed here
 
     def contains(self, system: str | None, code: str | None) -> bool:
+        if system is not None and system in self.open_systems:
+            return code is not None
         if code is None or code not in self.codes:
             return False
         return not self.systems or system is None or system in self.systems
@@ -75,6 +80,7 @@ class Card:
     path: str
     min: int
     max: int | None = None
+    severity: Severity = "error"
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class Fixed:
     path: str
     value: Any
     pattern: bool = False
+    severity: Severity = "error"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class RefTarget:
 
     path: str
     types: tuple[str, ...]
+    severity: Severity = "error"
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,16 @@ class Invariant:
     when: tuple[str, ...] = ()  # evaluate only when the node has one of these elements (a shortcut, not a rule)
 
 
-Rule = Card | Fixed | Binding | RefTarget | Invariant
+@dataclass(frozen=True)
+class Types:
+    """A choice element ``path`` (``value[x]``) restricted to the data ``types`` (FHIR type codes)."""
+
+    path: str
+    types: tuple[str, ...]
+    severity: Severity = "error"
+
+
+Rule = Card | Fixed | Binding | RefTarget | Invariant | Types
 
 
 @dataclass(frozen=True)
@@ -183,7 +200,7 @@ class _Checker:
         self.resolve = resolve
         self.lenient = lenient
         self.slices: dict[str, Slice] = {}
-        for profile in profiles:
+        for profile in reversed(profiles):  # the profile's own slice definitions win over its parents'
             for slice_ in profile.slices:
                 self.slices[slice_.path] = slice_
         self.issues: list[Issue] = []
@@ -208,6 +225,8 @@ class _Checker:
                 self.binding(profile, rule)
             elif isinstance(rule, RefTarget):
                 self.ref_target(profile, rule)
+            elif isinstance(rule, Types):
+                self.types(profile, rule)
             else:
                 self.invariant(profile, rule)
 
@@ -221,7 +240,7 @@ class _Checker:
             if len(children) < rule.min:
                 self.issue(
                     profile,
-                    "error",
+                    rule.severity,
                     "required",
                     where,
                     f"{where}{_slice_note(last)}: minimum cardinality {rule.min}, found {len(children)}",
@@ -230,7 +249,7 @@ class _Checker:
             if rule.max is not None and len(children) > rule.max:
                 self.issue(
                     profile,
-                    "error",
+                    rule.severity,
                     "structure",
                     children[rule.max].path,
                     f"{where}{_slice_note(last)}: maximum cardinality {rule.max}, found {len(children)}",
@@ -244,7 +263,7 @@ class _Checker:
                 kind = "pattern" if rule.pattern else "fixed value"
                 self.issue(
                     profile,
-                    "error",
+                    rule.severity,
                     "value",
                     node.path,
                     f"{node.path}: {kind} {_short(rule.value)} expected, found {_short(node.value)}",
@@ -256,6 +275,17 @@ class _Checker:
         if rule.strength not in ("required", "extensible"):
             return
         vs = rule.valueset
+        if not vs.available:
+            for node in self.nodes(rule.path):
+                self.issue(
+                    profile,
+                    "warning",
+                    "not-supported",
+                    node.path,
+                    f"{node.path}: value set {vs.describe()} has no code list here: binding not checked",
+                    "binding-unchecked",
+                )
+            return
         for node in self.nodes(rule.path):
             value = node.value
             if isinstance(value, str):
@@ -273,6 +303,8 @@ class _Checker:
                 continue
             if "coding" in value or "text" in value:  # CodeableConcept
                 codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
+                if not codings:
+                    continue  # text only: nothing coded to check (the HL7 validator accepts it too)
                 if any(vs.contains(c.get("system"), c.get("code")) for c in codings):
                     continue
                 where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
@@ -295,6 +327,27 @@ class _Checker:
                     "binding",
                 )
 
+    def types(self, profile: Profile, rule: Types) -> None:
+        segments = split_path(rule.path)
+        parent_path = ".".join(segments[:-1])
+        prefix = segments[-1].removesuffix("[x]")
+        allowed = {t[:1].upper() + t[1:] for t in rule.types}
+        for parent in self.nodes(parent_path):
+            if not isinstance(parent.value, Mapping):
+                continue
+            for key in parent.value:
+                if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)].isupper():
+                    if key[len(prefix) :] not in allowed:
+                        where = f"{parent.path}.{key}"
+                        self.issue(
+                            profile,
+                            rule.severity,
+                            "structure",
+                            where,
+                            f"{where}: type {key[len(prefix) :]} not allowed, expected {' or '.join(rule.types)}",
+                            "type",
+                        )
+
     def ref_target(self, profile: Profile, rule: RefTarget) -> None:
         for node in self.nodes(rule.path):
             if not isinstance(node.value, Mapping):
@@ -306,7 +359,7 @@ class _Checker:
             if target is not None and target not in rule.types:
                 self.issue(
                     profile,
-                    "error",
+                    rule.severity,
                     "value",
                     f"{node.path}.reference",
                     f"{node.path}: reference to {target} where {' or '.join(rule.types)} is expected",
