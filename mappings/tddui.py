@@ -72,6 +72,11 @@ TDDUI_CS = "https://interop.esante.gouv.fr/ig/fhir/tddui/CodeSystem/"
 FR_CORE = "https://hl7.fr/ig/fhir/core/StructureDefinition/"
 FR_CORE_CS = "https://hl7.fr/ig/fhir/core/CodeSystem/"
 DISCRIMINATOR = TDDUI + "tddui-discriminator"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+_TRE_R216 = "https://mos.esante.gouv.fr/NOS/TRE_R216-HL7RoleCode/FHIR/TRE-R216-HL7RoleCode"
+_TRE_R217 = "https://mos.esante.gouv.fr/NOS/TRE_R217-ProtectionJuridique/FHIR/TRE-R217-ProtectionJuridique"
+#: JDV_J11 codes from TRE_R217 (protection juridique)
+_LEGAL_PROTECTION = frozenset({"TUTEUR", "CURATEUR", "MSVG"})
 _ID_SYSTEM = "https://identifiant-medicosocial-{}.esante.gouv.fr"
 _STATUS_CODES = {
     IdentityStatus.PROVISOIRE: "PROV",
@@ -331,22 +336,23 @@ class BundleBuilder:
         resource: Json = {
             "resourceType": "RelatedPerson",
             "meta": {"profile": [TDDUI + "tddui-related-person-contact"]},
+            # FR Core RelatedPerson.identifier 1..1: the entry's own stable id
+            "identifier": [
+                {
+                    "system": "urn:ietf:rfc:3986",
+                    "value": f"urn:uuid:{uuid.uuid5(self.ctx.submission_id, f'tddui/related/{key}')}",
+                }
+            ],
             "patient": {"reference": self.patient_ref},
             "name": [
                 {"family": related.family_name, **({"given": [related.given_name]} if related.given_name else {})}
             ],
         }
         if related.relationship:
-            resource["relationship"] = [
-                {
-                    "coding": [
-                        _coding(
-                            "https://mos.esante.gouv.fr/NOS/TRE_R216-HL7RoleCode/FHIR/TRE-R216-HL7RoleCode",
-                            related.relationship,
-                        )
-                    ]
-                }
-            ]
+            # TDDUI 2.2.0: legal protection (JDV_J11 codes of TRE_R217) goes to relationship:LegalProtection,
+            # the other relations to relationship:RelationType (TRE_R216, FR Core)
+            system = _TRE_R217 if related.relationship in _LEGAL_PROTECTION else _TRE_R216
+            resource["relationship"] = [{"coding": [_coding(system, related.relationship)]}]
         if related.telecoms:
             resource["telecom"] = _telecoms(related.telecoms)
         return self._add("RelatedPerson", f"related/{key}", resource)
@@ -361,8 +367,8 @@ class BundleBuilder:
         resource["meta"] = {"profile": [TDDUI + ("tddui-patient-ins" if with_ins else "tddui-patient")]}
         for identifier in resource["identifier"]:
             if identifier.get("system") == _ID_SYSTEM.format("localusager"):
-                # TDDUI localIdentifier slice: type PLI (tddui-identifier code system)
-                identifier["type"] = {"coding": [_coding(TDDUI_CS + "tddui-identifier", "PLI")]}
+                # TDDUI 2.2.0 slice identifier:PI (FR Core: type v2-0203 PI)
+                identifier["type"] = {"coding": [_coding(V2_0203, "PI", "Patient internal identifier")]}
         if not with_ins:
             # tddui-patient: rang de naissance (birthDate extension) is mandatory when no INS is sent
             resource["_birthDate"] = {
@@ -529,7 +535,10 @@ class BundleBuilder:
             slice_code = "accordStructure" if agreement.party == "structure" else "accordUsager"
             supporting.append({"extension": [_discriminated(slice_code)], "reference": consent})
         for refusal in ppa.sharing_refusals:
-            supporting.append({"reference": self._sharing_refusal(refusal.partner, refusal.on, refusal.by)})
+            # the person's (or representative's) stance: TDDUI 2.2.0 slice supportingInfo:accordUsager,
+            # recognised by its discriminator extension (1..1 on every supportingInfo)
+            refusal_url = self._sharing_refusal(refusal.partner, refusal.on, refusal.by)
+            supporting.append({"extension": [_discriminated("accordUsager")], "reference": refusal_url})
 
         need_urls: dict[str, str] = {}
         for need in ppa.needs:

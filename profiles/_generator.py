@@ -47,6 +47,19 @@ KNOWN_TYPES = {
     "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-task-transport-usager": "Task",
 }
 
+#: OIDs of the kit's JDV code systems -> their FHIR canonical URI (the ``urn:oid:`` form is accepted too)
+OID_URIS = {
+    "2.16.840.1.113883.6.1": "http://loinc.org",
+    "2.16.840.1.113883.6.96": "http://snomed.info/sct",
+    "2.16.840.1.113883.5.111": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+    "1.2.250.1.213.1.1.4.327": "https://mos.esante.gouv.fr/NOS/TRE_R217-ProtectionJuridique/FHIR/TRE-R217-ProtectionJuridique",
+    "2.16.840.1.113883.5.25": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+    "1.2.250.1.213.1.1.4.322": "https://smt.esante.gouv.fr/fhir/CodeSystem/terminologie-cisis",
+    "1.2.250.1.213.3.3.60": "https://smt.esante.gouv.fr/terminologie-SERAFINPH",
+}
+
+TRE_R216 = "https://mos.esante.gouv.fr/NOS/TRE_R216-HL7RoleCode/FHIR/TRE-R216-HL7RoleCode"
+
 _CHOICE_SUFFIX = re.compile(r"^[a-z][A-Za-z]*$")
 
 
@@ -81,10 +94,12 @@ class Expansion:
     systems: set[str] = field(default_factory=set)
     open_systems: set[str] = field(default_factory=set)
     source: str = ""
-    any_system: bool = False  # codes from the kit's JDV files: their OID systems are not compared
+    any_system: bool = False  # some codes come without their system
+    partial: bool = False  # a part of the union has no code list here: codes outside the rest are "not checked"
 
     def merge(self, other: Expansion) -> None:
         self.any_system = self.any_system or other.any_system
+        self.partial = self.partial or other.partial
         self.codes |= other.codes
         self.systems |= other.systems
         self.open_systems |= other.open_systems
@@ -100,7 +115,7 @@ class Library:
     codesystems: dict[str, dict[str, Any]] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
     sources: list[dict[str, str]] = field(default_factory=list)
-    jdv: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # key -> (file, codes)
+    jdv: dict[str, tuple[str, list[str], list[str]]] = field(default_factory=dict)  # key -> (file, codes, systems)
 
     # -- loading --------------------------------------------------------------------------
     def load_package(self, path: Path) -> None:
@@ -130,8 +145,13 @@ class Library:
             valueset = tree.find(f".//{SVS}ValueSet")
             if valueset is None:
                 continue
-            codes = [str(c.get("code")) for c in tree.iter(f"{SVS}Concept") if c.get("code")]
-            entry = (file.name, codes)
+            concepts = [c for c in tree.iter(f"{SVS}Concept") if c.get("code")]
+            codes = [str(c.get("code")) for c in concepts]
+            oids = {str(c.get("codeSystem")) for c in concepts if c.get("codeSystem")}
+            systems = sorted({f"urn:oid:{o}" for o in oids} | {OID_URIS[o] for o in oids if o in OID_URIS})
+            if "2.16.840.1.113883.5.111" in oids:  # the MOS publishes v3 RoleCode as TRE_R216 too
+                systems.append(TRE_R216)
+            entry = (file.name, codes, systems)
             url = valueset.get("urlFichier") or ""
             if url:
                 self.jdv.setdefault("url:" + url.rstrip("/").rsplit("/", 1)[-1].lower(), entry)
@@ -210,7 +230,8 @@ class Library:
             for inner in include.get("valueSet", []):
                 sub = self.codes(inner, depth + 1)
                 if sub is None:
-                    return None
+                    out.partial = True
+                    continue
                 out.merge(sub)
             system = include.get("system")
             if system is None:
@@ -243,8 +264,8 @@ class Library:
         keys.append("name:" + _norm(tail))
         for key in keys:
             if key in self.jdv:
-                file, codes = self.jdv[key]
-                return Expansion(codes=set(codes), source=f"cisis-kit jeuxDeValeurs/{file}", any_system=True)
+                file, codes, systems = self.jdv[key]
+                return Expansion(codes=set(codes), systems=set(systems), source=f"cisis-kit jeuxDeValeurs/{file}")
         return None
 
 
@@ -613,6 +634,7 @@ def generate(lib: Library, urls: Iterable[str], deviations: list[dict[str, Any]]
                         "codes": sorted(resolved.codes),
                         "systems": [] if resolved.any_system else sorted(resolved.systems),
                         "open_systems": sorted(resolved.open_systems),
+                        "partial": resolved.partial,
                         "source": resolved.source,
                     }
         profiles.append(

@@ -45,6 +45,7 @@ class ValueSet:
     systems: frozenset[str] = frozenset()  # empty: any system (or none) accepted
     available: bool = True  # False: no code list here, values are reported "not checked"
     open_systems: frozenset[str] = frozenset()  # whole code systems whose codes are not listed here
+    partial: bool = False  # part of the value set has no code list: a code outside the rest is "not checked"
 
     def contains(self, system: str | None, code: str | None) -> bool:
         if system is not None and system in self.open_systems:
@@ -287,45 +288,45 @@ class _Checker:
                 )
             return
         for node in self.nodes(rule.path):
-            value = node.value
-            if isinstance(value, str):
-                if value not in vs.codes:
-                    self.issue(
-                        profile,
-                        severity,
-                        "code-invalid",
-                        node.path,
-                        f"{node.path}: code {value!r} is not in value set {vs.describe()}",
-                        "binding",
-                    )
+            failed = self._binding_failure(node, vs)
+            if failed is None:
                 continue
-            if not isinstance(value, Mapping):
-                continue
-            if "coding" in value or "text" in value:  # CodeableConcept
-                codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
-                if not codings:
-                    continue  # text only: nothing coded to check (the HL7 validator accepts it too)
-                if any(vs.contains(c.get("system"), c.get("code")) for c in codings):
-                    continue
-                where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
-                found = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in codings) or "no coding"
+            where, message = failed
+            if vs.partial:  # the code may be in the part of the value set without a code list
                 self.issue(
                     profile,
-                    severity,
-                    "code-invalid",
+                    "warning",
+                    "not-supported",
                     where,
-                    f"{node.path}: none of the codings ({found}) is in value set {vs.describe()}",
-                    "binding",
+                    f"{message} (the rest of the value set has no code list here: not checked)",
+                    "binding-unchecked",
                 )
-            elif not vs.contains(value.get("system"), value.get("code")):  # Coding
-                self.issue(
-                    profile,
-                    severity,
-                    "code-invalid",
-                    f"{node.path}.code",
-                    f"{node.path}: {value.get('system')}|{value.get('code')} is not in value set {vs.describe()}",
-                    "binding",
-                )
+            else:
+                self.issue(profile, severity, "code-invalid", where, message, "binding")
+
+    @staticmethod
+    def _binding_failure(node: Node, vs: ValueSet) -> tuple[str, str] | None:
+        """(location, message) when the code(s) at ``node`` are not in ``vs``, else ``None``."""
+        value = node.value
+        if isinstance(value, str):
+            if value in vs.codes:
+                return None
+            return node.path, f"{node.path}: code {value!r} is not in value set {vs.describe()}"
+        if not isinstance(value, Mapping):
+            return None
+        if "coding" in value or "text" in value:  # CodeableConcept
+            codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
+            if not codings or any(vs.contains(c.get("system"), c.get("code")) for c in codings):
+                return None  # text only: nothing coded to check (the HL7 validator accepts it too)
+            where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
+            found = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in codings)
+            return where, f"{node.path}: none of the codings ({found}) is in value set {vs.describe()}"
+        if vs.contains(value.get("system"), value.get("code")):  # Coding
+            return None
+        return (
+            f"{node.path}.code",
+            f"{node.path}: {value.get('system')}|{value.get('code')} is not in value set {vs.describe()}",
+        )
 
     def types(self, profile: Profile, rule: Types) -> None:
         segments = split_path(rule.path)

@@ -37,6 +37,7 @@ def _valueset(url: str, spec: Mapping[str, Any]) -> ValueSet:
         codes=frozenset(spec["codes"]),
         systems=frozenset(spec.get("systems", [])),
         open_systems=frozenset(spec.get("open_systems", [])),
+        partial=bool(spec.get("partial")),
     )
 
 
