@@ -47,7 +47,7 @@ KNOWN_TYPES = {
     "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-task-transport-usager": "Task",
 }
 
-#: OIDs of the kit's JDV code systems -> their FHIR canonical URI (the ``urn:oid:`` form is accepted too)
+#: OIDs of the kit's JDV code systems -> their FHIR canonical URI (others are expected as ``urn:oid:``)
 OID_URIS = {
     "2.16.840.1.113883.6.1": "http://loinc.org",
     "2.16.840.1.113883.6.96": "http://snomed.info/sct",
@@ -148,7 +148,7 @@ class Library:
             concepts = [c for c in tree.iter(f"{SVS}Concept") if c.get("code")]
             codes = [str(c.get("code")) for c in concepts]
             oids = {str(c.get("codeSystem")) for c in concepts if c.get("codeSystem")}
-            systems = sorted({f"urn:oid:{o}" for o in oids} | {OID_URIS[o] for o in oids if o in OID_URIS})
+            systems = sorted({OID_URIS.get(o, f"urn:oid:{o}") for o in oids})
             if "2.16.840.1.113883.5.111" in oids:  # the MOS publishes v3 RoleCode as TRE_R216 too
                 systems.append(TRE_R216)
             entry = (file.name, codes, systems)

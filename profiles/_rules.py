@@ -201,9 +201,10 @@ class _Checker:
         self.resolve = resolve
         self.lenient = lenient
         self.slices: dict[str, Slice] = {}
-        for profile in reversed(profiles):  # the profile's own slice definitions win over its parents'
+        for profile in profiles:  # a slice named by several profiles of the chain: any of their recognitions
             for slice_ in profile.slices:
-                self.slices[slice_.path] = slice_
+                known = self.slices.get(slice_.path)
+                self.slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
         self.issues: list[Issue] = []
 
     def lookup(self, rule_path: str) -> Callable[[Any], bool] | None:

@@ -81,15 +81,16 @@ def load() -> tuple[Profile, ...]:
 
 
 def overlay(profile: Profile, slices: tuple[Slice, ...], rules: tuple[Rule, ...]) -> Profile:
-    """``profile`` with the gateway's own slices (kept only where the IG defines none) and rules."""
-    known = {s.path for s in profile.slices}
-    extra = tuple(s for s in slices if s.path not in known)
+    """``profile`` with the gateway's own rules, and its own slice recognitions added to the IG's
+    (an item matching either is in the slice, so that a wrong value is reported on the slice)."""
+    extra = {s.path: s for s in slices}
+    merged = tuple(Slice(s.path, s.match + extra.pop(s.path).match) if s.path in extra else s for s in profile.slices)
     return Profile(
         url=profile.url,
         type=profile.type,
         title=profile.title,
         parents=profile.parents,
-        slices=profile.slices + extra,
+        slices=merged + tuple(extra.values()),
         rules=profile.rules + rules,
     )
 
