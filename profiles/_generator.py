@@ -392,7 +392,7 @@ def _slice_matches(gen: _Profile, sliced_id: str, slicing: Mapping[str, Any]) ->
                     for t in gen.merged.get(sid + ".resource", {}).get("type", [])
                     for p in t.get("profile", [])
                 ]
-                values[sid] = [["resource.meta.profile", [p]] for p in profiles]
+                values[sid] = [["resource.meta.profile", p] for p in profiles]
             else:
                 values[sid] = []
         # a value shared by two slices discriminates nothing

@@ -148,7 +148,7 @@ def test_goal_attente_with_a_foreign_identifier_system_is_rejected() -> None:
         resource["identifier"][0]["system"] = "https://identifiant-medicosocial-objectif.esante.gouv.fr"
 
     path, report = _broken("tddui-goal-attente", change)
-    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.identifier[0].system", "fixed")}
+    assert _errors(report) == {(TDDUI + "tddui-goal-attente", f"{path}.identifier[0].system", "pattern")}
 
 
 def test_goal_attente_without_its_origin_note_is_rejected() -> None:
