@@ -590,7 +590,8 @@ def _defined_by_parents(gen: _Profile) -> set[str]:
 
 
 def _apply_deviations(url: str, rules: list[dict[str, Any]], deviations: list[dict[str, Any]]) -> None:
-    """Documented relaxations (``MANIFEST.json`` ``deviations``): the rule becomes a warning, with its reason."""
+    """Documented relaxations (``MANIFEST.json`` ``deviations``): the rule becomes a warning, or is
+    dropped (``"off"``, replaced by the rule of the FR Core version TDDUI depends on), with its reason."""
     for deviation in deviations:
         if deviation["profile"] != url:
             continue
@@ -600,6 +601,7 @@ def _apply_deviations(url: str, rules: list[dict[str, Any]], deviations: list[di
         for rule in hits:
             rule["severity"] = deviation["severity"]
             rule["deviation"] = deviation["reason"]
+    rules[:] = [r for r in rules if r.get("severity") != "off"]
 
 
 def generate(lib: Library, urls: Iterable[str], deviations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -651,6 +653,7 @@ def generate(lib: Library, urls: Iterable[str], deviations: list[dict[str, Any]]
         )
     return {
         "sources": lib.sources,
+        "deviations": deviations or [],
         "profiles": profiles,
         "valuesets": dict(sorted(valuesets.items())),
         "notes": sorted(set(notes)),

@@ -11,7 +11,7 @@ the gateway's own rules on them (keys ``dui-*``), each stricter than FR Core for
 
 from __future__ import annotations
 
-from profiles._rules import Invariant, Profile, Rule, Slice
+from profiles._rules import Fixed, Invariant, Profile, Rule, Slice
 from profiles.definitions.generated import load, overlay
 
 __all__ = [
@@ -42,6 +42,8 @@ _STATUS = f"extension('{IDENTITY_RELIABILITY}').extension('identityStatus').valu
 _HAS_INS = "identifier.where(" + " or ".join(f"system = '{s}'" for s in sorted(INS_SYSTEMS)) + ").exists()"
 
 _INS_RULES: tuple[Rule, ...] = (
+    # FR Core 2.1.0 (TDDUI's dependency; the ballot build binds official/old instead): an INS-NIA is temporary
+    Fixed("identifier:INS-NIA.use", "temp"),
     *(
         Invariant(
             "dui-ins-format",
