@@ -88,12 +88,9 @@ def test_careplan_and_its_graph() -> None:
     ]
     assert careplan["status"] == "active" and careplan["intent"] == "plan"
     assert careplan["period"] == {"start": "2024-03-01", "end": "2025-02-28"}
-    slices = [
-        i["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
-        for i in careplan["supportingInfo"]
-        if "extension" in i
-    ]
-    assert slices == ["accordStructure", "accordUsager", "accordUsager"]
+    # TDDUI 2.2.0: every supportingInfo carries its discriminator (1..1), the sharing refusal included
+    slices = [i["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] for i in careplan["supportingInfo"]]
+    assert slices == ["accordStructure", "accordUsager", "accordUsager", "accordUsager"]
     needs = _resources(bundle, "ServiceRequest")
     assert [n["category"][0]["coding"][0]["code"] for n in needs] == ["1.2.1.3", "1.3.4.1"]
     assert {n["category"][0]["coding"][0]["system"] for n in needs} == {
