@@ -415,18 +415,21 @@ def _discriminator_values(gen: _Profile, slice_id: str, dpath: str) -> list[list
         for element_id in gen.merged:
             if element_id.startswith(slice_id + ".extension:") and element_id.count(".") == slice_id.count(".") + 1:
                 if gen.ext_url(element_id) == url:
-                    element = gen.merged.get(element_id + rest.replace("[x]", "[x]"), {})
+                    element = gen.merged.get(element_id + rest, {})
                     fixed = _fixed(element)
-                    return [[sub, fixed[0]]] if fixed else []
+                    return _with_code(sub, fixed[0]) if fixed else []
         return []
     element = gen.merged.get(f"{slice_id}.{sub}", {})
     fixed = _fixed(element)
     if fixed is None:
         return []
-    out = [[sub, fixed[0]]]
-    value = fixed[0]
-    # a CodeableConcept pattern also recognises the slice by its code alone, so that a wrong
-    # system is reported on the slice instead of leaving the item unsliced
+    return _with_code(sub, fixed[0])
+
+
+def _with_code(sub: str, value: Any) -> list[list[Any]]:
+    """A CodeableConcept pattern also recognises the slice by its code alone, so that a wrong
+    system is reported on the slice instead of leaving the item unsliced."""
+    out = [[sub, value]]
     if isinstance(value, Mapping) and isinstance(value.get("coding"), list) and len(value["coding"]) == 1:
         code = value["coding"][0].get("code")
         if code:

@@ -291,6 +291,16 @@ class _Checker:
         for node in self.nodes(rule.path):
             failed = self._binding_failure(node, vs)
             if failed is None:
+                unlisted = self._open_system_code(node, vs)
+                if unlisted:
+                    self.issue(
+                        profile,
+                        "information",
+                        "informational",
+                        node.path,
+                        f"{node.path}: {unlisted}: the code system has no code list here, only the system was checked",
+                        "binding-system-only",
+                    )
                 continue
             where, message = failed
             if vs.partial:  # the code may be in the part of the value set without a code list
@@ -304,6 +314,20 @@ class _Checker:
                 )
             else:
                 self.issue(profile, severity, "code-invalid", where, message, "binding")
+
+    @staticmethod
+    def _open_system_code(node: Node, vs: ValueSet) -> str | None:
+        """``system|code`` when the code was accepted only because its whole system is in ``vs``."""
+        if not vs.open_systems or not isinstance(node.value, Mapping):
+            return None
+        codings = node.value.get("coding") if "coding" in node.value else [node.value]
+        if not isinstance(codings, list):
+            return None
+        pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
+        if any(code in vs.codes and (not vs.systems or system in vs.systems) for system, code in pairs):
+            return None
+        opened = [f"{system}|{code}" for system, code in pairs if system in vs.open_systems]
+        return opened[0] if opened else None
 
     @staticmethod
     def _binding_failure(node: Node, vs: ValueSet) -> tuple[str, str] | None:

@@ -1,0 +1,56 @@
+"""The generated constraint data is pinned: it is what the generator makes from the IG packages
+and the transcribed differentials, whose content is pinned too (a transcription changes only on
+purpose, with its digest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "profiles" / "sources"
+PACKAGES = Path(os.environ.get("FHIR_IG_DIR", ROOT.parent / "shared" / "fhir-ig")) / "packages"
+KIT = Path(os.environ.get("CISIS_KIT_DIR", ROOT.parent / "shared" / "cisis-kit"))
+
+
+def test_generated_data_is_what_the_generator_makes() -> None:
+    if not PACKAGES.is_dir() or not (KIT / "jeuxDeValeurs").is_dir():
+        pytest.skip("the IG packages and the CI-SIS kit are needed to regenerate")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gen_profiles import OUTPUT, build
+
+    assert OUTPUT.read_text(encoding="utf-8") == build(PACKAGES, KIT), "run scripts/gen_profiles.py"
+
+
+def test_ig_versions_are_recorded() -> None:
+    data = json.loads((ROOT / "profiles" / "data" / "generated.json").read_text(encoding="utf-8"))
+    sources = [s["source"] for s in data["sources"]]
+    assert sources[:2] == ["hl7.fhir.fr.core#2.2.0-ballot-2", "ans.fhir.fr.tddui#2.0.0"]
+    assert any(s.startswith("ans.fhir.fr.tddui#2.2.0") for s in sources)
+    assert any(s.startswith("ihe.iti.mhd#4.2.4") for s in sources)
+    versions = {p["url"].rsplit("/", 1)[1]: p["version"] for p in data["profiles"]}
+    assert versions["tddui-patient"] == versions["tddui-careplan-projet-personnalise"] == "2.2.0"
+    assert versions["fr-core-patient"] == "2.2.0-ballot-2"
+
+
+def test_transcriptions_are_pinned() -> None:
+    manifest = json.loads((SOURCES / "MANIFEST.json").read_text(encoding="utf-8"))
+    for folder, spec in manifest["transcriptions"].items():
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (SOURCES / folder).glob("*.json")}
+        assert files == spec["sha256"], f"{folder}: transcription changed, update its digest on purpose"
+
+
+def test_every_binding_has_a_code_list_or_is_declared_unavailable() -> None:
+    data = json.loads((ROOT / "profiles" / "data" / "generated.json").read_text(encoding="utf-8"))
+    used = {r["valueset"] for p in data["profiles"] for r in p["rules"] if r["kind"] == "binding"}
+    assert used == set(data["valuesets"])
+    unavailable = sorted(url for url, vs in data["valuesets"].items() if not vs["available"])
+    assert unavailable == [
+        "https://smt.esante.gouv.fr/fhir/ValueSet/jdv-j367-type-projet-personnalise-ms",
+        "https://smt.esante.gouv.fr/fhir/ValueSet/jdv-j384-role-membre-famille-ms",
+    ]
