@@ -13,6 +13,11 @@ PROFILE_SCHEMATRONS = (
     "schematrons/profils/CI-SIS_Modeles_ANS.sch",
 )
 XSD_PATH = "infrastructure/cda/CDA_extended.xsd"
+#: the profiles the ANS pipeline leaves optional (run on request, see ``Validator.validate``)
+OPTIONAL_SCHEMATRONS = (
+    "schematrons/profils/structurationMinimale/ASIP-STRUCT-MIN-StrucMin.sch",
+    "schematrons/profils/terminologies/schematron/terminologie.sch",
+)
 
 
 class KitNotFound(Exception):
@@ -60,6 +65,10 @@ class Kit:
         if "/" in volet or "\\" in volet or not own.is_file():
             raise UnknownVolet(f"no schematron for volet {volet!r} in {self.root}")
         return [own, *profiles]
+
+    def optional_schematrons(self) -> list[Path]:
+        """``profils/structurationMinimale`` and ``profils/terminologies`` (those the kit has)."""
+        return [self.root / rel for rel in OPTIONAL_SCHEMATRONS if (self.root / rel).is_file()]
 
     def relative(self, path: Path) -> str:
         try:

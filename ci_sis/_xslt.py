@@ -157,11 +157,17 @@ Shape = Literal["sets", "walk", "classic"]
 
 DOCS_PARAM = f"{{{CI_NS}}}docs"  # Clark notation, as saxonche expects
 _DOCUMENT_CALL = re.compile(r"(?<![\w:.\-])document\s*\(")
+_DOC_CALL = re.compile(r"(?<![\w:.\-])(?:document|doc)\s*\(")  # doc(): only when documents are supplied
 _XML_LITERAL = re.compile(r"'([^']+\.xml)'|\"([^\"]+\.xml)\"")
 
 
 def compile_schema(
-    schema: Schema, *, shape: Shape = "sets", base_uri: str | None = None, preload_documents: bool = True
+    schema: Schema,
+    *,
+    shape: Shape = "sets",
+    base_uri: str | None = None,
+    preload_documents: bool = True,
+    route_doc: bool = False,
 ) -> str:
     """Return the XSLT text for ``schema``.
 
@@ -183,7 +189,7 @@ def compile_schema(
     else:
         _classic(sheet, schema, select)
     if preload_documents:
-        _route_documents(sheet)
+        _route_documents(sheet, _DOC_CALL if route_doc else _DOCUMENT_CALL)
     return str(etree.tostring(sheet, encoding="unicode"))
 
 
@@ -192,13 +198,13 @@ def _replace_outside_strings(expr: str, pattern: re.Pattern[str], replacement: s
     return "".join(part if part[:1] in ("'", '"') else pattern.sub(replacement, part) for part in parts)
 
 
-def _route_documents(sheet: etree._Element) -> None:
+def _route_documents(sheet: etree._Element, call: re.Pattern[str] = _DOCUMENT_CALL) -> None:
     changed = False
     for el in sheet.iter(_X + "*"):
         for attr in ("select", "test"):
             value = el.get(attr)
-            if value and "document" in value:
-                new = _replace_outside_strings(value, _DOCUMENT_CALL, "ci:doc(")
+            if value and "doc" in value:
+                new = _replace_outside_strings(value, call, "ci:doc(")
                 if new != value:
                     el.set(attr, new)
                     changed = True

@@ -25,11 +25,20 @@ def validate(
     volet: Annotated[str, typer.Option("--volet", help="e.g. DLU-EHPAD-DLU_2022.01, or CDA-N1")],
     kit: KitOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    optional: Annotated[
+        str,
+        typer.Option(
+            "--optional",
+            help="also run profils/structurationMinimale and profils/terminologies: off, warning or error",
+        ),
+    ] = "off",
 ) -> None:
     """Validate FILE; exit 0 when conformant, 1 when not, 2 on a usage problem or without a verdict."""
     try:
+        if optional not in ("off", "warning", "error"):
+            raise typer.BadParameter("--optional is off, warning or error")
         validator = load_validator(kit)
-        report = validator.validate(file.read_bytes(), volet)
+        report = validator.validate(file.read_bytes(), volet, optional=optional)  # type: ignore[arg-type]
     except (KitNotFound, UnknownVolet) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
 from ._engine import ENGINE, ValidationRunError
 from ._kit import Kit, KitNotFound, UnknownVolet
-from ._report import Finding, Report, severity_of
+from ._report import Finding, Report, Severity, severity_of
 from ._schematron import Check, Schema, load_schema
+from ._supplied import supplied_documents
 from ._xslt import CI_NS, DOCS_PARAM, Shape, compile_schema, referenced_documents
 
 DOCS_PARAM_NAME = 'name="ci:docs"'
@@ -118,8 +119,29 @@ class Validator:
             self.compiled(sch)
 
     # -- validation ------------------------------------------------------------------------
-    def validate(self, xml: bytes, volet: str) -> Report:
+    def compiled_optional(self, sch: Path) -> CompiledSchematron:
+        """An optional profile schematron, compiled as a classic template walk (structurationMinimale's
+        766 rules make the set-based stylesheet too large to compile), with the documents the kit
+        lacks supplied from its own ``jeuxDeValeurs``."""
+        sch = sch.resolve()
+        key = sch.with_suffix(".optional")
+        with self._lock:
+            found = self._compiled.get(key)
+        if found is not None:
+            return found
+        documents = supplied_documents(sch, self.kit.root)
+        compiled = compile_schematron(sch, shape="classic", label=self.kit.relative(sch), documents=documents)
+        with self._lock:
+            return self._compiled.setdefault(key, compiled)
+
+    def validate(self, xml: bytes, volet: str, *, optional: OptionalMode = "off") -> Report:
         """XSD, then the volet schematron and the two transverse profile schematrons.
+
+        ``optional`` also runs the profiles the ANS pipeline leaves optional
+        (``profils/structurationMinimale``, ``profils/terminologies``): ``"warning"`` reports their
+        failed asserts as warnings (documents from elsewhere), ``"error"`` keeps their severity (the
+        gateway's own documents: it never emits a code outside its value set). ``"off"`` (default)
+        is the ANS pipeline's verdict, unchanged.
 
         Content problems are findings: not well-formed, a DOCTYPE, XSD errors, failed asserts and fired
         reports. Anything that stops the run itself (a dynamic error while a schematron runs, Saxon
@@ -142,6 +164,12 @@ class Validator:
             node = ENGINE.parse(_as_text(xml, tree))
             for sch in schematrons:
                 findings.extend(self.schematron_findings(node, sch))
+            if optional != "off":
+                for sch in self.kit.optional_schematrons():
+                    rels = (*rels, self.kit.relative(sch))
+                    compiled = self.compiled_optional(sch)
+                    for finding in compiled.findings(ENGINE.run(compiled.executable, node)):
+                        findings.append(_as_optional(finding, optional))
         except ValidationRunError:
             raise
         except Exception as exc:  # whatever else breaks inside the run is ours, not the document's
@@ -175,6 +203,16 @@ class Validator:
         return ENGINE.parse(_as_text(xml, _parse(xml)))
 
 
+OptionalMode = Literal["off", "warning", "error"]
+
+
+def _as_optional(finding: Finding, mode: OptionalMode) -> Finding:
+    if mode == "warning" and finding.severity == "error":
+        severity: Severity = "warning"
+        return Finding(**{**finding.__dict__, "severity": severity})
+    return finding
+
+
 def _as_text(xml: bytes, tree: etree._ElementTree) -> str:
     """The document as text for Saxon: the bytes themselves when UTF-8 (the common case, no re-serialisation)."""
     if (tree.docinfo.encoding or "").upper().replace("_", "-") in ("UTF-8", "UTF8", "US-ASCII", "ASCII"):
@@ -188,19 +226,26 @@ def _parse(xml: bytes) -> etree._ElementTree:
 
 
 def compile_schematron(
-    sch: Path | str, *, shape: Shape = "sets", phase: str | None = None, label: str | None = None
+    sch: Path | str,
+    *,
+    shape: Shape = "sets",
+    phase: str | None = None,
+    label: str | None = None,
+    documents: dict[str, str] | None = None,
 ) -> CompiledSchematron:
     """Compile one ISO schematron file (includes, abstract patterns, phase) to a ready executable.
 
-    Value-set documents named by literal paths in the schema are parsed once, here."""
+    Value-set documents named by literal paths in the schema are parsed once, here; ``documents``
+    supplies missing ones (literal path -> XML text), read through ``doc()`` as well."""
     path = Path(sch).resolve()
     schema = load_schema(path, phase=phase)
-    xslt = compile_schema(schema, shape=shape)
+    xslt = compile_schema(schema, shape=shape, route_doc=bool(documents))
     executable = ENGINE.compile(xslt)
     if DOCS_PARAM_NAME in xslt:
-        documents = {literal: ENGINE.parse_file(str(file)) for literal, file in referenced_documents(schema).items()}
-        if documents:
-            ENGINE.set_documents(executable, DOCS_PARAM, documents)
+        parsed = {literal: ENGINE.parse_file(str(file)) for literal, file in referenced_documents(schema).items()}
+        parsed.update({literal: ENGINE.parse(text) for literal, text in (documents or {}).items()})
+        if parsed:
+            ENGINE.set_documents(executable, DOCS_PARAM, parsed)
     return CompiledSchematron(path, label or path.name, schema, executable, xslt)
 
 
