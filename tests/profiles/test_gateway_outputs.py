@@ -165,3 +165,11 @@ def test_goal_projet_vie_without_identifier_is_rejected_at_its_identifier() -> N
 def test_goal_projet_vie_without_identifier_value_is_rejected() -> None:
     path, report = _broken("tddui-goal-projet-vie", lambda r: r["identifier"][0].pop("value"))
     assert _errors(report) == {(TDDUI + "tddui-goal-projet-vie", f"{path}.identifier[0].value", "card")}
+
+
+def test_tddui_export_rendition_passes_the_tddui_gate() -> None:
+    from mappings.tddui import EXPORT, TdduiExportRecord
+    from tests.mappings.test_tddui import _export_data
+
+    rendition = EXPORT.render(TdduiExportRecord.model_validate(_export_data()), CTX)[0]
+    assert_gate_passes(rendition.content)
