@@ -15,10 +15,9 @@ The gateway's own rules (``dui-*``), each with its reason:
 
 from __future__ import annotations
 
-from profiles._rules import Binding, Card, Fixed, Invariant, Profile, RefTarget, Rule, Slice
+from profiles._rules import Card, Fixed, Invariant, Profile, RefTarget, Rule
 from profiles.definitions.fr_core import INS_SYSTEMS
 from profiles.definitions.generated import load, overlay
-from profiles.definitions.valuesets import SERAFIN_PRESTATIONS
 
 __all__ = ["PROFILES", "TDDUI", "TDDUI_ALIASES", "TDDUI_BUNDLE"]
 
@@ -68,6 +67,7 @@ _GATEWAY_RULES: dict[str, tuple[Rule, ...]] = {
     "tddui-goal-attente": (_id_convention("identifier", "ATTE"),),
     "tddui-service-request-besoin": (_id_convention("identifier", "BESO"),),
     "tddui-task-bilan": (_id_convention("identifier", "BILA"),),
+    "tddui-task-prestation": (_id_convention("identifier", "PRES"),),
 }
 
 
@@ -82,35 +82,6 @@ def _generated() -> dict[str, Profile]:
 _BY_URL = _generated()
 TDDUI_BUNDLE = _BY_URL[TDDUI + "tddui-bundle"]
 
-_TASK_PRESTATION_INPUT = TDDUI_CS + "tddui-task-input-prestation"
-
-TDDUI_TASK_PRESTATION = Profile(
-    url=TDDUI + "tddui-task-prestation",
-    type="Task",
-    title="TDDUI Task Prestation (projet personnalisé)",
-    slices=(
-        Slice("input:titre", (("type.coding.code", "titre"),)),
-        Slice("input:typePrestation", (("type.coding.code", "typePrestation"),)),
-    ),
-    rules=(
-        Card("identifier", 1, 1),
-        Card("input:titre", 1, 1),
-        Fixed("input:titre.type", {"coding": [{"system": _TASK_PRESTATION_INPUT, "code": "titre"}]}, pattern=True),
-        Card("input:titre.valueString", 1, 1),
-        Fixed(
-            "input:typePrestation.type",
-            {"coding": [{"system": _TASK_PRESTATION_INPUT, "code": "typePrestation"}]},
-            pattern=True,
-        ),
-        Card("input:typePrestation.valueCodeableConcept", 1, 1),
-        Binding("input:typePrestation.valueCodeableConcept", SERAFIN_PRESTATIONS),
-        Card("partOf", 0, 1),
-        RefTarget("partOf", ("Task",)),
-        Card("basedOn", 1, 1),
-        RefTarget("basedOn", ("CarePlan",)),
-    ),
-)
-
 TDDUI_GOAL_PROJET_VIE = Profile(
     url=TDDUI + "tddui-goal-projet-vie",
     type="Goal",
@@ -124,7 +95,7 @@ TDDUI_GOAL_PROJET_VIE = Profile(
 )
 
 
-PROFILES = (*_BY_URL.values(), TDDUI_TASK_PRESTATION, TDDUI_GOAL_PROJET_VIE)
+PROFILES = (*_BY_URL.values(), TDDUI_GOAL_PROJET_VIE)
 
 #: earlier canonical ids of the same profiles (2.2.0-ballot FSH ids)
 TDDUI_ALIASES = {
