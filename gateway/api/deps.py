@@ -23,6 +23,7 @@ from gateway.security.clients import authenticate
 from gateway.storage.models import ApiClient
 
 __all__ = [
+    "ADMIN_SCOPES",
     "Caller",
     "CallerDep",
     "RuntimeDep",
@@ -70,9 +71,16 @@ def correlation_id(request: Request) -> str:
     return value if isinstance(value, str) else ""
 
 
+# What the administrator token (DUI_GATEWAY_ADMIN_TOKEN) may do: administration, never clinical
+# content. It exports every tenant's audit trail (references, no identity traits) and may call
+# $validate (nothing stored is read); records, renditions, DocumentReference and Binary are
+# reserved to the API clients of the organisation that owns them (403 for the administrator).
+ADMIN_SCOPES = frozenset({"admin", "audit"})
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: an API client of one tenant, or the administrator (all tenants)."""
+    """Who is calling: an API client of one tenant, or the administrator (administration only)."""
 
     actor: str
     scopes: frozenset[str]
@@ -87,9 +95,12 @@ class Caller:
         return "admin" in self.scopes
 
     def tenant(self) -> str:
-        """The caller's tenant; the administrator has none and must use the admin tools."""
+        """The caller's tenant; the administrator has none: clinical content is not its business."""
         if self.client is None:
-            raise Forbidden("this operation is reserved to the API clients of an organisation")
+            raise Forbidden(
+                "this operation is reserved to the API clients of an organisation: "
+                "the administrator token does not read clinical content"
+            )
         return self.client.tenant_id
 
 
@@ -107,7 +118,7 @@ def get_caller(
     token = credentials.credentials
     admin = runtime.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        return Caller(actor="admin", scopes=frozenset({"admin", "read", "audit"}))
+        return Caller(actor="admin", scopes=ADMIN_SCOPES)
     with runtime.session_factory() as session:
         client = authenticate(session, token)
         session.commit()

@@ -47,7 +47,19 @@ DOC_TYPE_SYSTEM = "urn:dui-gateway:document-type"
 PERSON_SYSTEM = "urn:dui-gateway:person"
 MAX_COUNT = 100
 
-Reader = Annotated[Caller, Depends(require_scope("read", "admin"))]
+
+
+_read_scope = require_scope("read")
+
+
+def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
+    """The tenant whose documents the caller may read: an API client with scope 'read', exactly as
+    ``/v1``; the administrator token is refused (403): it administers, it does not read clinical content."""
+    return caller.tenant()
+
+
+Reader = Annotated[Caller, Depends(_read_scope)]
+TenantId = Annotated[str, Depends(_tenant_reader)]
 Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
 
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
@@ -265,7 +277,7 @@ def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> d
     return resource
 
 
-def _base_query(tenant_id: str | None) -> Select[Any]:
+def _base_query(tenant_id: str) -> Select[Any]:
     # A newer version supersedes an older one only if it went out (delivered, on its way, or kept
     # with no destination to send it to): one whose every delivery failed, or that was cancelled,
     # was received by nobody and supersedes nothing.
@@ -273,17 +285,15 @@ def _base_query(tenant_id: str | None) -> Select[Any]:
         select(Rendition.set_id, Rendition.kind, func.max(Rendition.version).label("latest"))
         .join(Submission, Submission.id == Rendition.submission_id)
         .where(Submission.status.in_(("routed", "delivered", "partially_failed")))
+        .where(Submission.tenant_id == tenant_id)
     )
-    if tenant_id is not None:
-        latest_q = latest_q.where(Submission.tenant_id == tenant_id)
     latest = latest_q.group_by(Rendition.set_id, Rendition.kind).subquery()
     stmt: Any = (
         select(Rendition, Submission, func.coalesce(latest.c.latest, 0).label("latest"))
         .join(Submission, Submission.id == Rendition.submission_id)
         .outerjoin(latest, and_(latest.c.set_id == Rendition.set_id, latest.c.kind == Rendition.kind))
+        .where(Submission.tenant_id == tenant_id)
     )
-    if tenant_id is not None:
-        stmt = stmt.where(Submission.tenant_id == tenant_id)
     return cast("Select[Any]", stmt)
 
 
@@ -304,7 +314,7 @@ def _document_types_for(token: str) -> list[str]:
     return found
 
 
-def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str | None) -> dict[str, str]:
+def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str) -> dict[str, str]:
     wanted = {r.rendition.replaces for r in rows if r.rendition.replaces}
     if not wanted:
         return {}
@@ -312,9 +322,8 @@ def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str | None) -> 
         select(Rendition.document_id, Rendition.id)
         .join(Submission, Submission.id == Rendition.submission_id)
         .where(Rendition.document_id.in_(wanted))
+        .where(Submission.tenant_id == tenant_id)
     )
-    if tenant_id is not None:
-        stmt = stmt.where(Submission.tenant_id == tenant_id)
     return {document_id: rid for document_id, rid in session.execute(stmt)}
 
 
@@ -351,6 +360,7 @@ def search_document_references(
     request: Request,
     session: SessionDep,
     caller: Reader,
+    tenant_id: TenantId,
     patient: Annotated[str | None, Query(description="The person's identifier in the DUI")] = None,
     type: Annotated[str | None, Query(description="[system|]code of the document type")] = None,
     status: Annotated[str | None, Query(description="current | superseded")] = None,
@@ -359,7 +369,6 @@ def search_document_references(
 ) -> JSONResponse:
     """Search the documents produced for the organisation's persons."""
     _check_params(request, _DOCREF_PARAMS)
-    tenant_id = caller.tenant_id
     stmt = _base_query(tenant_id)
     if patient is not None:
         person = patient.split("|")[-1].removeprefix("Patient/")
@@ -417,8 +426,8 @@ def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person:
         )
 
 
-def _one(session: Session, caller: Caller, rendition_id: str) -> _Row:
-    stmt = _base_query(caller.tenant_id).where(Rendition.id == rendition_id)
+def _one(session: Session, tenant_id: str, rendition_id: str) -> _Row:
+    stmt = _base_query(tenant_id).where(Rendition.id == rendition_id)
     found = session.execute(stmt).first()
     if found is None:
         raise NotFound(f"no document {rendition_id}")
@@ -427,10 +436,12 @@ def _one(session: Session, caller: Caller, rendition_id: str) -> _Row:
 
 
 @router.get("/DocumentReference/{rendition_id}", response_class=JSONResponse)
-def read_document_reference(request: Request, session: SessionDep, caller: Reader, rendition_id: str) -> JSONResponse:
+def read_document_reference(
+    request: Request, session: SessionDep, caller: Reader, tenant_id: TenantId, rendition_id: str
+) -> JSONResponse:
     """One document's DocumentReference."""
-    row = _one(session, caller, rendition_id)
-    resource = _document_reference(row, _base_url(request), _replaced_ids(session, [row], caller.tenant_id))
+    row = _one(session, tenant_id, rendition_id)
+    resource = _document_reference(row, _base_url(request), _replaced_ids(session, [row], tenant_id))
     audit.append(
         session,
         actor=caller.actor,
@@ -451,10 +462,10 @@ def read_document_reference(request: Request, session: SessionDep, caller: Reade
 
 @router.get("/Binary/{rendition_id}")
 def read_binary(
-    request: Request, session: SessionDep, runtime: RuntimeDep, caller: Reader, rendition_id: str
+    request: Request, session: SessionDep, runtime: RuntimeDep, caller: Reader, tenant_id: TenantId, rendition_id: str
 ) -> Response:
     """The document itself: raw bytes, or a FHIR Binary when JSON is asked for (audited as a read)."""
-    row = _one(session, caller, rendition_id)
+    row = _one(session, tenant_id, rendition_id)
     _, content = queries.read_rendition(
         session,
         tenant_id=row.submission.tenant_id,

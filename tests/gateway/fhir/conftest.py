@@ -22,6 +22,7 @@ from gateway.settings import Settings
 from gateway.storage.db import session_scope
 from tests.gateway.api.live import LiveServer
 
+ADMIN_TOKEN = "admin-token-for-fhir-tests-0123456789"
 FIXTURE = Path(__file__).parents[2] / "resources" / "records" / "ppa-ehpad.json"
 
 
@@ -32,6 +33,7 @@ def runtime(session_factory: sessionmaker[Session], keyring: KeyRing, kit_dir: P
         profile="dev",
         database_url=engine.url.render_as_string(hide_password=False),
         embedded_worker=False,
+        admin_token=ADMIN_TOKEN,
         log_json=True,
         log_level="WARNING",
         CISIS_KIT_DIR=kit_dir,
