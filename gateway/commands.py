@@ -74,8 +74,10 @@ def serve(
     runtime = Runtime.from_settings(settings)
     try:
         app = create_app(runtime)  # its lifespan starts/drains the embedded workers (embedded_worker=true)
-        # log_config=None: uvicorn's loggers go through the JSON handler set up by configure_logging
-        uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+        # log_config=None: uvicorn's loggers go through the JSON handler set up by configure_logging.
+        # access_log=False: its access line prints the query string (filters name persons); the
+        # gateway's own access line (gateway.api.access) logs the route template instead.
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
     finally:
         runtime.close()
 

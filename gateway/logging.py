@@ -16,7 +16,7 @@ import structlog
 
 from gateway.settings import Settings
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "silence_server_access_log"]
 
 
 class _StderrLogger:
@@ -81,6 +81,16 @@ def configure_logging(settings: Settings) -> None:
     handler._dui_gateway = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    silence_server_access_log()
+
+
+def silence_server_access_log() -> None:
+    """Turn uvicorn's access log off, whoever starts the server: its line quotes the raw path and
+    query string (``?patient=<INS>``). The gateway logs its own access line, with the route template."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True
 
 
 def get_logger(name: str) -> Any:

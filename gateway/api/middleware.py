@@ -13,13 +13,16 @@ import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.problems import PayloadTooLarge, unhandled_error_response
+from gateway.api.problems import PayloadTooLarge, route_template, unhandled_error_response
 from gateway.logging import get_logger
 
 __all__ = ["CORRELATION_HEADER", "BodyLimitMiddleware", "CorrelationIdMiddleware"]
 
 CORRELATION_HEADER = "X-Correlation-ID"
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# A correlation id is bound to every log line: one holding 13 digits or more in a row (a NIR/INS,
+# with or without its key, a Corsican 2A/2B one) is replaced by a fresh id rather than logged.
+_DIGIT_RUN_RE = re.compile(r"[0-9]{13}|[0-9]{5}2[AB][0-9]{6}", re.IGNORECASE)
 
 _log = get_logger("gateway.api.access")
 
@@ -27,8 +30,8 @@ _log = get_logger("gateway.api.access")
 class CorrelationIdMiddleware:
     """Accept the caller's ``X-Correlation-ID`` (or make one), bind it to the logs, echo it back.
 
-    One access-log line per request: method, path (no query string: filters may name a
-    person reference), status and duration. An exception no handler took becomes a bare 500
+    One access-log line per request: method, route template (never the raw path or the query
+    string: path segments and filters may name a person), status and duration. An exception no handler took becomes a bare 500
     problem here, logged by type and frames only.
     """
 
@@ -44,7 +47,8 @@ class CorrelationIdMiddleware:
             if name == b"x-correlation-id":
                 supplied = value.decode("latin-1").strip()
                 break
-        correlation_id = supplied if _CORRELATION_RE.match(supplied) else uuid.uuid4().hex
+        acceptable = _CORRELATION_RE.match(supplied) and not _DIGIT_RUN_RE.search(supplied)
+        correlation_id = supplied if acceptable else uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         status = 500
         response_started = False
@@ -73,7 +77,7 @@ class CorrelationIdMiddleware:
                 _log.info(
                     "request",
                     method=scope.get("method"),
-                    path=scope.get("path"),
+                    route=route_template(scope),
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )

@@ -45,6 +45,7 @@ __all__ = [
     "problem_response",
     "problem_responses",
     "register_error_renderer",
+    "route_template",
     "unhandled_error_response",
 ]
 
@@ -106,6 +107,16 @@ class UnsupportedMediaType(GatewayError):
     type_suffix = "unsupported-media-type"
 
 
+def route_template(scope: Any) -> str | None:
+    """The matched route's template (``/v1/submissions/{submission_id}``), for logs: never the raw path
+    or query string, whose segments and filters may name a person. ``None`` when no route matched."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return None
+    return path
+
+
 def _correlation_id(request: Request) -> str | None:
     value = request.scope.get("state", {}).get("correlation_id")
     return value if isinstance(value, str) else None
@@ -153,7 +164,7 @@ def problem_response(
 def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:  # the gateway's own state: operators need the diagnostic (str(), never input data)
-        _log.error("gateway_error", error_type=type(exc).__name__, path=request.url.path, diagnostic=str(exc))
+        _log.error("gateway_error", error_type=type(exc).__name__, route=route_template(request.scope), diagnostic=str(exc))
     errors = [_field_error_dict(e) for e in exc.errors] if isinstance(exc, ValidationFailed) else []
     headers = getattr(exc, "headers", None)
     return problem_response(
@@ -214,7 +225,7 @@ def unhandled_error_response(request: Request, exc: Exception) -> Response:
     _log.error(
         "unhandled_error",
         error_type=type(exc).__name__,
-        path=request.url.path,
+        route=route_template(request.scope),
         # file:line:function only; source lines could hold literals and messages quote values
         frames=[f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)[-8:]],
     )

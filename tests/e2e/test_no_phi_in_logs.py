@@ -124,3 +124,41 @@ def test_full_flow_logs_carry_no_personal_data(deployment: Deployment, kit_dir: 
     logs = dep.logs()
     assert "submission" in logs and "sandbox" in logs  # the scan looks at real output
     assert leaks(logs, needles) == []
+
+
+def test_no_query_string_path_segment_or_header_reaches_the_server_logs(deployment: Deployment) -> None:
+    """A real ``dui-gateway serve`` process (uvicorn included): an INS put in query strings, path
+    segments and headers appears nowhere in its output."""
+    import socket
+
+    import requests
+
+    ins = "283127512312345"
+    dep = deployment
+    dep.migrate()
+    tenant = provision(dep.db_url)
+    api = dep.start_api()
+    auth = {"Authorization": f"Bearer {tenant.api_key}"}
+    http = requests.Session()
+    statuses = [
+        http.get(f"{api}/fhir/r4/DocumentReference", params={"patient": ins}, headers=auth).status_code,
+        http.get(f"{api}/v1/submissions", params={"person_ref": ins}, headers=auth).status_code,
+        http.get(f"{api}/v1/submissions/{ins}", headers=auth).status_code,
+        http.get(f"{api}/fhir/r4/DocumentReference/{ins}", headers=auth).status_code,
+        http.get(f"{api}/fhir/r4/Patient/{ins}", headers=auth).status_code,
+        http.get(f"{api}/no/such/route/{ins}?q={ins}").status_code,
+        http.get(f"{api}/v1/submissions", headers={"Authorization": f"Bearer {ins}"}).status_code,
+        http.get(f"{api}/healthz", headers={"X-Correlation-ID": ins, "User-Agent": ins, "Referer": ins}).status_code,
+        http.get(f"{api}/healthz", headers={"X-Correlation-ID": f"req-{ins}"}).status_code,
+        http.post(f"{api}/v1/submissions?x={ins}", data=b"{", headers={**auth, "Content-Type": "application/json"}).status_code,
+    ]
+    assert statuses == [200, 200, 404, 404, 404, 404, 401, 200, 200, 400]
+    # a request uvicorn itself refuses (malformed header line)
+    host, port = api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"GET /healthz?patient={ins} HTTP/1.1\r\nHost: x\r\nBad Header {ins}\r\n\r\n".encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 400")
+    dep.wait_until(lambda: dep.logs().count('"request"') >= 9, timeout=10, what="access lines written")
+    logs = dep.logs()
+    assert '"route": "/fhir/r4/DocumentReference"' in logs  # the access lines exist, without the values
+    assert ins not in logs
