@@ -17,6 +17,9 @@ from ._supplied import supplied_documents
 from ._xslt import CI_NS, DOCS_PARAM, Shape, compile_schema, referenced_documents
 
 DOCS_PARAM_NAME = 'name="ci:docs"'
+# Saxon's parser refuses elements deeper than this (jdk.xml.maxElementDepth = 100): deeper CDA
+# documents get a finding instead of an engine failure. Real CDA documents stay far below.
+MAX_DEPTH = 100
 
 __all__ = [
     "CompiledSchematron",
@@ -153,11 +156,25 @@ class Validator:
             tree = _parse(xml)
         except etree.XMLSyntaxError as exc:
             line = exc.lineno if isinstance(exc.lineno, int) else None
-            finding = Finding(stage="xsd", message=f"not well-formed XML: {exc.msg}", line=line)
+            message = f"not well-formed XML: {exc.msg}"
+            if "Excessive depth" in str(exc.msg):
+                message = f"elements are nested too deep: the CDA is read to a depth of {MAX_DEPTH} at most"
+            finding = Finding(stage="xsd", message=message, line=line)
             return Report(volet=volet, findings=(finding,), schemas=rels)
         if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
             # CDA documents carry no DTD; Saxon would expand its entities (and fetch external ones).
             finding = Finding(stage="xsd", message="a DOCTYPE is not allowed in a CDA document", line=1)
+            return Report(volet=volet, findings=(finding,), schemas=rels)
+        too_deep = _first_too_deep(tree)
+        if too_deep is not None:
+            # Saxon refuses deeper documents (jdk.xml.maxElementDepth); that is the document's doing,
+            # not an engine failure: a finding, never a run without verdict.
+            finding = Finding(
+                stage="xsd",
+                message=f"elements are nested too deep: the CDA is read to a depth of {MAX_DEPTH} at most",
+                line=too_deep.sourceline,
+                location=tree.getpath(too_deep),
+            )
             return Report(volet=volet, findings=(finding,), schemas=rels)
         try:
             findings = self.xsd_findings(tree)
@@ -218,6 +235,19 @@ def _as_text(xml: bytes, tree: etree._ElementTree) -> str:
     if (tree.docinfo.encoding or "").upper().replace("_", "-") in ("UTF-8", "UTF8", "US-ASCII", "ASCII"):
         return xml.decode("utf-8-sig")
     return str(etree.tostring(tree, encoding="unicode"))
+
+
+def _first_too_deep(tree: etree._ElementTree) -> Any:
+    """The first element nested deeper than :data:`MAX_DEPTH` (the root is at depth 1), or None."""
+    depth = 0
+    for event, element in etree.iterwalk(tree, events=("start", "end")):
+        if event == "start":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return element
+        else:
+            depth -= 1
+    return None
 
 
 def _parse(xml: bytes) -> etree._ElementTree:
