@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gateway import audit
 from gateway.api.deps import Caller, SessionDep, require_scope
+from gateway.api.params import MAX_INT64, IsoDatetime
 from gateway.api.problems import problem_responses
 from gateway.services import queries
 
@@ -35,10 +36,12 @@ def export_audit_events(
     request: Request,
     session: SessionDep,
     caller: Auditor,
-    since: Annotated[datetime | None, Query(description="recorded at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="recorded before (ISO 8601)")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="recorded at or after (ISO 8601)")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="recorded before (ISO 8601)")] = None,
     entity_id: Annotated[str | None, Query(max_length=36)] = None,
-    after: Annotated[int | None, Query(ge=0, description="continue after this chain sequence number")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="continue after this chain sequence number")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     """Export the organisation's audit events as a FHIR R4 Bundle of AuditEvent."""

@@ -19,6 +19,7 @@ Errors are ``OperationOutcome`` documents (``application/fhir+json``), including
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
@@ -31,7 +32,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from gateway import audit
+from gateway.api.bodies import parse_json_body
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
+from gateway.api.params import MAX_INT64
 from gateway.errors import NotFound, ValidationFailed
 from gateway.services import queries
 from gateway.storage.models import Rendition, Submission
@@ -62,8 +65,19 @@ Reader = Annotated[Caller, Depends(_read_scope)]
 TenantId = Annotated[str, Depends(_tenant_reader)]
 Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
 
+
+
+async def _strict_json_body(request: Request) -> None:
+    """Refuse what ``$validate`` must never parse: not UTF-8, NaN, duplicate members, nesting deeper
+    than :data:`~gateway.api.bodies.MAX_JSON_DEPTH` (400 OperationOutcome). The body is cached on the
+    request, so the operation reads the same bytes."""
+    parse_json_body(await request.body())
+
+
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
-router.include_router(validate_router, dependencies=[Depends(require_scope("read", "admin"))])
+router.include_router(
+    validate_router, dependencies=[Depends(require_scope("read", "admin")), Depends(_strict_json_body)]
+)
 
 _OUTCOME_CODES = {
     400: "invalid",
@@ -80,18 +94,38 @@ _OUTCOME_CODES = {
 # --------------------------------------------------------------------------------------------
 
 
-def operation_outcome(status: int, detail: str) -> dict[str, Any]:
-    """An OperationOutcome with one issue for an HTTP error."""
+def operation_outcome(status: int, detail: str, errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """An OperationOutcome for an HTTP error: one issue per field error (naming the parameter in
+    ``expression``), else one issue with the detail."""
     code = _OUTCOME_CODES.get(status, "exception" if status >= 500 else "processing")
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "fatal" if status >= 500 else "error", "code": code, "diagnostics": detail}],
-    }
+    severity = "fatal" if status >= 500 else "error"
+    issues: list[dict[str, Any]] = []
+    for err in errors:
+        where = err.get("parameter") or err.get("pointer") or ""
+        issue: dict[str, Any] = {
+            "severity": severity,
+            "code": code,
+            "diagnostics": f"{where}: {err.get('detail', 'invalid value')}" if where else str(err.get("detail")),
+        }
+        if where:
+            issue["expression"] = [where]
+        issues.append(issue)
+    if not issues:
+        issues.append({"severity": severity, "code": code, "diagnostics": detail})
+    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
-def error_response(request: Request, status: int, title: str, detail: str) -> Response:
-    """Renderer the app factory registers for ``PREFIX``: errors as OperationOutcome."""
-    return JSONResponse(operation_outcome(status, detail or title), status_code=status, media_type=FHIR_JSON)
+def error_response(
+    request: Request, status: int, title: str, detail: str, errors: Sequence[dict[str, Any]] = ()
+) -> Response:
+    """Renderer the app factory registers for ``PREFIX``: errors as OperationOutcome.
+
+    A search or read parameter FastAPI refuses (422 on ``/v1``) is a 400 here, as FHIR expects,
+    with the parameter named in the issue's ``expression``."""
+    if status == 422 and errors and all(e.get("parameter") for e in errors):
+        status = 400
+    body = operation_outcome(status, detail or title, errors)
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
 def _fhir(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -365,7 +399,7 @@ def search_document_references(
     type: Annotated[str | None, Query(description="[system|]code of the document type")] = None,
     status: Annotated[str | None, Query(description="current | superseded")] = None,
     count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 20,
-    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+    offset: Annotated[int, Query(alias="_offset", ge=0, le=MAX_INT64)] = 0,
 ) -> JSONResponse:
     """Search the documents produced for the organisation's persons."""
     _check_params(request, _DOCREF_PARAMS)
@@ -499,7 +533,9 @@ def search_audit_events(
     session: SessionDep,
     caller: Auditor,
     count: Annotated[int, Query(alias="_count", ge=1, le=MAX_COUNT)] = 50,
-    after: Annotated[int | None, Query(alias="_after", ge=0, description="continue after this chain seq")] = None,
+    after: Annotated[
+        int | None, Query(alias="_after", ge=0, le=MAX_INT64, description="continue after this chain seq")
+    ] = None,
 ) -> JSONResponse:
     """The organisation's audit trail (chain order), paged with ``next`` links."""
     _check_params(request, {"_count", "_after", "_format"})

@@ -55,8 +55,9 @@ PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 
 _log = get_logger(__name__)
 
-# (path prefix, renderer(request, status, title, detail) -> Response)
-ErrorRenderer = Callable[[Request, int, str, str], Response]
+# (path prefix, renderer(request, status, title, detail, errors) -> Response); ``errors`` are the
+# field errors ({"parameter"|"pointer", "detail", "code"}) so a renderer can name what is wrong.
+ErrorRenderer = Callable[[Request, int, str, str, Sequence[dict[str, Any]]], Response]
 
 
 class ProblemFieldError(BaseModel):
@@ -142,7 +143,7 @@ def problem_response(
     """Build the problem document (or hand it to the prefix's own renderer, e.g. FHIR)."""
     for prefix, renderer in getattr(request.app.state, "error_renderers", []):
         if request.url.path.startswith(prefix):
-            response: Response = renderer(request, status, title, detail)
+            response: Response = renderer(request, status, title, detail, errors)
             if headers:
                 response.headers.update(headers)
             return response

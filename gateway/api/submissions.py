@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -13,8 +11,10 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request,
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway.api.bodies import parse_json_body
+from gateway.api.params import IsoDatetime
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
-from gateway.api.problems import InvalidJson, UnsupportedMediaType, problem_responses
+from gateway.api.problems import UnsupportedMediaType, problem_responses
 from gateway.api.schemas import SubmissionAccepted, SubmissionDetail, SubmissionPage, SubmissionSummary
 from gateway.errors import FieldError, ValidationFailed
 from gateway.metrics import SUBMISSIONS_RECEIVED
@@ -44,16 +44,12 @@ class SubmissionEnvelope(BaseModel):
     record: dict[str, Any]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 async def read_json_body(request: Request) -> Any:
-    """The request body parsed as JSON: 415 unless JSON, 413 over the limit, 400 with a position."""
+    """The request body parsed as strict JSON: 415 unless JSON, 413 over the limit, 400 saying why."""
     media_type = _media_type(request)
     if media_type != "application/json" and not (
         media_type.startswith("application/") and media_type.endswith("+json")
@@ -65,20 +61,7 @@ async def read_json_body(request: Request) -> Any:
     chunks: list[bytes] = []
     async for chunk in request.stream():  # the body limit middleware counts while we read
         chunks.append(chunk)
-    body = b"".join(chunks)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidJson(f"request body is not UTF-8 (byte {exc.start})", extra={"position": exc.start}) from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidJson(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
-            extra={"line": exc.lineno, "column": exc.colno, "position": exc.pos},
-        ) from None
-    except ValueError as exc:  # NaN / Infinity
-        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    return parse_json_body(b"".join(chunks))
 
 
 def _wake_workers(runtime: Runtime) -> None:
@@ -172,8 +155,8 @@ def list_submissions(
     document_type: Annotated[str | None, Query(max_length=32)] = None,
     essms: Annotated[str | None, Query(description="FINESS of the ESSMS", max_length=9)] = None,
     person_ref: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[datetime | None, Query(description="inclusive, ISO 8601 with offset")] = None,
-    created_to: Annotated[datetime | None, Query(description="exclusive, ISO 8601 with offset")] = None,
+    created_from: Annotated[IsoDatetime | None, Query(description="inclusive, ISO 8601 with offset")] = None,
+    created_to: Annotated[IsoDatetime | None, Query(description="exclusive, ISO 8601 with offset")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
 ) -> SubmissionPage:

@@ -92,7 +92,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if not isinstance(created, str) or not isinstance(sid, str):
             raise ValueError("cursor parts")
         return as_utc(datetime.fromisoformat(created)), sid
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
         raise ValidationFailed(
             "the cursor is not one this API issued", [FieldError("query:cursor", "malformed cursor", "cursor_invalid")]
         ) from exc

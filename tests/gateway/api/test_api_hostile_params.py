@@ -95,7 +95,7 @@ def _deep(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-@pytest.mark.parametrize("depth", [990, 5000, 20000])
+@pytest.mark.parametrize("depth", [990, 5000, 9000])
 def test_deeply_nested_json_is_a_400(client: Api, tenant: Any, depth: int) -> None:
     body = '{"document_type": "test-note", "record": ' + _deep(depth) + "}"
     response = client.post(
@@ -113,3 +113,20 @@ def test_deeply_nested_json_is_a_400(client: Api, tenant: Any, depth: int) -> No
     )
     assert validate.status_code == 400, validate.text
     assert validate.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"document_type": "test-note", "record": {"n": NaN}}', "NaN"),
+        (b'{"document_type": "test-note", "record": {"n": 1e400}}', "too large"),
+        (b'{"document_type": "test-note", "document_type": "dlu", "record": {}}', "same member name twice"),
+        (b'{"document_type": "test-note", "record": {"n": ' + b"9" * 5000 + b"}}", "too many digits"),
+        (b'{"document_type": "test-note", "record": {"n": "\xff\xfe"}}', "not UTF-8"),
+    ],
+)
+def test_json_that_parsers_disagree_on_is_refused(client: Api, tenant: Any, raw: bytes, reason: str) -> None:
+    for path, media_type in (("/v1/submissions", "application/json"), ("/fhir/r4/$validate", "application/fhir+json")):
+        response = client.post(path, data=raw, headers={**bearer(tenant.api_key), "Content-Type": media_type})
+        assert response.status_code == 400, response.text
+        assert reason in response.text
