@@ -83,3 +83,13 @@ def test_audit_keys_checked() -> None:
     assert "32 bytes" in _errors(audit_keys="a1:c2hvcnQ=")
     s = Settings(_env_file=None, audit_keys=f"a1:{generate_master_key()}")  # type: ignore[call-arg]
     assert s.audit_keys is not None and "a1:" not in repr(s)
+
+
+@pytest.mark.parametrize("profile", ["test", "prod"])
+def test_audit_sealing_keys_are_required_outside_dev(profile: str) -> None:
+    # a plain SHA-256 chain can be rewritten consistently by anyone who can write to the database
+    assert "DUI_GATEWAY_AUDIT_KEYS is required" in _errors(profile=profile, master_keys=GOOD_KEY, admin_token="t")
+    audit_keys = f"a1:{generate_master_key()}"
+    ok = Settings(_env_file=None, profile=profile, master_keys=GOOD_KEY, admin_token="t", audit_keys=audit_keys)  # type: ignore[call-arg]
+    assert ok.audit_keys is not None
+    assert Settings(_env_file=None).audit_keys is None  # dev may run a plain chain
