@@ -2,7 +2,7 @@
 and an optional env file (``DUI_GATEWAY_ENV_FILE``), validated once at start-up.
 
 Outside the ``dev`` profile, insecure defaults are refused: the dev master key, TLS
-verification turned off, or a missing admin token.
+verification turned off, missing audit sealing keys, or (``prod``) a missing admin token.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ class Settings(BaseSettings):
             problems.append("DUI_GATEWAY_MASTER_KEYS still holds the development key")
         if not self.tls_verify:
             problems.append("DUI_GATEWAY_TLS_VERIFY=false is only allowed with profile=dev")
+        if self.audit_keys is None:
+            # a plain SHA-256 chain can be rewritten consistently by anyone able to write to the database
+            problems.append(f"DUI_GATEWAY_AUDIT_KEYS is required with profile={self.profile} (HMAC-sealed audit chain)")
         if self.profile == "prod" and self.admin_token is None:
             problems.append("DUI_GATEWAY_ADMIN_TOKEN is required with profile=prod")
         if problems:

@@ -1,8 +1,11 @@
-"""``dui-gateway audit``: verify the hash chain, export events as FHIR AuditEvent NDJSON."""
+"""``dui-gateway audit``: verify the hash chain (against external anchors too), write an anchor,
+export events as FHIR AuditEvent NDJSON."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.audit.anchor import Anchor, check_anchors, current_anchor, parse_anchors
 from gateway.audit.chain import AuditSealer, iter_events, verify
 from gateway.audit.fhir import to_fhir_audit_event
 from gateway.settings import get_settings
@@ -31,22 +35,98 @@ def _parse_ts(value: str | None) -> datetime | None:
 
 
 @app.command("verify")
-def verify_command() -> None:
-    """Check every event against its hash, the links between events and the chain head (exit 1 on problems)."""
+def verify_command(
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            help="file of anchors written by 'audit anchor' (or kept 'OK: ...' lines): the chain must still "
+            "hold each anchored hash (repeatable)",
+        ),
+    ] = None,
+) -> None:
+    """Check every event against its hash, the links between events, the chain head and the given
+    anchors (exit 1 on problems, 2 when an anchor file cannot be read)."""
+    anchors: list[Anchor] = []
+    for path in anchor or ():
+        try:
+            anchors.extend(parse_anchors(path.read_text(encoding="utf-8").splitlines()))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            typer.echo(f"error: {path}: {exc}", err=True)
+            raise typer.Exit(code=2) from None
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
         factory = make_sessionmaker(snapshot_engine(engine))
         with factory() as session, session.begin():
             result = verify(session, sealer=AuditSealer.from_settings())
+            for problem in check_anchors(session, anchors):
+                result.problem(problem)
     finally:
         engine.dispose()
     for problem in result.problems:
         typer.echo(f"PROBLEM {problem}")
     status = "OK" if result.ok else "TAMPERED"
-    typer.echo(f"{status}: {result.checked} events checked; head seq {result.head_seq} hash {result.head_hash}")
+    against = f"; {len(anchors)} anchors checked" if anchors else ""
+    typer.echo(
+        f"{status}: {result.checked} events checked; head seq {result.head_seq} hash {result.head_hash}{against}"
+    )
     if not result.ok:
         raise typer.Exit(code=1)
+
+
+def _syslog_handler(target: str) -> logging.Handler:
+    """``host:port`` (UDP) or a Unix socket path such as ``/dev/log``."""
+    from logging.handlers import SysLogHandler
+
+    if target.startswith("/"):
+        return SysLogHandler(address=target, facility=SysLogHandler.LOG_AUTH)
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter("expected host:port or a Unix socket path", param_hint="--syslog")
+    return SysLogHandler(address=(host, int(port)), facility=SysLogHandler.LOG_AUTH)
+
+
+@app.command("anchor")
+def anchor_command(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="append the anchor to this file (keep it where the database user cannot write)"
+        ),
+    ] = None,
+    syslog: Annotated[
+        str | None, typer.Option("--syslog", help="also send it to syslog: host:port (UDP) or /dev/log")
+    ] = None,
+) -> None:
+    """Write the chain head (seq, hash, time) outside the database, for 'audit verify --anchor'."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        factory = make_sessionmaker(snapshot_engine(engine))
+        with factory() as session, session.begin():
+            anchor = current_anchor(session)
+    finally:
+        engine.dispose()
+    line = anchor.to_json()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("a", encoding="utf-8") as out:  # append only: earlier anchors stay
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    if syslog is not None:
+        logger = logging.getLogger("dui_gateway.audit_anchor")
+        logger.propagate = False
+        handler = _syslog_handler(syslog)
+        handler.setFormatter(logging.Formatter("dui-gateway-audit-anchor: %(message)s"))
+        logger.addHandler(handler)
+        try:
+            logger.warning(line)
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+    typer.echo(line)
 
 
 @app.command("export")

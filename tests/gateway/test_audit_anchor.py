@@ -126,7 +126,7 @@ def test_anchor_to_syslog(gateway_env: str) -> None:
         port = receiver.getsockname()[1]
         result = CliRunner().invoke(app, ["anchor", "--syslog", f"127.0.0.1:{port}"])
         assert result.exit_code == 0, result.output
-        datagram = receiver.recv(4096).decode()
+        datagram = receiver.recv(4096).decode().rstrip("\x00")
     finally:
         receiver.close()
         logging.getLogger("dui_gateway.audit_anchor").handlers.clear()

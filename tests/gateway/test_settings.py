@@ -48,7 +48,7 @@ def test_tls_verify_off_refused_outside_dev() -> None:
 
 def test_prod_requires_admin_token() -> None:
     assert "ADMIN_TOKEN is required" in _errors(profile="prod", master_keys=GOOD_KEY)
-    ok = Settings(_env_file=None, profile="prod", master_keys=GOOD_KEY, admin_token="s3cret")  # type: ignore[call-arg]
+    ok = Settings(_env_file=None, profile="prod", master_keys=GOOD_KEY, admin_token="s3cret", audit_keys=GOOD_KEY)  # type: ignore[call-arg]
     assert ok.profile == "prod"
 
 

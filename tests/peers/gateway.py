@@ -118,6 +118,7 @@ class Deployment:
         env = {
             "DUI_GATEWAY_PROFILE": "test",
             "DUI_GATEWAY_MASTER_KEYS": random_master_keys(),
+            "DUI_GATEWAY_AUDIT_KEYS": random_master_keys(),
             "DUI_GATEWAY_DATABASE_URL": url,
             "DUI_GATEWAY_LOG_JSON": "true",
             "DUI_GATEWAY_LOG_LEVEL": "INFO",
@@ -225,6 +226,7 @@ def bulk_load_and_route(
         profile="test",
         database_url=dep.db_url,
         master_keys=dep.env["DUI_GATEWAY_MASTER_KEYS"],
+        audit_keys=dep.env["DUI_GATEWAY_AUDIT_KEYS"],
         routing_file=Path(dep.env["DUI_GATEWAY_ROUTING_FILE"]),
         embedded_worker=False,
     )

@@ -64,6 +64,6 @@ def test_sources_follow_the_tls_policy(tmp_path: Path) -> None:
         "tenant": "demo",
         "settings": {"host": "imap.example", "essms_finess": "759900004", "verify_tls": False},
     }
-    prod = Settings(profile="test", master_keys="k:" + "A" * 43 + "=")
+    prod = Settings(profile="test", master_keys="k:" + "A" * 43 + "=", audit_keys="a:" + "B" * 43 + "=")
     with pytest.raises(RoutingConfigError, match=r"sources/box/settings/verify_tls"):
         build_sources(_config({"box": imap}), settings=prod, source="routing.yaml")
