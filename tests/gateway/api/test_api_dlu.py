@@ -64,3 +64,33 @@ def test_dlu_errors_point_into_the_record_without_quoting_it(
     for secret in ("1938", "DÉMO-LÉVÊQUE", "LÉVÊQUE", "238037505612378"):
         assert secret not in text
     assert count_rows(session_factory) == (0, 0)
+
+
+def _details(response: Any) -> str:
+    assert response.status_code == 422, response.text
+    return json.dumps([e["detail"] for e in response.json()["errors"]] + [response.json()["detail"]])
+
+
+def test_identity_inconsistencies_are_named_without_the_values(
+    client: Api, tenant: Any, dlu_record: dict[str, Any]
+) -> None:
+    # sex digit of the INS against traits.sex: say what disagrees, never which values
+    bad = copy.deepcopy(dlu_record)
+    bad["person"]["traits"]["sex"] = "M"
+    details = _details(post_note(client, tenant.api_key, {"document_type": "dlu", "record": bad}))
+    assert "traits.sex" in details and "sex" in details
+    assert "starts with 2" not in details and "is M" not in details and "'M'" not in details
+
+    # a wrong INS key: neither the key expected nor the characters it is computed from
+    bad = copy.deepcopy(dlu_record)
+    matricule = bad["person"]["ins"]["matricule"]
+    bad["person"]["ins"]["matricule"] = matricule[:13] + ("00" if matricule[13:] != "00" else "01")
+    details = _details(post_note(client, tenant.api_key, {"document_type": "dlu", "record": bad}))
+    assert "key" in details
+    assert matricule[13:] not in details and matricule[:13] not in details
+
+    # a code outside its value set: the value set is named, the value is not
+    bad = copy.deepcopy(dlu_record)
+    bad["essms"]["facility_type_code"] = "Jeanne Dupont"
+    details = _details(post_note(client, tenant.api_key, {"document_type": "dlu", "record": bad}))
+    assert "JDV_J02" in details and "Dupont" not in details
