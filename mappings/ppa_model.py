@@ -222,13 +222,13 @@ LocalId = Annotated[
 
 def _besoin_code(value: str) -> str:
     if value not in _J285_BESOINS:
-        raise ValueError(f"{value!r} is not a SERAFIN-PH need (JDV_J285_Besoins_SERAFIN)")
+        raise ValueError("not a SERAFIN-PH need (JDV_J285_Besoins_SERAFIN)")
     return value
 
 
 def _prestation_code(value: str) -> str:
     if value not in _J284_PRESTATIONS_DIRECTES and value not in _J283_PRESTATIONS_INDIRECTES:
-        raise ValueError(f"{value!r} is not a SERAFIN-PH prestation (JDV_J284 directes / JDV_J283 indirectes)")
+        raise ValueError("not a SERAFIN-PH prestation (JDV_J284 directes / JDV_J283 indirectes)")
     return value
 
 
@@ -443,7 +443,7 @@ class ProjetPersonnalise(_Model):
         for review in self.reviews:
             for key in review.participants:
                 if key not in keys:
-                    raise ValueError(f"review of {review.on} names unknown contributor {key!r}")
+                    raise ValueError(f"a review names unknown contributor {key!r}")
         self._check_dates()
         self._check_status()
         return self

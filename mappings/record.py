@@ -281,7 +281,7 @@ class Ins(_Model):
     @classmethod
     def _key(cls, value: str) -> str:
         if nir_key(value[:13]) != int(value[13:]):
-            raise ValueError(f"INS matricule key is wrong: expected {nir_key(value[:13]):02d} for these 13 characters")
+            raise ValueError("INS matricule key is wrong: characters 14-15 do not match the first 13")
         return value
 
     @property
@@ -324,7 +324,7 @@ class RelatedPerson(_Model):
     @classmethod
     def _relationship(cls, value: str | None) -> str | None:
         if value is not None and value not in valuesets.RELATION_PATIENT:
-            raise ValueError(f"relationship {value!r} is not in JDV_J11_RelationPatient_CISIS")
+            raise ValueError("relationship is not in JDV_J11_RelationPatient_CISIS")
         return value
 
 
@@ -356,7 +356,7 @@ class Professional(_Model):
     @classmethod
     def _role(cls, value: str) -> str:
         if value not in valuesets.AUTHOR_SPECIALTY:
-            raise ValueError(f"role {value!r} is not in JDV_J01_XdsAuthorSpecialty_CISIS")
+            raise ValueError("role is not in JDV_J01_XdsAuthorSpecialty_CISIS")
         return value
 
     @model_validator(mode="after")
@@ -415,9 +415,9 @@ class Person(_Model):
         if self.doubtful and self.fictitious:
             raise ValueError("an identity cannot be both doubtful and fictitious (RNIV)")
         if status in (IdentityStatus.RECUPEREE, IdentityStatus.QUALIFIEE) and self.ins is None:
-            raise ValueError(f"identity status {status.value!r} requires the INS (obtained from INSi)")
+            raise ValueError("a 'recuperee' or 'qualifiee' identity status requires the INS (obtained from INSi)")
         if status in (IdentityStatus.PROVISOIRE, IdentityStatus.VALIDEE) and self.ins is not None:
-            raise ValueError(f"identity status {status.value!r} cannot carry an INS: INSi was not called")
+            raise ValueError("a 'provisoire' or 'validee' identity status cannot carry an INS: INSi was not called")
         if self.ins is not None:
             self._check_ins_traits(self.ins)
         if len(set(self.sharing_refusals)) != len(self.sharing_refusals):
@@ -433,7 +433,7 @@ class Person(_Model):
         if ins.kind is InsKind.NIR:
             expected = "1" if traits.sex is Sex.M else "2"
             if ins.matricule[0] != expected:
-                raise ValueError(f"INS matricule starts with {ins.matricule[0]} but traits.sex is {traits.sex.value}")
+                raise ValueError("INS matricule sex (character 1) does not match traits.sex")
             year, month = ins.matricule[1:3], int(ins.matricule[3:5])
             if year != f"{traits.birth_date.year % 100:02d}":
                 raise ValueError("INS matricule birth year (characters 2-3) does not match traits.birth_date")
@@ -478,14 +478,14 @@ class Essms(_Model):
     @classmethod
     def _facility(cls, value: str) -> str:
         if value not in valuesets.FACILITY_TYPE:
-            raise ValueError(f"facility_type_code {value!r} is not in JDV_J02_XdsHealthcareFacilityTypeCode_CISIS")
+            raise ValueError("facility_type_code is not in JDV_J02_XdsHealthcareFacilityTypeCode_CISIS")
         return value
 
     @field_validator("practice_setting_code")
     @classmethod
     def _practice(cls, value: str) -> str:
         if value not in valuesets.PRACTICE_SETTING:
-            raise ValueError(f"practice_setting_code {value!r} is not in JDV_J04_XdsPracticeSettingCode_CISIS")
+            raise ValueError("practice_setting_code is not in JDV_J04_XdsPracticeSettingCode_CISIS")
         return value
 
 
@@ -589,7 +589,7 @@ class Treatment(_Model):
     @classmethod
     def _route(cls, value: str | None) -> str | None:
         if value is not None and value not in valuesets.ROUTE_OF_ADMINISTRATION:
-            raise ValueError(f"route {value!r} is not in JDV_RouteofAdministration_CISIS (EDQM code)")
+            raise ValueError("route is not in JDV_RouteofAdministration_CISIS (EDQM code)")
         return value
 
     @model_validator(mode="after")
@@ -629,7 +629,7 @@ class StateObservation(_Model):
     @classmethod
     def _code(cls, value: str) -> str:
         if value not in valuesets.OBSERVATION_ETAT_PATIENT:
-            raise ValueError(f"code {value!r} is not in JDV_ObservationEtatPatient_CISIS")
+            raise ValueError("code is not in JDV_ObservationEtatPatient_CISIS")
         return value
 
 
@@ -669,7 +669,7 @@ class AttachedDocument(_Model):
     @classmethod
     def _code(cls, value: str) -> str:
         if value not in valuesets.CHECKLIST_DLU:
-            raise ValueError(f"{value!r} is not in JDV_ChecklistDLU_CISIS")
+            raise ValueError("the code is not in JDV_ChecklistDLU_CISIS")
         return value
 
     @model_validator(mode="after")
@@ -767,7 +767,7 @@ class PersonalItem(_Model):
     @classmethod
     def _code(cls, value: str) -> str:
         if value not in valuesets.PROTHESE_OBJET_PERSONNEL:
-            raise ValueError(f"{value!r} is not in JDV_ProtheseObjetPersonnel_CISIS")
+            raise ValueError("the code is not in JDV_ProtheseObjetPersonnel_CISIS")
         return value
 
 

@@ -162,7 +162,7 @@ class AccompanimentEvent(_Model):
             try:
                 prestation(code)
             except KeyError:
-                raise ValueError(f"{code!r} is not a SERAFIN-PH prestation (JDV_J284 / JDV_J283)") from None
+                raise ValueError("not a SERAFIN-PH prestation (JDV_J284 / JDV_J283)") from None
         return self
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,14 +47,45 @@ def json_pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+_IDENTITY_KEY_RE = re.compile(
+    r"name|nom|given|family|birth|naissance|matricule|nir|ins$|address|adresse|line|city|phone|telecom|email|value",
+    re.IGNORECASE,
+)
+
+
+def _quotable(value: Any, limit: int = 2000) -> Iterator[str]:
+    """Values inside a submitted object that must never be quoted: any with a digit (dates, INS,
+    phone numbers) and any text under an identity-like key (names, addresses). Bounded walk."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    seen = 0
+    while stack and seen < limit:
+        key, node = stack.pop()
+        seen += 1
+        if isinstance(node, Mapping):
+            stack.extend((str(k), v) for k, v in node.items())
+        elif isinstance(node, list | tuple):
+            stack.extend((key, v) for v in node)
+        elif isinstance(node, str | int | float) and not isinstance(node, bool):
+            text = str(node)
+            if len(text) >= 3 and (any(c.isdigit() for c in text) or _IDENTITY_KEY_RE.search(key)):
+                yield text
+
+
 def _safe_message(err: Mapping[str, Any]) -> str:
-    """The error message, unless it quotes the offending value (which may be personal data)."""
+    """The error message, unless it quotes the offending value (which may be personal data).
+
+    A field's own value quoted by its message makes the message ``invalid value``. A rule over a
+    whole object (a model validator: its input is the object) must not quote the object's personal
+    values either (anything with a digit, text under an identity-like key): a message that does is
+    replaced. Rules in ``mappings`` say what is inconsistent without values; this is the net under them."""
     message = str(err.get("msg", "invalid value"))
     value = err.get("input")
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         text = str(value)
         if len(text) >= 3 and text in message:
             return "invalid value"
+    elif isinstance(value, Mapping | list) and any(text in message for text in _quotable(value)):
+        return "inconsistent values (the message would quote them)"
     return message
 
 

@@ -390,3 +390,16 @@ def test_validator_messages_quoting_the_input_are_replaced() -> None:
         Person.model_validate({"ins": "279035121518989"})
     errors = intake.field_errors(info.value.errors(), prefix=("record",))
     assert [(e.pointer, e.message, e.code) for e in errors] == [("/record/ins", "invalid value", "value_error")]
+
+
+def test_a_rule_over_an_object_never_quotes_its_personal_values() -> None:
+    from gateway.services.intake import field_errors
+
+    person = {"traits": {"family_name": "DUPONT", "birth_date": "1941-03-12"}, "identity_status": "qualifiee"}
+    errors = [
+        {"loc": ("person",), "type": "value_error", "msg": "Value error, DUPONT born 1941-03-12", "input": person},
+        {"loc": ("person",), "type": "value_error", "msg": "Value error, 'qualifiee' requires the INS", "input": person},
+    ]
+    quoted, plain = field_errors(errors)
+    assert "DUPONT" not in quoted.message and "1941" not in quoted.message
+    assert plain.message == "Value error, 'qualifiee' requires the INS"  # a closed vocabulary is not personal data
