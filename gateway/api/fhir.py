@@ -51,7 +51,6 @@ PERSON_SYSTEM = "urn:dui-gateway:person"
 MAX_COUNT = 100
 
 
-
 _read_scope = require_scope("read")
 
 
@@ -64,7 +63,6 @@ def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
 Reader = Annotated[Caller, Depends(_read_scope)]
 TenantId = Annotated[str, Depends(_tenant_reader)]
 Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
-
 
 
 async def _strict_json_body(request: Request) -> None:

@@ -31,8 +31,8 @@ class CorrelationIdMiddleware:
     """Accept the caller's ``X-Correlation-ID`` (or make one), bind it to the logs, echo it back.
 
     One access-log line per request: method, route template (never the raw path or the query
-    string: path segments and filters may name a person), status and duration. An exception no handler took becomes a bare 500
-    problem here, logged by type and frames only.
+    string: path segments and filters may name a person), status and duration. An exception no
+    handler took becomes a bare 500 problem here, logged by type and frames only.
     """
 
     def __init__(self, app: ASGIApp) -> None:

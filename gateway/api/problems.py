@@ -165,7 +165,9 @@ def problem_response(
 def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:  # the gateway's own state: operators need the diagnostic (str(), never input data)
-        _log.error("gateway_error", error_type=type(exc).__name__, route=route_template(request.scope), diagnostic=str(exc))
+        _log.error(
+            "gateway_error", error_type=type(exc).__name__, route=route_template(request.scope), diagnostic=str(exc)
+        )
     errors = [_field_error_dict(e) for e in exc.errors] if isinstance(exc, ValidationFailed) else []
     headers = getattr(exc, "headers", None)
     return problem_response(

@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.api.bodies import parse_json_body
-from gateway.api.params import IsoDatetime
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
+from gateway.api.params import IsoDatetime
 from gateway.api.problems import UnsupportedMediaType, problem_responses
 from gateway.api.schemas import SubmissionAccepted, SubmissionDetail, SubmissionPage, SubmissionSummary
 from gateway.errors import FieldError, ValidationFailed

@@ -81,9 +81,7 @@ def _with_doctype(dlu: bytes, doctype: str, *, title_ref: str = "") -> bytes:
 
 def _hostile(trap: Trap) -> dict[str, tuple[str, str]]:
     secret = trap.secret.as_uri()
-    laughs = '<!ENTITY a0 "lol-lol-lol">' + "".join(
-        f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10)
-    )
+    laughs = '<!ENTITY a0 "lol-lol-lol">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
     quadratic = '<!ENTITY big "' + "x" * 50_000 + '">'
     return {
         "external DTD over HTTP": (f'<!DOCTYPE ClinicalDocument SYSTEM "{trap.url}/cda.dtd">', ""),

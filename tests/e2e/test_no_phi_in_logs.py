@@ -150,7 +150,9 @@ def test_no_query_string_path_segment_or_header_reaches_the_server_logs(deployme
         http.get(f"{api}/v1/submissions", headers={"Authorization": f"Bearer {ins}"}).status_code,
         http.get(f"{api}/healthz", headers={"X-Correlation-ID": ins, "User-Agent": ins, "Referer": ins}).status_code,
         http.get(f"{api}/healthz", headers={"X-Correlation-ID": f"req-{ins}"}).status_code,
-        http.post(f"{api}/v1/submissions?x={ins}", data=b"{", headers={**auth, "Content-Type": "application/json"}).status_code,
+        http.post(
+            f"{api}/v1/submissions?x={ins}", data=b"{", headers={**auth, "Content-Type": "application/json"}
+        ).status_code,
     ]
     assert statuses == [200, 200, 404, 404, 404, 404, 401, 200, 200, 400]
     # a request uvicorn itself refuses (malformed header line)

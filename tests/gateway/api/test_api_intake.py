@@ -398,7 +398,12 @@ def test_a_rule_over_an_object_never_quotes_its_personal_values() -> None:
     person = {"traits": {"family_name": "DUPONT", "birth_date": "1941-03-12"}, "identity_status": "qualifiee"}
     errors = [
         {"loc": ("person",), "type": "value_error", "msg": "Value error, DUPONT born 1941-03-12", "input": person},
-        {"loc": ("person",), "type": "value_error", "msg": "Value error, 'qualifiee' requires the INS", "input": person},
+        {
+            "loc": ("person",),
+            "type": "value_error",
+            "msg": "Value error, 'qualifiee' requires the INS",
+            "input": person,
+        },
     ]
     quoted, plain = field_errors(errors)
     assert "DUPONT" not in quoted.message and "1941" not in quoted.message
