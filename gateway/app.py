@@ -107,6 +107,7 @@ def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 raise RuntimeError(f"OpenAPI schema name clash: a record model and the API both define {name!r}")
             components[name] = value
         fix_openapi_problems(schema)
+        fhir.fix_openapi(schema)
         app.openapi_schema = schema
         return schema
 

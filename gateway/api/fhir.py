@@ -27,7 +27,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import and_, func, select
+from fastapi.routing import APIRoute
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -35,20 +36,23 @@ from gateway import audit
 from gateway.api.bodies import parse_json_body
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
 from gateway.api.params import MAX_INT64
-from gateway.errors import NotFound, ValidationFailed
+from gateway.errors import FieldError, NotFound, ValidationFailed
 from gateway.services import queries
 from gateway.storage.models import Rendition, Submission
 from mappings import Code, registry
 from profiles.api import router as validate_router
 
-__all__ = ["FHIR_JSON", "PREFIX", "error_response", "router"]
+__all__ = ["FHIR_JSON", "PREFIX", "error_response", "fix_openapi", "router"]
 
 PREFIX = "/fhir/r4"
 FHIR_JSON = "application/fhir+json"
 LOINC_OID = "2.16.840.1.113883.6.1"
 DOC_TYPE_SYSTEM = "urn:dui-gateway:document-type"
 PERSON_SYSTEM = "urn:dui-gateway:person"
+STATUS_SYSTEM = "http://hl7.org/fhir/document-reference-status"
+PAGE_PARAM = "_page"
 MAX_COUNT = 100
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 _read_scope = require_scope("read")
@@ -126,8 +130,9 @@ def error_response(
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
-def _fhir(body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+def _fhir(body: dict[str, Any], status: int = 200, *, store: bool = False) -> JSONResponse:
+    """A FHIR JSON answer; ``no-store`` unless ``store`` (documents and lists of persons are never cached)."""
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=None if store else NO_STORE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +184,7 @@ def capability_statement(request: Request) -> JSONResponse:
                                 _search_param("patient", "reference", "The person's identifier in the DUI"),
                                 _search_param("type", "token", "Document type, e.g. http://loinc.org|80788-3"),
                                 _search_param("status", "token", "current | superseded"),
-                                _search_param("_count", "number", f"Page size (at most {MAX_COUNT})"),
+                                _search_param("_count", "number", f"Page size (at most {MAX_COUNT}; 0: total only)"),
                             ],
                         },
                         {"type": "Binary", "interaction": [{"code": "read"}]},
@@ -194,7 +199,8 @@ def capability_statement(request: Request) -> JSONResponse:
                     ],
                 }
             ],
-        }
+        },
+        store=True,
     )
 
 
@@ -329,21 +335,43 @@ def _base_query(tenant_id: str) -> Select[Any]:
     return cast("Select[Any]", stmt)
 
 
-def _document_types_for(token: str) -> list[str]:
-    system, sep, code = token.rpartition("|")
-    if not sep:
-        system = ""
+def _tokens(value: str) -> list[tuple[str | None, str]]:
+    """A token parameter's comma-separated alternatives as (system, code): ``code`` gives system
+    None (any system), ``|code`` gives "" (explicitly no system), ``system|code`` gives system."""
+    out: list[tuple[str | None, str]] = []
+    for alternative in value.split(","):
+        system, sep, code = alternative.rpartition("|")
+        out.append((system if sep else None, code))
+    return out
+
+
+def _document_types_for(value: str) -> list[str]:
+    """The document types a ``type`` token (``[system|]code``, alternatives separated by commas) designates."""
     typed = {name: doc.type_code for name in registry.codes() if (doc := registry.get(name)) is not None}
-    found = [
-        name
-        for name, type_code in typed.items()
-        if type_code is not None
-        and code == type_code.code
-        and system in ("", _system_uri(type_code.system), f"urn:oid:{type_code.system}")
-    ]
-    if system in ("", DOC_TYPE_SYSTEM) and typed.get(code) is None:
-        found.append(code)  # a document type without a type code is searched by its own code
+    found: list[str] = []
+    for system, code in _tokens(value):
+        found += [
+            name
+            for name, type_code in typed.items()
+            if type_code is not None
+            and code == type_code.code
+            and (system is None or system in (_system_uri(type_code.system), f"urn:oid:{type_code.system}"))
+        ]
+        if system in (None, DOC_TYPE_SYSTEM) and typed.get(code) is None:
+            found.append(code)  # a document type without a type code is searched by its own code
     return found
+
+
+def _statuses_for(value: str) -> set[str]:
+    """``status`` alternatives (``[system|]code``); the system, when given, is FHIR's own."""
+    out: set[str] = set()
+    for system, code in _tokens(value):
+        if system not in (None, "", STATUS_SYSTEM) or code not in ("current", "superseded"):
+            raise _parameter_error(
+                "status", f"current or superseded, optionally as {STATUS_SYSTEM}|code", "token_unsupported"
+            )
+        out.add(code)
+    return out
 
 
 def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str) -> dict[str, str]:
@@ -359,32 +387,56 @@ def _replaced_ids(session: Session, rows: list[_Row], tenant_id: str) -> dict[st
     return {document_id: rid for document_id, rid in session.execute(stmt)}
 
 
-_DOCREF_PARAMS = {"patient", "type", "status", "_count", "_offset", "_format"}
+_DOCREF_PARAMS = {"patient", "type", "status", "_count", PAGE_PARAM, "_format"}
+
+
+def _parameter_error(name: str, message: str, code: str) -> ValidationFailed:
+    """A 400 OperationOutcome naming the parameter (``expression``), as FHIR servers answer."""
+    return ValidationFailed(f"{name}: {message}", [FieldError(f"query:{name}", message, code)], status=400)
 
 
 def _check_params(request: Request, allowed: set[str]) -> None:
-    unknown = sorted({k for k in request.query_params if k.split(":", 1)[0] not in allowed})
-    if unknown:
-        raise ValidationFailed(f"unsupported search parameter(s): {', '.join(unknown)}", status=400)
+    """Unknown parameters and every modifier (``patient:missing``…) are refused, never silently dropped."""
+    errors: list[FieldError] = []
+    for key in dict.fromkeys(request.query_params):
+        name, sep, modifier = key.partition(":")
+        if name not in allowed:
+            errors.append(FieldError(f"query:{key}", "unsupported search parameter", "parameter_unsupported"))
+        elif sep:
+            errors.append(
+                FieldError(f"query:{key}", f"the modifier :{modifier} is not supported", "modifier_unsupported")
+            )
+    if errors:
+        names = ", ".join(e.pointer.split(":", 1)[1] for e in errors)
+        raise ValidationFailed(f"unsupported search parameter(s) or modifier(s): {names}", errors, status=400)
 
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
-def _page_links(request: Request, offset: int, count: int, total: int) -> list[dict[str, str]]:
+def _page_links(request: Request, count: int, next_token: str | None) -> list[dict[str, str]]:
+    """``self`` and, when there is more, ``next``: a keyset token (the last entry's date and id), so
+    documents arriving meanwhile never shift a page (they are newer: they would come first)."""
     base = str(request.url).split("?", 1)[0]
-    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")]
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in (PAGE_PARAM, "_count")]
+    here = request.query_params.get(PAGE_PARAM)
 
-    def url(at: int) -> str:
-        return f"{base}?{urlencode([*query, ('_count', str(count)), ('_offset', str(at))])}"
+    def url(token: str | None) -> str:
+        params = [*query, ("_count", str(count))] + ([(PAGE_PARAM, token)] if token else [])
+        return f"{base}?{urlencode(params)}"
 
-    links = [{"relation": "self", "url": url(offset)}]
-    if offset + count < total:
-        links.append({"relation": "next", "url": url(offset + count)})
-    if offset > 0:
-        links.append({"relation": "previous", "url": url(max(0, offset - count))})
+    links = [{"relation": "self", "url": url(here)}]
+    if next_token is not None:
+        links.append({"relation": "next", "url": url(next_token)})
     return links
+
+
+def _after(token: str) -> tuple[datetime, str]:
+    try:
+        return queries.decode_cursor(token)
+    except ValidationFailed:
+        raise _parameter_error(PAGE_PARAM, "not a page token this server issued", "cursor_invalid") from None
 
 
 @router.get("/DocumentReference", response_class=JSONResponse)
@@ -394,10 +446,14 @@ def search_document_references(
     caller: Reader,
     tenant_id: TenantId,
     patient: Annotated[str | None, Query(description="The person's identifier in the DUI")] = None,
-    type: Annotated[str | None, Query(description="[system|]code of the document type")] = None,
-    status: Annotated[str | None, Query(description="current | superseded")] = None,
-    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 20,
-    offset: Annotated[int, Query(alias="_offset", ge=0, le=MAX_INT64)] = 0,
+    type: Annotated[
+        str | None, Query(description="[system|]code of the document type; alternatives separated by commas")
+    ] = None,
+    status: Annotated[str | None, Query(description=f"current | superseded, or {STATUS_SYSTEM}|code")] = None,
+    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT, description="page size; 0: the total only")] = 20,
+    page: Annotated[
+        str | None, Query(alias=PAGE_PARAM, max_length=512, description="from a 'next' link (keyset paging)")
+    ] = None,
 ) -> JSONResponse:
     """Search the documents produced for the organisation's persons."""
     _check_params(request, _DOCREF_PARAMS)
@@ -408,13 +464,30 @@ def search_document_references(
     if type is not None:
         stmt = stmt.where(Submission.document_type.in_(_document_types_for(type)))
     if status is not None:
-        if status not in ("current", "superseded"):
-            raise ValidationFailed(f"status {status!r} is not supported: current or superseded", status=400)
+        wanted = _statuses_for(status)
         latest = stmt.selected_columns.latest
-        stmt = stmt.where(Rendition.version >= latest if status == "current" else Rendition.version < latest)
+        if wanted == {"current"}:
+            stmt = stmt.where(Rendition.version >= latest)
+        elif wanted == {"superseded"}:
+            stmt = stmt.where(Rendition.version < latest)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    result = session.execute(stmt.order_by(Rendition.created_at.desc(), Rendition.id).offset(offset).limit(count)).all()
-    rows = [_Row(r, s, latest) for r, s, latest in result]
+    if page is not None:
+        after_created, after_id = _after(page)
+        stmt = stmt.where(
+            or_(
+                Rendition.created_at < after_created,
+                and_(Rendition.created_at == after_created, Rendition.id < after_id),
+            )
+        )
+    result = (
+        session.execute(stmt.order_by(Rendition.created_at.desc(), Rendition.id.desc()).limit(count + 1)).all()
+        if count > 0
+        else []
+    )
+    rows = [_Row(r, s, latest) for r, s, latest in result[:count]]
+    next_token = (
+        queries.encode_cursor(rows[-1].rendition.created_at, rows[-1].rendition.id) if len(result) > count else None
+    )
     replaced = _replaced_ids(session, rows, tenant_id)
     _audit_search(session, caller, rows, person=person if patient is not None else None)
     base = _base_url(request)
@@ -422,7 +495,7 @@ def search_document_references(
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "link": _page_links(request, offset, count, total),
+        "link": _page_links(request, count, next_token),
     }
     if rows:
         bundle["entry"] = [
@@ -517,7 +590,7 @@ def read_binary(
                 "data": base64.b64encode(content).decode("ascii"),
             }
         )
-    return Response(content, media_type=row.rendition.media_type)
+    return Response(content, media_type=row.rendition.media_type, headers=NO_STORE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,3 +631,97 @@ def search_audit_events(
             for e in events
         ]
     return _fhir(bundle)
+
+
+# HEAD answers what GET would, without the body (uvicorn drops it); not listed twice in OpenAPI.
+for _route in [r for r in router.routes if isinstance(r, APIRoute) and r.methods == {"GET"}]:
+    router.add_api_route(
+        _route.path.removeprefix(PREFIX),
+        _route.endpoint,
+        methods=["HEAD"],
+        response_class=_route.response_class,
+        include_in_schema=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAPI: the facade speaks FHIR, not the gateway's problem documents
+# --------------------------------------------------------------------------------------------
+
+_RESOURCE_SCHEMA: dict[str, Any] = {
+    "title": "FhirResource",
+    "description": "A FHIR R4 resource (JSON); its type is named by resourceType.",
+    "type": "object",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string", "pattern": "^[A-Z][A-Za-z]+$"}},
+    "additionalProperties": True,
+}
+_OUTCOME_SCHEMA: dict[str, Any] = {
+    "title": "OperationOutcome",
+    "description": "FHIR R4 OperationOutcome: what went wrong, one issue per problem (expression = parameter).",
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"type": "string", "enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                    "expression": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_ERRORS = {
+    400: "Invalid parameter or body",
+    401: "Missing or invalid API key",
+    403: "Not allowed (scope; the administrator token reads no clinical content)",
+    404: "Unknown resource, or another organisation's",
+    413: "Body too large",
+}
+
+
+def fix_openapi(schema: dict[str, Any]) -> None:
+    """Describe the facade's routes as FHIR: ``application/fhir+json`` answers, OperationOutcome
+    errors, the ``$validate`` body, and ``Binary`` in every media type it serves."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["FhirResource"] = _RESOURCE_SCHEMA
+    components["OperationOutcome"] = _OUTCOME_SCHEMA
+    resource = {"$ref": "#/components/schemas/FhirResource"}
+    outcome = {"$ref": "#/components/schemas/OperationOutcome"}
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith(PREFIX):
+            continue
+        for method, operation in item.items():
+            if method not in ("get", "post"):
+                continue
+            responses = operation["responses"]
+            responses.pop("422", None)
+            ok = responses.setdefault("200", {"description": "OK"})
+            if path.startswith(f"{PREFIX}/Binary/"):
+                ok["content"] = {
+                    FHIR_JSON: {"schema": resource},
+                    "application/xml": {"schema": {"type": "string"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                }
+                ok["description"] = "The document: its own media type, or a FHIR Binary (Accept: application/fhir+json)"
+            else:
+                ok["content"] = {FHIR_JSON: {"schema": outcome if path.endswith("$validate") else resource}}
+            if path == f"{PREFIX}/metadata":
+                continue
+            statuses = (400, 401, 403, 413) if method == "post" else (400, 401, 403, 404)
+            for status in statuses:
+                responses[str(status)] = {"description": _ERRORS[status], "content": {FHIR_JSON: {"schema": outcome}}}
+            if path.endswith("$validate"):
+                operation["requestBody"] = {
+                    "required": True,
+                    "description": "The resource to validate, or a Parameters resource (resource, profile)",
+                    "content": {FHIR_JSON: {"schema": resource}, "application/json": {"schema": resource}},
+                }

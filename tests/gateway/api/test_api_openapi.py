@@ -48,7 +48,8 @@ def test_operations_are_documented_and_errors_are_problem_documents() -> None:
             assert operation.get("description"), f"{method.upper()} {path} has no docstring"
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
-                    assert list(response["content"]) == ["application/problem+json"], (path, method, status)
+                    expected = "application/fhir+json" if path.startswith("/fhir/") else "application/problem+json"
+                    assert list(response["content"]) == [expected], (path, method, status)
     submissions = doc["paths"]["/v1/submissions"]
     assert {"202", "400", "401", "403", "409", "413", "415", "422"} <= set(submissions["post"]["responses"])
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -142,6 +142,7 @@ def test_openapi_describes_the_fhir_routes_as_fhir() -> None:
                     assert error == {"$ref": "#/components/schemas/OperationOutcome"}, (path, status)
     validate = paths["/fhir/r4/$validate"]["post"]
     body = validate["requestBody"]["content"][FHIR_JSON]["schema"]
-    assert body["type"] == "object" and "resourceType" in body["required"]
+    resource = openapi_document()["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert resource["type"] == "object" and "resourceType" in resource["required"]
     binary = paths["/fhir/r4/Binary/{rendition_id}"]["get"]["responses"]["200"]["content"]
     assert {"application/xml", FHIR_JSON} <= set(binary)
