@@ -7,7 +7,9 @@ handlers, metrics and the lifespan (embedded workers started and drained).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+import json
 from contextlib import asynccontextmanager
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, cast
 
@@ -90,6 +92,23 @@ def submission_request_schemas() -> dict[str, Any]:
     return schemas
 
 
+def _add_request_examples(schema: dict[str, Any]) -> None:
+    """Valid request examples (the fictitious demo records), so that clients and schema-driven
+    testers (schemathesis) reach the success paths, not only the validation errors."""
+    operation = schema.get("paths", {}).get("/v1/submissions", {}).get("post")
+    if operation is None:
+        return
+    examples: dict[str, Any] = {}
+    folder = resources.files("gateway.demo_data")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json") and registry.get("dlu") is not None:
+            name = entry.name.removesuffix(".json")
+            record = json.loads(entry.read_text(encoding="utf-8"))
+            examples[name] = {"summary": f"demo DLU {name}", "value": {"document_type": "dlu", "record": record}}
+    if examples:
+        operation["requestBody"]["content"]["application/json"]["examples"] = examples
+
+
 def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -108,6 +127,7 @@ def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components[name] = value
         fix_openapi_problems(schema)
         fhir.fix_openapi(schema)
+        _add_request_examples(schema)
         app.openapi_schema = schema
         return schema
 

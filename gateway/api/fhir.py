@@ -679,6 +679,11 @@ _OUTCOME_SCHEMA: dict[str, Any] = {
         },
     },
 }
+_VALIDATE_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Patient",
+    "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "279035121518989"}],
+    "gender": "female",
+}
 _ERRORS = {
     400: "Invalid parameter or body",
     401: "Missing or invalid API key",
@@ -723,5 +728,8 @@ def fix_openapi(schema: dict[str, Any]) -> None:
                 operation["requestBody"] = {
                     "required": True,
                     "description": "The resource to validate, or a Parameters resource (resource, profile)",
-                    "content": {FHIR_JSON: {"schema": resource}, "application/json": {"schema": resource}},
+                    "content": {
+                        FHIR_JSON: {"schema": resource, "example": _VALIDATE_EXAMPLE},
+                        "application/json": {"schema": resource, "example": _VALIDATE_EXAMPLE},
+                    },
                 }
