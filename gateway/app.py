@@ -6,8 +6,8 @@ handlers, metrics and the lifespan (embedded workers started and drained).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
