@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import models_json_schema
 
 from gateway.api import ROUTERS, fhir
+from gateway.api.limits import QueueGuard, RateLimiter
 from gateway.api.metrics import CircuitCollector, DatabaseCollector
 from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
@@ -178,6 +179,16 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         metrics_registry.register(DatabaseCollector(runtime.session_factory))
         metrics_registry.register(CircuitCollector(lambda: runtime.bulkheads))
     app.state.metrics_registry = metrics_registry
+    app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.state.queue_guard = (
+        QueueGuard(
+            runtime.session_factory,
+            max_depth=settings.max_queue_depth,
+            cache_seconds=settings.queue_depth_cache_seconds,
+        )
+        if runtime is not None
+        else None
+    )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

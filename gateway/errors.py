@@ -8,6 +8,8 @@ Handlers are looked up by base class, so a new error only needs the right parent
      ├── NotFound                404
      ├── Conflict                409 idempotency key reused with another body, state clash
      ├── TooManyRequests         429 an operation throttled; ``Retry-After`` says when to come back
+     ├── ServiceUnavailable      503 the gateway cannot take work now (queue full, database saturated);
+     │                               ``Retry-After``; nothing was stored
      ├── DecryptionError         500 stored data does not authenticate (security.crypto); the API
      │    │                          shows a fixed detail, str() keeps the operator's diagnostic
      │    └── KeyUnavailable     500 the key is not loaded here (configuration): work is held, not failed
@@ -44,6 +46,7 @@ __all__ = [
     "Forbidden",
     "GatewayError",
     "NotFound",
+    "ServiceUnavailable",
     "TooManyRequests",
     "ValidationFailed",
 ]
@@ -96,6 +99,18 @@ class Conflict(GatewayError):
     status = 409
     title = "Conflict"
     type_suffix = "conflict"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    title = "Service unavailable"
+    type_suffix = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, type_suffix: str | None = None) -> None:
+        super().__init__(detail, extra={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+        if type_suffix is not None:
+            self.type_suffix = type_suffix
 
 
 class TooManyRequests(GatewayError):

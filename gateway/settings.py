@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     credentials_file: Path | None = None  # ESSMS credentials by tenant/FINESS/purpose (docs/credentials.md)
     run_sources: bool = True  # run the routing file's inbound sources (listeners, pollers) in this worker process
     inbound_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)  # largest inbound message stored
+    # back-pressure (gateway.api.limits): 0 turns a limit off
+    max_queue_depth: int = Field(default=100_000, ge=0)  # new submissions refused (503) above this queue depth
+    queue_depth_cache_seconds: float = Field(default=1.0, ge=0)
+    rate_limit_per_second: float = Field(default=0.0, ge=0)  # per API client and per process (429)
+    rate_limit_burst: int = Field(default=50, ge=1)
+    busy_retry_after_seconds: int = Field(default=5, ge=1)  # Retry-After when the database is saturated
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -105,9 +105,18 @@ class Caller:
 
 
 def get_caller(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
+    caller = _authenticate(runtime, credentials)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(caller.actor)  # 429 + Retry-After over the client's rate
+    return caller
+
+
+def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     """Authenticate the bearer token: an API key, or the administrator token when configured.
 
     The look-up runs in its own short transaction, so the request's Session (and, on SQLite,

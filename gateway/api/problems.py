@@ -7,6 +7,8 @@ One handler per family, chosen by exception class (Starlette looks handlers up a
 * FastAPI's ``RequestValidationError`` (query, path and header parameters): 422 with the
   parameter names;
 * Starlette's ``HTTPException`` (unknown route, wrong method): ``about:blank`` with the status;
+* SQLAlchemy's ``OperationalError`` and pool ``TimeoutError`` (database saturated or unreachable):
+  503 with ``Retry-After``;
 * anything else: a bare 500 (:func:`unhandled_error_response`, called by the correlation
   middleware so that the server never prints the exception's message, which could quote
   personal data).
@@ -26,6 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -262,8 +266,29 @@ def register_error_renderer(app: FastAPI, prefix: str, renderer: ErrorRenderer) 
     app.state.error_renderers = renderers
 
 
+def _database_saturated(request: Request, exc: Exception) -> Response:
+    """The database refused or timed out (pool exhausted, locked, unreachable): 503 + Retry-After.
+
+    The request's transaction was rolled back, so nothing was accepted. The log names the exception
+    type only: a driver's message quotes the statement and its parameters."""
+    _log.warning("database_unavailable", error_type=type(exc).__name__, route=route_template(request.scope))
+    runtime = getattr(request.app.state, "runtime", None)
+    retry_after = getattr(getattr(runtime, "settings", None), "busy_retry_after_seconds", 5)
+    return problem_response(
+        request,
+        status=503,
+        title="Service unavailable",
+        detail="the database is saturated or unreachable; nothing was stored: try again later",
+        type_uri=PROBLEM_BASE + "unavailable",
+        headers={"Retry-After": str(retry_after)},
+        extra={"retry_after": retry_after},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(OperationalError, _database_saturated)
+    app.add_exception_handler(PoolTimeout, _database_saturated)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
 

@@ -87,7 +87,7 @@ def _idempotency_key(value: str | None) -> str | None:
     "",
     status_code=202,
     response_model=SubmissionAccepted,
-    responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -109,6 +109,9 @@ async def submit(
     ] = None,
 ) -> SubmissionAccepted:
     """Submit a DUI record; answered 202 once it is stored, processed asynchronously."""
+    guard = getattr(request.app.state, "queue_guard", None)
+    if guard is not None:
+        await run_in_threadpool(guard.check)  # 503 + Retry-After while the queue is too deep
     key = _idempotency_key(idempotency_key)
     if not isinstance(body, dict):
         raise ValidationFailed(
