@@ -381,6 +381,7 @@ def test_ppa_sharing_refusal_reaches_routing_as_a_consent_family() -> None:
 def _profile(profile: str, **kw: object) -> Settings:
     if profile != "dev":
         kw.setdefault("master_keys", f"k1:{generate_master_key()}")
+        kw.setdefault("audit_keys", f"a1:{generate_master_key()}")
     if profile == "prod":
         kw.setdefault("admin_token", "s3cret")
     return Settings(_env_file=None, database_url="sqlite://", profile=profile, **kw)  # type: ignore[call-arg, arg-type]
