@@ -12,6 +12,8 @@ from ._engine import ValidationRunError
 from ._kit import KitNotFound, UnknownVolet
 from .validator import load_validator
 
+MAX_BYTES = 32 * 1024 * 1024  # a CDA with its attachments; the DMP refuses far smaller documents
+
 app = typer.Typer(help="CI-SIS CDA conformance (XSD + ANS schematrons)", no_args_is_help=True)
 
 KitOption = Annotated[
@@ -32,13 +34,21 @@ def validate(
             help="also run profils/structurationMinimale and profils/terminologies: off, warning or error",
         ),
     ] = "off",
+    max_bytes: Annotated[
+        int, typer.Option("--max-bytes", min=1, help="refuse larger files (exit 2) instead of reading them")
+    ] = MAX_BYTES,
 ) -> None:
     """Validate FILE; exit 0 when conformant, 1 when not, 2 on a usage problem or without a verdict."""
+    with file.open("rb") as handle:  # never more than max_bytes in memory (a device file has no size)
+        xml = handle.read(max_bytes + 1)
+    if len(xml) > max_bytes:
+        typer.echo(f"error: {file.name} is larger than {max_bytes} bytes (--max-bytes): not read", err=True)
+        raise typer.Exit(2)
     try:
         if optional not in ("off", "warning", "error"):
             raise typer.BadParameter("--optional is off, warning or error")
         validator = load_validator(kit)
-        report = validator.validate(file.read_bytes(), volet, optional=optional)  # type: ignore[arg-type]
+        report = validator.validate(xml, volet, optional=optional)  # type: ignore[arg-type]
     except (KitNotFound, UnknownVolet) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

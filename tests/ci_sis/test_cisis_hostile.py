@@ -206,3 +206,22 @@ def test_cli_usage_problems_exit_2(kit_dir: Path, dlu: bytes, tmp_path: Path) ->
     assert runner.invoke(app, ["validate", str(tmp_path), "--volet", VOLET]).exit_code == 2
     assert runner.invoke(app, ["validate", str(path), "--volet", "NO-SUCH", "--kit", str(kit_dir)]).exit_code == 2
     assert runner.invoke(app, ["validate", str(path), "--volet", VOLET, "--kit", str(tmp_path)]).exit_code == 2
+
+
+def test_cli_refuses_a_50_mb_file_without_reading_it_all(kit_dir: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.xml"
+    with big.open("wb") as out:
+        out.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NUL bytes
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(app, ["validate", str(big), "--volet", VOLET, "--kit", str(kit_dir)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 2, result.output
+    assert "larger than" in result.output
+    assert peak < 40 * 1024 * 1024
+    devzero = Path("/dev/zero")
+    if devzero.exists():  # a device file has no size: the limit still holds
+        result = CliRunner().invoke(app, ["validate", str(devzero), "--volet", VOLET, "--kit", str(kit_dir)])
+        assert result.exit_code == 2
