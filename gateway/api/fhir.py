@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import Select
 
 from gateway import audit
@@ -38,7 +38,7 @@ from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
 from gateway.api.params import MAX_INT64
 from gateway.errors import FieldError, NotFound, ValidationFailed
 from gateway.services import queries
-from gateway.storage.models import Rendition, Submission
+from gateway.storage.models import Delivery, Rendition, Submission
 from mappings import Code, registry
 from profiles.api import router as validate_router
 
@@ -251,7 +251,50 @@ def _master_identifier(document_id: str) -> dict[str, str]:
     return {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{root}"}
 
 
-def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> dict[str, Any]:
+DELIVERY_EXTENSION = "urn:dui-gateway:fhir:extension:delivery"
+
+
+def _deliveries_of(session: Session, rows: list[_Row]) -> dict[str, list[Delivery]]:
+    """Each shown submission's deliveries with their receipts (one query each, not one per row)."""
+    ids = {r.submission.id for r in rows}
+    if not ids:
+        return {}
+    found: dict[str, list[Delivery]] = {}
+    for d in session.scalars(
+        select(Delivery)
+        .where(Delivery.submission_id.in_(ids))
+        .options(selectinload(Delivery.receipts))
+        .order_by(Delivery.created_at, Delivery.id)
+    ):
+        found.setdefault(d.submission_id, []).append(d)
+    return found
+
+
+def _delivery_extension(d: Delivery) -> dict[str, Any]:
+    """Where the document went and what the destination answered (status, its id, receipts)."""
+    parts: list[dict[str, Any]] = [
+        {"url": "destination", "valueString": d.destination},
+        {"url": "status", "valueCode": d.status},
+    ]
+    if d.remote_id:
+        parts.append({"url": "remoteId", "valueString": d.remote_id})
+    if d.delivered_at is not None:
+        parts.append({"url": "delivered", "valueDateTime": queries.as_utc(d.delivered_at).isoformat()})
+    for r in d.receipts:
+        receipt = [
+            {"url": "kind", "valueCode": r.kind},
+            {"url": "outcome", "valueCode": r.outcome},
+            {"url": "received", "valueDateTime": queries.as_utc(r.received_at).isoformat()},
+        ]
+        if r.remote_id:
+            receipt.append({"url": "remoteId", "valueString": r.remote_id})
+        parts.append({"url": "receipt", "extension": receipt})
+    return {"url": DELIVERY_EXTENSION, "extension": parts}
+
+
+def _document_reference(
+    row: _Row, base: str, replaced_ids: dict[str, str], deliveries: list[Delivery] | None = None
+) -> dict[str, Any]:
     rendition, submission = row.rendition, row.submission
     exchange: dict[str, Any] = (rendition.metadata_json or {}).get("exchange") or {}
     attachment: dict[str, Any] = {
@@ -312,6 +355,8 @@ def _document_reference(row: _Row, base: str, replaced_ids: dict[str, str]) -> d
         resource["relatesTo"] = [
             {"code": "replaces", "target": {"reference": f"DocumentReference/{replaced_ids[rendition.replaces]}"}}
         ]
+    if deliveries:
+        resource["extension"] = [_delivery_extension(d) for d in deliveries]
     return resource
 
 
@@ -489,6 +534,7 @@ def search_document_references(
         queries.encode_cursor(rows[-1].rendition.created_at, rows[-1].rendition.id) if len(result) > count else None
     )
     replaced = _replaced_ids(session, rows, tenant_id)
+    delivered = _deliveries_of(session, rows)
     _audit_search(session, caller, rows, person=person if patient is not None else None)
     base = _base_url(request)
     bundle: dict[str, Any] = {
@@ -501,7 +547,7 @@ def search_document_references(
         bundle["entry"] = [
             {
                 "fullUrl": f"{base}/DocumentReference/{row.rendition.id}",
-                "resource": _document_reference(row, base, replaced),
+                "resource": _document_reference(row, base, replaced, delivered.get(row.submission.id)),
                 "search": {"mode": "match"},
             }
             for row in rows
@@ -546,7 +592,12 @@ def read_document_reference(
 ) -> JSONResponse:
     """One document's DocumentReference."""
     row = _one(session, tenant_id, rendition_id)
-    resource = _document_reference(row, _base_url(request), _replaced_ids(session, [row], tenant_id))
+    resource = _document_reference(
+        row,
+        _base_url(request),
+        _replaced_ids(session, [row], tenant_id),
+        _deliveries_of(session, [row]).get(row.submission.id),
+    )
     audit.append(
         session,
         actor=caller.actor,
