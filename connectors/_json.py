@@ -23,6 +23,8 @@ class JsonRefused(ValueError):
 
 def nests_deeper_than(text: str, limit: int) -> bool:
     """True when the JSON text opens more than ``limit`` nested arrays/objects (strings skipped)."""
+    if text.count("[") + text.count("{") <= limit:  # cheap: most bodies never need the scan
+        return False
     depth = 0
     in_string = escaped = False
     for ch in text:

@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+from connectors._json import nests_deeper_than
 from gateway.api.problems import InvalidJson
 
 __all__ = ["MAX_JSON_DEPTH", "json_depth_exceeds", "parse_json_body"]
@@ -57,38 +58,13 @@ def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def _scan_depth_exceeds(text: str, limit: int) -> bool:
-    """A bracket count outside strings, before parsing: refuses what would exhaust the parser's recursion."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
 def parse_json_body(body: bytes) -> Any:
     """Parse a request body as strict JSON, or raise :class:`InvalidJson` (400) saying why (no values)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"request body is not UTF-8 (byte {exc.start})", extra={"position": exc.start}) from None
-    if _scan_depth_exceeds(text, MAX_JSON_DEPTH):
+    if nests_deeper_than(text, MAX_JSON_DEPTH):
         raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(
