@@ -21,19 +21,21 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.base import InboundEvent, InboundMessage, Interpretation, StoredInbound
-from gateway import audit
+from gateway import audit, persons
 from gateway.delivery import outbox
-from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
+from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt, encrypt_many
 from gateway.storage.codec import facts_to_json
 from gateway.storage.models import InboundMessage as InboundRow
 from gateway.storage.models import Submission, Tenant
@@ -150,6 +152,113 @@ class DatabaseSink:
         self._runtime.wake_workers()
         return StoredInbound(id=row_id, duplicate=False)
 
+    def store_many(self, messages: Sequence[InboundMessage]) -> list[StoredInbound | Exception]:
+        """Commit several messages in one transaction (group commit): one answer per message, in
+        order, each a :class:`StoredInbound` (committed, or already known: ``duplicate``) or the
+        exception that kept that message out (too large). Raises when the transaction fails:
+        then none of them is stored. One audit event records the batch (its inbound ids)."""
+        limit = self._runtime.settings.inbound_max_bytes
+        source = self._configured.name
+        answers: list[StoredInbound | Exception | None] = [None] * len(messages)
+        wanted: dict[str, int] = {}  # external id -> index of its first occurrence
+        for index, message in enumerate(messages):
+            if len(message.content) > limit:
+                answers[index] = InboundTooLarge(f"message of {len(message.content)} bytes exceeds {limit}")
+                continue
+            external_id = message.external_id.strip()[:255] or hashlib.sha256(message.content).hexdigest()
+            wanted.setdefault(external_id, index)
+        fresh: dict[str, str] = {}
+        if wanted:
+            fresh = self._insert_batch(source, {ext: messages[i] for ext, i in wanted.items()})
+            known = [ext for ext in wanted if ext not in fresh]
+            existing: dict[str, str] = {}
+            if known:
+                with self._runtime.session_factory() as session:
+                    existing = {
+                        str(ext): str(row_id)
+                        for ext, row_id in session.execute(
+                            select(InboundRow.external_id, InboundRow.id).where(
+                                InboundRow.source == source, InboundRow.external_id.in_(known)
+                            )
+                        )
+                    }
+            for index, message in enumerate(messages):
+                if answers[index] is not None:
+                    continue
+                ext = message.external_id.strip()[:255] or hashlib.sha256(message.content).hexdigest()
+                if ext in fresh and wanted[ext] == index:
+                    answers[index] = StoredInbound(id=fresh[ext], duplicate=False)
+                elif ext in fresh or ext in existing:
+                    answers[index] = StoredInbound(id=fresh.get(ext) or existing[ext], duplicate=True)
+                else:  # neither inserted nor found: cannot say it is stored
+                    answers[index] = LookupError("the message could not be stored")
+        if fresh:
+            self._runtime.wake_workers()
+        return [a if a is not None else LookupError("not stored") for a in answers]
+
+    def _insert_batch(self, source: str, batch: dict[str, InboundMessage]) -> dict[str, str]:
+        """INSERT ... ON CONFLICT DO NOTHING of the batch; the external ids inserted -> their row id."""
+        now = self._clock()
+        ids = {ext: str(uuid.uuid4()) for ext in batch}
+        with self._runtime.session_factory() as session, session.begin():
+            if self._tenant_id is None:
+                self._tenant_id = _tenant_id(session, self._configured.tenant)
+            tenant_id = self._tenant_id
+            ciphertexts, key_id = encrypt_many(
+                session,
+                tenant_id=tenant_id,
+                items=[(m.content, ids[ext].encode()) for ext, m in batch.items()],
+                keyring=self._runtime.keyring,
+            )
+            values = []
+            for (ext, message), ciphertext in zip(batch.items(), ciphertexts, strict=True):
+                headers = {str(k)[:64]: str(v)[:_SAFE_HEADER_CHARS] for k, v in list(message.headers.items())[:32]}
+                values.append(
+                    {
+                        "id": ids[ext],
+                        "source": source,
+                        "tenant_id": tenant_id,
+                        "external_id": ext,
+                        "media_type": message.media_type[:128],
+                        "headers": headers or None,
+                        "content_ct": ciphertext,
+                        "data_key_id": key_id,
+                        "size": len(message.content),
+                        "status": "received",
+                        "received_at": as_aware(message.received_at) or now,
+                    }
+                )
+            dialect = session.get_bind().dialect.name
+            insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+            # one statement compiled once (cached), sent as multi-row VALUES (insertmanyvalues)
+            table = InboundRow.__table__
+            assert isinstance(table, Table)
+            stmt = (
+                insert_fn(table)
+                .on_conflict_do_nothing(index_elements=["source", "external_id"])
+                .returning(table.c.id, table.c.external_id)
+            )
+            result = session.connection().execute(stmt, values)
+            inserted = {str(ext): str(row_id) for row_id, ext in result}
+            if inserted:
+                audit.append(
+                    session,
+                    actor=f"source:{source}",
+                    action="inbound_received",
+                    entity_type="inbound",
+                    entity_id=next(iter(inserted.values())),
+                    tenant_id=tenant_id,
+                    detail={
+                        "source": source,
+                        "count": len(inserted),
+                        "inbound": sorted(inserted.values()),
+                        "size": sum(len(batch[e].content) for e in inserted),
+                    },
+                    at=now,
+                    peer={"external_ids": ",".join(sorted(inserted))[:2000]},
+                )
+        return inserted
+
 
 def as_aware(value: datetime | None) -> datetime | None:
     if value is None:
@@ -209,13 +318,14 @@ def _event_submission(
     )
     if found is not None:
         return None
+    person_ref = _person(session, row=row, event=event, now=now)
     try:
         record = InboundEventRecord(
             event_type=event.event_type,
             source=row.source,
             inbound_id=row.id,
             essms_finess=event.essms_finess,
-            person_ref=event.person_ref,
+            person_ref=person_ref,
             series=event.series,
             payload=json.loads(json.dumps(dict(event.payload), default=str)),
         )
@@ -259,7 +369,65 @@ def _event_submission(
         detail={"document_type": INBOUND_EVENT.code, "event_type": event.event_type, "inbound": row.id},
         at=now,
     )
+    if person_ref is None and (event.identifiers or event.former_identifiers):
+        persons.keep_unmatched(
+            session,
+            runtime.keyring,
+            tenant_id=row.tenant_id,
+            essms_finess=event.essms_finess,
+            source=row.source,
+            inbound_id=row.id,
+            submission_id=sub_id,
+            event_type=event.event_type,
+            identifiers=[*event.identifiers, *event.former_identifiers],
+            now=now,
+        )
     return sub_id
+
+
+def _person(session: Session, *, row: InboundRow, event: InboundEvent, now: datetime) -> str | None:
+    """The DUI person an event is about: the source's own match, else the identifier index (INS
+    first, then the other identifiers, then those an A40 merged). A matched person's identifiers
+    from the message are indexed (an A40 carries the merged ones over, audited), and sharing
+    choices the peer collected are applied (audited)."""
+    actor = f"source:{row.source}"
+    person_ref = event.person_ref
+    if person_ref is None and (event.identifiers or event.former_identifiers):
+        person_ref = persons.match(session, row.tenant_id, [*event.identifiers, *event.former_identifiers])
+    if person_ref is None:
+        return None
+    added = persons.remember(
+        session,
+        tenant_id=row.tenant_id,
+        essms_finess=event.essms_finess,
+        person_ref=person_ref,
+        identifiers=[*event.identifiers, *event.former_identifiers],
+        origin="merge" if event.former_identifiers else "message",
+        now=now,
+    )
+    if event.former_identifiers:
+        audit.append(
+            session,
+            actor=actor,
+            action="identity_merged",
+            entity_type="person",
+            entity_id=person_ref[:128],
+            tenant_id=row.tenant_id,
+            person_ref=person_ref,
+            detail={"inbound": row.id, "identifiers_indexed": added},
+            at=now,
+        )
+    if event.sharing_refusals:
+        persons.apply_sharing(
+            session,
+            tenant_id=row.tenant_id,
+            person_ref=person_ref,
+            choices=event.sharing_refusals,
+            actor=actor,
+            inbound_id=row.id,
+            now=now,
+        )
+    return person_ref
 
 
 def process_next_inbound(runtime: Runtime, *, worker_id: str, clock: Callable[[], datetime] = _utcnow) -> bool:

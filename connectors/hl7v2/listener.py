@@ -20,16 +20,18 @@ ones wait in the kernel backlog). Parsing happens later, in :meth:`MllpSource.in
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import ssl
 import threading
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.base import Health, InboundMessage, InboundSink, Interpretation
+from connectors.base import Health, InboundMessage, InboundSink, Interpretation, StoredInbound
 from connectors.hl7v2 import er7
 from connectors.hl7v2.mllp import Frame, FrameReader, FramingError, frame
 
@@ -66,6 +68,9 @@ class MllpSourceSettings(BaseModel):
     # person references: a hospital that knows the resident's ESSMS number sends it with these
     local_authorities: list[str] = Field(default_factory=list)
     application: str = Field(default="DUI-GATEWAY", max_length=64)  # MSH-3 of the ACKs
+    # messages arriving together on several connections are committed in one transaction (each
+    # still acknowledged only after that commit) when the sink can (``store_many``)
+    group_commit: bool = True
 
     @model_validator(mode="after")
     def _tls(self) -> MllpSourceSettings:
@@ -74,6 +79,57 @@ class MllpSourceSettings(BaseModel):
         if self.client_ca_file and not self.certificate_file:
             raise ValueError("client_ca_file (client certificates) needs TLS (certificate_file, private_key_file)")
         return self
+
+
+class _GroupCommit:
+    """Messages waiting to be stored, committed together by one thread (group commit).
+
+    Each connection has at most one message waiting (it waits for its ACK), so a batch holds at
+    most one message per connection; every message's answer is the batch's commit (or failure).
+    """
+
+    _MAX_BATCH = 256
+
+    def __init__(self, sink: InboundSink, stop: threading.Event) -> None:
+        self._store_many = sink.store_many  # type: ignore[attr-defined]
+        self._queue: queue.Queue[tuple[InboundMessage, Future[StoredInbound]]] = queue.Queue()
+        self._stop = stop
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="mllp-commit")
+        self._thread.start()
+
+    def store(self, message: InboundMessage) -> StoredInbound:
+        future: Future[StoredInbound] = Future()
+        self._queue.put((message, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < self._MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                answers = self._store_many([m for m, _ in batch])
+            except Exception as exc:  # nothing of the batch is stored: every message gets AR
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+    def join(self) -> None:
+        self._thread.join(5)
 
 
 class MllpSource:
@@ -117,6 +173,9 @@ class MllpSource:
         self._bound.set()
         _log.info("mllp_listening", port=self._address[1], tls=self._context is not None)
         threads: list[threading.Thread] = []
+        if self.settings.group_commit and hasattr(sink, "store_many"):
+            committer = _GroupCommit(sink, stop)
+            sink = committer
         try:
             while not stop.is_set():
                 if not self._slots.acquire(timeout=0.2):

@@ -21,7 +21,7 @@ import binascii
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
@@ -251,6 +251,19 @@ def encrypt(
     aead = keyring.data_key(session, row.id)
     nonce = os.urandom(_NONCE_BYTES)
     return _FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(row.id, aad)), row.id
+
+
+def encrypt_many(
+    session: Session, *, tenant_id: str, items: Sequence[tuple[bytes, bytes]], keyring: KeyRing
+) -> tuple[list[bytes], str]:
+    """``encrypt`` of several (plaintext, aad) pairs under one lookup of the current data key."""
+    row = current_data_key(session, tenant_id=tenant_id, keyring=keyring)
+    aead = keyring.data_key(session, row.id)
+    out = []
+    for plaintext, aad in items:
+        nonce = os.urandom(_NONCE_BYTES)
+        out.append(_FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(row.id, aad)))
+    return out, row.id
 
 
 def decrypt(session: Session, *, data_key_id: str, ciphertext: bytes, keyring: KeyRing, aad: bytes = b"") -> bytes:

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""MLLP listener throughput: messages acknowledged (AA) per second, each committed before its AA.
+
+    .venv/bin/python bench/bench_mllp.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/bench_mllp.py --backend sqlite --messages 2000
+
+A real ``dui-gateway sources`` process runs the routing file's ``mllp`` source against a scratch
+database; N client connections (1 and 4 by default) each send PAM-FR ADT^A01 messages one after
+the other over a real socket (send, wait for the ACK, send the next: what an HL7 sender does).
+Every ACK must be AA; the count of stored messages is checked against the AAs at the end.
+Prints msg/s per connection count and the machine's load (``os.getloadavg``); asserts nothing
+about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from connectors.hl7v2.mllp import frame, read_frame  # noqa: E402
+from gateway.storage.models import InboundMessage  # noqa: E402
+from tests.connectors.hl7v2.support import adt, msa  # noqa: E402
+from tests.peers.gateway import Deployment, create_pg_database, drop_pg_database, provision  # noqa: E402
+from tests.peers.net import free_port, wait_port  # noqa: E402
+
+FINESS = "750000010"
+
+
+def _client(port: int, prefix: str, count: int, acked: list[int], errors: list[str]) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ok = 0
+        for i in range(count):
+            sock.sendall(frame(adt("A01", control_id=f"{prefix}-{i}", movement=f"M{prefix}-{i}")))
+            code = msa(read_frame(sock))[0]
+            if code == "AA":
+                ok += 1
+            else:
+                errors.append(code)
+        acked.append(ok)
+
+
+def run(backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="dgw-bench-mllp-"))
+    db_url = create_pg_database(pg_url) if backend == "postgresql" and pg_url else None
+    dep = Deployment.create(tmp / "deployment", db_url=db_url)
+    dep.env["DUI_GATEWAY_LOG_LEVEL"] = "WARNING"
+    port = free_port()
+    try:
+        dep.migrate()
+        provision(dep.db_url, finess=FINESS)
+        dep.write_routing(
+            {
+                "sources": {
+                    "hospital-adt": {
+                        "source": "mllp",
+                        "tenant": "e2e",
+                        "settings": {"essms_finess": FINESS, "port": port, "group_commit": batch},
+                    }
+                }
+            }
+        )
+        proc = dep.spawn("sources", "sources")
+        wait_port(port, alive=proc.alive, timeout=60)
+        for n in connections:
+            acked: list[int] = []
+            errors: list[str] = []
+            per = messages // n
+            threads = [threading.Thread(target=_client, args=(port, f"c{n}-{k}", per, acked, errors)) for k in range(n)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - started
+            load = os.getloadavg()
+            total = sum(acked)
+            print(
+                f"{backend:<10} connections={n} messages={total} AA in {elapsed:.2f}s -> {total / elapsed:,.0f} msg/s"
+                f"  (errors={len(errors)}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cpus)"
+            )
+        with dep.engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(InboundMessage)).scalar_one()
+        print(f"stored {stored} messages (every AA'd message is stored: {stored >= total})")
+    finally:
+        dep.close()
+        if db_url:
+            drop_pg_database(db_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--pg-url", default=os.environ.get("DUI_GATEWAY_TEST_PG_URL"))
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--connections", default="1,4")
+    parser.add_argument("--no-group-commit", action="store_true", help="one transaction per message")
+    args = parser.parse_args()
+    if args.backend == "postgresql" and not args.pg_url:
+        parser.error("--pg-url (or DUI_GATEWAY_TEST_PG_URL) is needed for PostgreSQL")
+    run(
+        args.backend,
+        messages=args.messages,
+        connections=[int(c) for c in args.connections.split(",")],
+        pg_url=args.pg_url,
+        batch=not args.no_group_commit,
+    )
+
+
+if __name__ == "__main__":
+    main()
