@@ -262,6 +262,15 @@ class InboundEvent:
     essms_finess: str
     person_ref: str | None = None
     series: str | None = None
+    # When ``person_ref`` is None: the person's identifiers as the peer knows them, as
+    # ``<system>|<value>`` (system: an OID ``urn:oid:...`` or an assigning authority's name), for
+    # the gateway to match against the identifiers it knows (INS first). ``former_identifiers``:
+    # identifiers the peer merged into these (an HL7 A40): they now designate the same person.
+    identifiers: tuple[str, ...] = ()
+    former_identifiers: tuple[str, ...] = ()
+    # Sharing choices the peer collected (consent family value -> refused), applied to the
+    # matched person's stored choices (audited) and so to routing from then on.
+    sharing_refusals: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ longer authenticates) reject. See docs/delivery.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from gateway import audit
+from gateway import audit, persons
 from gateway.conformance import GateUnavailable, check_rendition, redact_report
 from gateway.delivery import outbox
 from gateway.routing import Decision, RoutingTable
@@ -133,6 +134,8 @@ class _Loaded:
     series: dict[str, PreviousVersion] = field(default_factory=dict)
     unreadable: str | None = None  # why the stored record cannot be read (exception type)
     unavailable: str | None = None  # a key is missing here: hold, do not reject
+    # consent families refused through stored sharing choices (gateway.persons), added to the record's
+    stored_refusals: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -142,6 +145,7 @@ class _Result:
     facts: RecordFacts | None = None
     renditions: list[Rendition] = field(default_factory=list)
     decision: Decision | None = None
+    record: BaseModel | None = None  # the validated record (its person's qualified INS is indexed)
 
 
 # a version "reached" a destination when one of its deliveries is delivered or still on its way
@@ -237,6 +241,7 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
         # "processing" it would be re-claimed after every lease, holding back its series.
         record, unreadable = b"", type(exc).__name__
     previous, series = _previous_versions(session, sub)
+    refusals = persons.stored_refusals(session, sub.tenant_id, sub.person_ref)
     return _Loaded(
         submission_id=sub.id,
         tenant_id=sub.tenant_id,
@@ -250,6 +255,7 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
         series=series,
         unreadable=unreadable,
         unavailable=unavailable,
+        stored_refusals=refusals,
     )
 
 
@@ -279,6 +285,10 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
         return _rejected("validation", errors=errors)
     try:
         facts = doc_type.facts(record)
+        if loaded.stored_refusals - facts.sharing_refused_with:
+            facts = dataclasses.replace(
+                facts, sharing_refused_with=frozenset(facts.sharing_refused_with | loaded.stored_refusals)
+            )
         renditions = doc_type.render(
             record,
             RenderContext(
@@ -333,7 +343,7 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
     }
     if not decision.destinations:
         report["routing"]["reason"] = "no_destination"
-    return _Result(kind="routed", report=report, facts=facts, renditions=renditions, decision=decision)
+    return _Result(kind="routed", report=report, facts=facts, renditions=renditions, decision=decision, record=record)
 
 
 def _write(
@@ -387,6 +397,14 @@ def _write(
             document_type=loaded.document_type,
         )
         stored = _store_renditions(session, runtime, loaded, result.renditions, now=now)
+        if result.record is not None:
+            persons.index_record(
+                session,
+                tenant_id=loaded.tenant_id,
+                essms_finess=loaded.essms_finess,
+                person_ref=loaded.person_ref,
+                record=result.record,
+            )
         events.append(("mapped", "success", {"renditions": stored}))
         table: RoutingTable = runtime.routing if runtime.routing is not None else RoutingTable()
         targets = []

@@ -303,3 +303,67 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     last_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class PersonIdentifier(Base):
+    """An identifier the gateway knows for a person of the DUI (the index inbound messages match).
+
+    ``digest`` is SHA-256 of tenant id, system and value: the value itself (an INS, a hospital's
+    patient number) is not kept in clear. ``system``: ``urn:oid:<OID>`` or an assigning authority's
+    name. ``origin``: ``record`` (a submitted record's qualified INS), ``operator`` (linked by
+    hand), ``merge`` (an A40 merge carried it over).
+    """
+
+    __tablename__ = "person_identifiers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    system: Mapped[str] = mapped_column(String(128), nullable=False)
+    person_ref: Mapped[str] = mapped_column(String(128), nullable=False)
+    essms_finess: Mapped[str] = mapped_column(String(9), nullable=False)
+    origin: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _ts()
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "digest", name="uq_person_identifiers_digest"),
+        Index("ix_person_identifiers_person", "tenant_id", "person_ref"),
+    )
+
+
+class SharingChoice(Base):
+    """A person's sharing choice for one consent family learnt outside their record (e.g. an HL7
+    ZFA opposition to DMP feeding). Routing adds the refused families to the record's own."""
+
+    __tablename__ = "sharing_choices"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    person_ref: Mapped[str] = mapped_column(String(128), nullable=False)
+    family: Mapped[str] = mapped_column(String(32), nullable=False)
+    refused: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    origin: Mapped[str] = mapped_column(String(64), nullable=False)  # e.g. source:hospital-adt
+    inbound_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    updated_at: Mapped[datetime] = _ts()
+    __table_args__ = (UniqueConstraint("tenant_id", "person_ref", "family", name="uq_sharing_choices_person_family"),)
+
+
+class UnmatchedPerson(Base):
+    """An inbound event about a person the gateway could not match, kept for an operator to link.
+
+    ``identifiers_ct``: the peer's identifiers (JSON list of ``system|value``), encrypted.
+    """
+
+    __tablename__ = "unmatched_persons"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    essms_finess: Mapped[str] = mapped_column(String(9), nullable=False)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    inbound_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    submission_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    digests: Mapped[list | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]
+    identifiers_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    data_key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # open | linked
+    person_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = _ts()
+    linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (Index("ix_unmatched_persons_status", "tenant_id", "status", "created_at"),)
