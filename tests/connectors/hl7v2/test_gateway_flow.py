@@ -219,3 +219,45 @@ def test_a_merge_carries_the_old_identifier_over(wired: Any, tenant: Any, dui: S
     with wired.session_factory() as session:
         assert persons.match(session, tenant.id, ["urn:oid:1.2.250.1.999.1|NEW-1"]) == "RES-9"
         assert session.scalars(select(AuditEvent).where(AuditEvent.action == "identity_merged")).first() is not None
+
+
+def test_a_dlu_sent_in_an_mdm_is_delivered_when_the_application_ack_comes_back(
+    wired: Any, tenant: Any, client: Any
+) -> None:
+    import time
+
+    from connectors.hl7v2.connector import MllpConnector, MllpConnectorSettings
+    from connectors.sandbox.mllp import MllpPeer
+    from gateway.storage.models import Delivery
+
+    with MllpPeer(ack_to=("127.0.0.1", wired.mllp_port)) as pfi:
+        host, port = pfi.address
+        wired.destinations["pfi"] = MllpConnector(
+            MllpConnectorSettings(host=host, port=port, timeout=5, ack_mode="enhanced")
+        )
+        wired.routing = RoutingTable(
+            config=parse_config(
+                {
+                    "destinations": {"pfi": {"connector": "mllp", "category": "dmp"}},
+                    "rules": [{"document_types": ["dlu"], "destinations": ["pfi"]}],
+                }
+            )
+        )
+        wired._bulkheads = None
+        pfi.answer_next("CA")  # accepted now, application ACK later (to the gateway's mllp source)
+        _post_dlu(client, tenant, wired.demo_record)
+        _drain(wired)
+        with wired.session_factory() as session:
+            (delivery,) = session.scalars(select(Delivery)).all()
+            assert delivery.status == "sent" and delivery.ack_ref
+        (received,) = pfi.received.values()
+        assert received.message_type == "MDM^T02^MDM_T02"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            _drain(wired)
+            with wired.session_factory() as session:
+                delivery = session.scalars(select(Delivery)).one()
+            if delivery.status == "delivered":
+                break
+            time.sleep(0.1)
+        assert delivery.status == "delivered"

@@ -209,3 +209,45 @@ def test_concurrent_connections_every_aa_is_stored(listener: _Listener, runtime:
     assert len(acked) == 100
     with runtime.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(InboundRow)) == 100
+
+
+def test_tls_with_client_certificates(tmp_path: Any, runtime: Any, tenant: Any) -> None:
+    import ssl
+
+    from connectors.sandbox.mail.pki import DevPki
+
+    pki = DevPki(tmp_path / "pki")
+    source = MllpSource(
+        MllpSourceSettings(
+            essms_finess=tenant.finess,
+            port=0,
+            certificate_file=str(pki.server.cert_path),
+            private_key_file=str(pki.server.key_path),
+            client_ca_file=str(pki.ca_path),
+        )
+    )
+    configured = ConfiguredSource("hospital-adt", source, tenant.code, None)
+    lst = _Listener(source, DatabaseSink(runtime, configured))
+    try:
+
+        def tls_send(cert: Any) -> bytes:
+            context = ssl.create_default_context(cafile=str(pki.ca_path))
+            if cert is not None:
+                context.load_cert_chain(str(cert.cert_path), str(cert.key_path))
+            with (
+                socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as sock,
+            ):
+                sock.sendall(frame(adt("A01", control_id=f"TLS-{id(cert)}")))
+                return read_frame(sock)
+
+        assert msa(tls_send(pki.client))[0] == "AA"
+        for refused in (None, pki.rogue):  # no client certificate, or one from a CA nobody trusts
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                tls_send(refused)
+        # plain MLLP on a TLS port: the handshake fails, nothing is stored, the listener still serves
+        with pytest.raises((ConnectionError, OSError)):
+            lst.send(adt("A01", control_id="PLAIN"))
+        assert [r.external_id.rsplit("|", 1)[1] for r in _stored(runtime)] == [f"TLS-{id(pki.client)}"]
+    finally:
+        lst.close()
