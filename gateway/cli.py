@@ -88,6 +88,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "credentials",
         "Credentials of the ESSMS (certificates, keys, mailbox passwords) by tenant/FINESS/purpose.",
     ),
+    Subcommand(
+        "gateway.persons_cli",
+        "app",
+        "persons",
+        "Persons inbound messages name: the unmatched ones, and linking them to a DUI person.",
+    ),
     Subcommand("ci_sis.cli", "app", "cisis", "CI-SIS CDA conformance (XSD + ANS schematrons)"),
     Subcommand("profiles.cli", "app", "fhir", "FHIR conformance (base R4, FR Core, TDDUI, PDSm)"),
 ]

@@ -334,6 +334,38 @@ def sandbox_sdo(
         box.stop()
 
 
+@sandbox_app.command("mllp")
+def sandbox_mllp(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free port, printed at start)")] = 2576,
+    answer: Annotated[str, typer.Option(help="AA (delivered) or CA (accepted, application ACK later)")] = "AA",
+    ack_to: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the gateway's mllp source, for the application ACKs (CA)")
+    ] = None,
+) -> None:
+    """Run an MLLP peer (a PFI receiving MDM documents): it acknowledges, and with CA sends application ACKs later."""
+    import json
+    import threading
+
+    from connectors.sandbox.mllp import MllpPeer
+
+    if answer not in ("AA", "CA"):
+        raise typer.BadParameter("--answer is AA or CA")
+    target = None
+    if ack_to:
+        host, _, ack_port = ack_to.rpartition(":")
+        target = (host or "127.0.0.1", int(ack_port))
+    peer = MllpPeer(port=port, ack_to=target, default_answer=answer)
+    peer.start()
+    print(json.dumps({"event": "mllp_sandbox_listening", "port": peer.address[1], "answer": answer}), flush=True)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        peer.stop()
+
+
 def replay(
     entity_id: Annotated[str, typer.Argument(help="The submission to send again (or a delivery with --delivery)")],
     delivery: Annotated[

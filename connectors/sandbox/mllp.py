@@ -38,6 +38,7 @@ class MllpPeer:
     port: int = 0
     host: str = "127.0.0.1"
     ack_to: tuple[str, int] | None = None
+    default_answer: str = "AA"  # when nothing was planned with answer_next
     received: dict[str, Received] = field(default_factory=dict)
     _plan: deque[tuple[str, float]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -113,7 +114,7 @@ class MllpPeer:
         except er7.HeaderError as exc:
             return er7.ack(exc.header, "AR", control_id="PEER", text=str(exc), error_code=exc.code)
         with self._lock:
-            code, delay = self._plan.popleft() if self._plan else ("AA", 0.0)
+            code, delay = self._plan.popleft() if self._plan else (self.default_answer, 0.0)
         if delay:
             time.sleep(delay)
         control = f"PEER{datetime.now(UTC).strftime('%H%M%S%f')}"
