@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ _log = structlog.get_logger(__name__)
 UNKNOWN_ACK_GRACE = timedelta(minutes=2)
 _RETRY_UNKNOWN = timedelta(seconds=5)
 _SAFE_HEADER_CHARS = 256
+_DATA_KEY_TTL = 30.0  # seconds a batch insert reuses the tenant's current data key id
 
 
 def _utcnow() -> datetime:
@@ -84,6 +86,7 @@ class DatabaseSink:
         self._configured = configured
         self._clock = clock
         self._tenant_id: str | None = None
+        self._data_key: tuple[str, float] | None = None  # (id, until): group commits skip the lookup
 
     def store(self, message: InboundMessage) -> StoredInbound:
         """Commit the message (encrypted) and its audit event; a known (source, external_id) is a duplicate."""
@@ -204,12 +207,16 @@ class DatabaseSink:
             if self._tenant_id is None:
                 self._tenant_id = _tenant_id(session, self._configured.tenant)
             tenant_id = self._tenant_id
+            cached_key = self._data_key if self._data_key and self._data_key[1] > time.monotonic() else None
             ciphertexts, key_id = encrypt_many(
                 session,
                 tenant_id=tenant_id,
                 items=[(m.content, ids[ext].encode()) for ext, m in batch.items()],
                 keyring=self._runtime.keyring,
+                data_key_id=cached_key[0] if cached_key else None,
             )
+            if cached_key is None:  # a rotated key is used for new messages within _DATA_KEY_TTL
+                self._data_key = (key_id, time.monotonic() + _DATA_KEY_TTL)
             values = []
             for (ext, message), ciphertext in zip(batch.items(), ciphertexts, strict=True):
                 headers = {str(k)[:64]: str(v)[:_SAFE_HEADER_CHARS] for k, v in list(message.headers.items())[:32]}

@@ -254,16 +254,22 @@ def encrypt(
 
 
 def encrypt_many(
-    session: Session, *, tenant_id: str, items: Sequence[tuple[bytes, bytes]], keyring: KeyRing
+    session: Session,
+    *,
+    tenant_id: str,
+    items: Sequence[tuple[bytes, bytes]],
+    keyring: KeyRing,
+    data_key_id: str | None = None,
 ) -> tuple[list[bytes], str]:
-    """``encrypt`` of several (plaintext, aad) pairs under one lookup of the current data key."""
-    row = current_data_key(session, tenant_id=tenant_id, keyring=keyring)
-    aead = keyring.data_key(session, row.id)
+    """``encrypt`` of several (plaintext, aad) pairs under one lookup of the current data key
+    (or under ``data_key_id``, a key of this tenant the caller looked up recently)."""
+    key_id = data_key_id or current_data_key(session, tenant_id=tenant_id, keyring=keyring).id
+    aead = keyring.data_key(session, key_id)
     out = []
     for plaintext, aad in items:
         nonce = os.urandom(_NONCE_BYTES)
-        out.append(_FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(row.id, aad)))
-    return out, row.id
+        out.append(_FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(key_id, aad)))
+    return out, key_id
 
 
 def decrypt(session: Session, *, data_key_id: str, ciphertext: bytes, keyring: KeyRing, aad: bytes = b"") -> bytes:

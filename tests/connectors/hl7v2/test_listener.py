@@ -251,3 +251,51 @@ def test_tls_with_client_certificates(tmp_path: Any, runtime: Any, tenant: Any) 
         assert [r.external_id.rsplit("|", 1)[1] for r in _stored(runtime)] == [f"TLS-{id(pki.client)}"]
     finally:
         lst.close()
+
+
+def test_store_many_answers_each_message(runtime: Any, tenant: Any) -> None:
+    from gateway.inbound import InboundTooLarge
+
+    source = MllpSource(MllpSourceSettings(essms_finess=tenant.finess, port=0))
+    sink = DatabaseSink(runtime, ConfiguredSource("hospital-adt", source, tenant.code, None))
+
+    def message(cid: str, content: bytes | None = None) -> InboundMessage:
+        return InboundMessage(external_id=cid, content=content or adt("A01", control_id=cid), media_type="x")
+
+    (first,) = sink.store_many([message("A")])
+    assert isinstance(first, StoredInbound) and not first.duplicate
+    big = message("BIG", b"x" * (runtime.settings.inbound_max_bytes + 1))
+    answers = sink.store_many([message("A"), message("B"), message("B"), big, message("C")])
+    assert isinstance(answers[0], StoredInbound) and answers[0].duplicate and answers[0].id == first.id
+    assert isinstance(answers[1], StoredInbound) and not answers[1].duplicate
+    assert isinstance(answers[2], StoredInbound) and answers[2].duplicate and answers[2].id == answers[1].id
+    assert isinstance(answers[3], InboundTooLarge)
+    assert isinstance(answers[4], StoredInbound) and not answers[4].duplicate
+    assert sorted(r.external_id for r in _stored(runtime)) == ["A", "B", "C"]
+
+
+class _BrokenBatchSink:
+    def store(self, message: InboundMessage) -> StoredInbound:
+        raise AssertionError("group commit uses store_many")
+
+    def store_many(self, messages: Any) -> Any:
+        raise OSError("transaction failed")
+
+
+def test_a_failed_group_commit_answers_ar_to_every_message_of_the_batch() -> None:
+    source = MllpSource(MllpSourceSettings(essms_finess="750000010", port=0))
+    lst = _Listener(source, _BrokenBatchSink())
+    try:
+        answers: list[list[str]] = []
+
+        def one(n: int) -> None:
+            answers.append(msa(lst.send(adt("A01", control_id=f"G{n}"))))
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(a[0] for a in answers) == ["AR"] * 4
+    finally:
+        lst.close()
