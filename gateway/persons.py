@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import audit
@@ -106,19 +107,24 @@ def remember(
             if existing != person_ref:
                 _log.warning("person_identifier_conflict", system=_split(identifier)[0])
             continue
-        session.add(
-            PersonIdentifier(
-                id=str(uuid.uuid4()),
-                tenant_id=tenant_id,
-                digest=key,
-                system=_split(identifier)[0],
-                person_ref=person_ref,
-                essms_finess=essms_finess,
-                origin=origin,
-                created_at=now or _now(),
-            )
-        )
-        session.flush()
+        try:
+            # a concurrent worker may index the same identifier first: only this insert is undone
+            with session.begin_nested():
+                session.add(
+                    PersonIdentifier(
+                        id=str(uuid.uuid4()),
+                        tenant_id=tenant_id,
+                        digest=key,
+                        system=_split(identifier)[0],
+                        person_ref=person_ref,
+                        essms_finess=essms_finess,
+                        origin=origin,
+                        created_at=now or _now(),
+                    )
+                )
+                session.flush()
+        except IntegrityError:
+            continue
         added += 1
     return added
 

@@ -144,6 +144,8 @@ class MllpSource:
         self._bound = threading.Event()
         self._address: tuple[str, int] | None = None
         self._slots = threading.BoundedSemaphore(self.settings.max_connections)
+        self._lock = threading.Lock()
+        self._live: set[socket.socket] = set()
         self._context = self._tls_context()
 
     # -- listening --------------------------------------------------------------------------
@@ -197,10 +199,17 @@ class MllpSource:
         finally:
             server.close()
             self._bound.clear()
+            with self._lock:  # wake connections blocked in recv: they close and end
+                for conn in list(self._live):
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
             for thread in threads:
                 thread.join(2.0)
 
     def _serve(self, conn: socket.socket, sink: InboundSink, stop: threading.Event) -> None:
+        with self._lock:
+            self._live.add(conn)
+        raw = conn
         try:
             conn.settimeout(self.settings.idle_timeout_seconds)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -220,6 +229,8 @@ class MllpSource:
         except Exception as exc:  # a bug must never take the listener down
             _log.error("mllp_connection_crashed", error_type=type(exc).__name__)
         finally:
+            with self._lock:
+                self._live.discard(raw)
             with contextlib.suppress(OSError):
                 conn.close()
             self._slots.release()

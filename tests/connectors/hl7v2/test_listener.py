@@ -299,3 +299,22 @@ def test_a_failed_group_commit_answers_ar_to_every_message_of_the_batch() -> Non
         assert sorted(a[0] for a in answers) == ["AR"] * 4
     finally:
         lst.close()
+
+
+def test_stop_closes_idle_connections_promptly() -> None:
+    import time
+
+    source = MllpSource(MllpSourceSettings(essms_finess="750000010", port=0, idle_timeout_seconds=600))
+    lst = _Listener(source, _FailingSink())
+    socks = [lst.connect() for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        lst.close()
+        assert not lst.thread.is_alive()
+        assert time.monotonic() - started < 2.0
+        for sock in socks:
+            assert sock.recv(10) == b""  # closed by the listener
+    finally:
+        for sock in socks:
+            sock.close()
