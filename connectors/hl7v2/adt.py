@@ -187,6 +187,12 @@ def read_adt(msg: Message) -> dict[str, Any]:
             "origin": msg.get("ZFM", 3) or None,
             "destination": msg.get("ZFM", 4) or None,
         }
+    if msg.first("ZFD") is not None:
+        # ZFD (complément démographique): positions as in the ANS PAM-FR 2.11 examples
+        payload["ins_collection"] = {"method": msg.get("ZFD", 5) or None, "at": _when(msg.get("ZFD", 6))}
+    if msg.first("ZFV") is not None:
+        payload["origin_facility"] = msg.get("ZFV", 1, 1) or None  # ZFV-1: établissement de provenance
+    payload["z_segments"] = sorted({seg.name for seg in msg.segments if seg.name.startswith("Z")})
     if trigger == "A40":
         payload["merged_identifiers"] = [i for m in msg.all("MRG") for i in _identifiers(msg, m, 1)]
     return payload

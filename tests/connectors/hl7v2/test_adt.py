@@ -95,6 +95,8 @@ def test_ans_consent_examples(name: str, feeding: str, refusals: dict[str, bool]
     assert event.payload["movement"]["id"] == "312"
     assert event.payload["visit"]["class"] == "I"
     assert event.payload["pmsi"]["entry_mode"] == "8"
+    assert event.payload["ins_collection"] == {"method": "INSI", "at": "2021-12-01T00:00:00"}
+    assert event.payload["z_segments"] == ["ZBE", "ZFA", "ZFD", "ZFM"]
 
 
 def test_application_acknowledgements() -> None:
