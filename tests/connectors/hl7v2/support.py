@@ -36,8 +36,18 @@ STRUCTURES = {
     "A53": ("ADT_A52", "CANCEL"),
     "A54": ("ADT_A54", "INSERT"),
     "A55": ("ADT_A52", "CANCEL"),
+    "Z99": ("ADT_A01", "UPDATE"),  # PAM-FR: update of an existing movement (ZBE-6: its original trigger)
 }
-ORIGINAL = {"A11": "A01", "A12": "A02", "A13": "A03", "A38": "A05", "A52": "A21", "A53": "A22", "A55": "A54"}
+ORIGINAL = {
+    "Z99": "A01",
+    "A11": "A01",
+    "A12": "A02",
+    "A13": "A03",
+    "A38": "A05",
+    "A52": "A21",
+    "A53": "A22",
+    "A55": "A54",
+}
 
 
 def adt(

@@ -27,7 +27,7 @@ def _event(raw: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_every_accepted_pam_fr_trigger_has_a_fixture() -> None:
-    assert {t for t in ADT_TRIGGERS if t.startswith("A") and t != "A47"} == set(STRUCTURES)
+    assert {t for t in ADT_TRIGGERS if t.startswith("A") and t != "A47"} | {"Z99"} == set(STRUCTURES)
 
 
 @pytest.mark.parametrize("trigger", sorted(STRUCTURES))
@@ -69,6 +69,15 @@ def test_a_movement_and_its_cancellation_share_a_series() -> None:
     assert admission.series != other.series
     assert admission.payload["movement"]["id"] == "M-42"
     assert admission.payload["movement"]["at"] == "2024-03-09T11:00:00"
+
+
+def test_a_movement_update_names_the_movement_and_its_original_trigger() -> None:
+    admission = _event(adt("A01", movement="M-7"))
+    update = _event(adt("Z99", movement="M-7", control_id="MSG-3"))
+    assert update.event_type == "adt.movement_updated"
+    assert update.payload["movement"]["action"] == "UPDATE"
+    assert update.payload["movement"]["original_trigger"] == "A01"
+    assert update.series == admission.series
 
 
 def test_a_local_identifier_of_the_essms_is_the_person_ref() -> None:
