@@ -167,6 +167,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         openapi_tags=[
             {"name": "submissions", "description": "Submit DUI records and follow them"},
             {"name": "deliveries", "description": "Act on deliveries to destinations"},
+            {"name": "persons", "description": "Inbound events about persons not matched yet, and linking them"},
             {"name": "audit", "description": "Audit trail as FHIR AuditEvent"},
             {"name": "health", "description": "Liveness and readiness"},
             {"name": "metrics", "description": "Prometheus metrics"},

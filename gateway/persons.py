@@ -317,12 +317,20 @@ def list_unmatched(
     return out
 
 
-def link(session: Session, keyring: KeyRing, *, unmatched_id: str, person_ref: str, actor: str) -> int:
+def link(
+    session: Session,
+    keyring: KeyRing,
+    *,
+    unmatched_id: str,
+    person_ref: str,
+    actor: str,
+    tenant_id: str | None = None,
+) -> int:
     """An operator says who an unmatched event was about: its identifiers are indexed for
     ``person_ref`` (audited); every open entry with one of those identifiers is linked too.
     Returns the number of entries linked. Raises LookupError for an unknown or closed entry."""
     row = session.get(UnmatchedPerson, unmatched_id)
-    if row is None or row.status != "open":
+    if row is None or row.status != "open" or (tenant_id is not None and row.tenant_id != tenant_id):
         raise LookupError("no open unmatched person with this id")
     plain = decrypt(
         session, data_key_id=row.data_key_id, ciphertext=row.identifiers_ct, keyring=keyring, aad=row.id.encode()

@@ -2,8 +2,16 @@
 request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
 """
 
-from gateway.api import audit, deliveries, health, inbound, metrics, submissions
+from gateway.api import audit, deliveries, health, inbound, metrics, persons, submissions
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = (submissions.router, deliveries.router, inbound.router, audit.router, health.router, metrics.router)
+ROUTERS = (
+    submissions.router,
+    deliveries.router,
+    inbound.router,
+    persons.router,
+    audit.router,
+    health.router,
+    metrics.router,
+)
