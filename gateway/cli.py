@@ -95,6 +95,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "Persons inbound messages name: the unmatched ones, and linking them to a DUI person.",
     ),
     Subcommand("ci_sis.cli", "app", "cisis", "CI-SIS CDA conformance (XSD + ANS schematrons)"),
+    Subcommand(
+        "ci_sis.kit_cli",
+        "app",
+        "kit",
+        "The ANS CI-SIS test kit: install the pinned snapshot, show which kit is used.",
+    ),
     Subcommand("profiles.cli", "app", "fhir", "FHIR conformance (base R4, FR Core, TDDUI, PDSm)"),
 ]
 _BY_NAME = {entry.name: entry for entry in SUBCOMMANDS}

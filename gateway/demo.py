@@ -459,7 +459,11 @@ def _feed(run: DemoRun, server: Any, *, exit_after_demo: bool, timeout: float) -
             print("No demo document type available yet (mappings.dlu missing): nothing posted.", flush=True)
         elif gate:
             run.error = "the conformance gate cannot run, documents would wait forever: " + "; ".join(gate)
-            print(run.error + "\n  point CISIS_KIT_DIR at the CI-SIS kit folder and start again", flush=True)
+            print(
+                run.error + "\n  run `dui-gateway kit install` (the pinned ANS kit into var/cisis-kit), or point"
+                " CISIS_KIT_DIR at a copy of the kit, and start again",
+                flush=True,
+            )
             return
         else:
             run.receiver.store.control({"reset": True})
@@ -904,6 +908,9 @@ def _run(
         overrides["database_url"] = f"sqlite:///{var_dir / 'dui-gateway.db'}"
     if "DUI_GATEWAY_LOG_LEVEL" not in os.environ:
         overrides["log_level"] = "WARNING"  # the demo prints what happens; INFO shows the JSON logs too
+    installed_kit = var_dir / "cisis-kit"  # where `dui-gateway kit install` puts the pinned kit
+    if "CISIS_KIT_DIR" not in os.environ and (installed_kit / ".dui-kit.json").is_file():
+        overrides["CISIS_KIT_DIR"] = installed_kit  # the field's alias (as the environment names it)
     settings = Settings(**overrides)
     configure_logging(settings)
     upgrade(settings.database_url)

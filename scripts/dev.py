@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Project bootstrap: the two commands of the README, runnable with only Python 3.11+.
 
-    python3 scripts/dev.py gateway   # venv + install + migrate SQLite + API/worker + sandbox + demo data
+    python3 scripts/dev.py gateway   # venv + install + CI-SIS kit + migrate SQLite + API/worker + sandbox + demo
     python3 scripts/dev.py test      # venv + install + ruff format + ruff + mypy --strict + pytest
 
 The virtualenv lives in .venv; it is (re)installed only when pyproject.toml changed.
@@ -54,15 +54,46 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+INSTALLED_KIT = ROOT / "var" / "cisis-kit"  # where `dui-gateway kit install` puts the pinned kit
+SHARED_KIT = ROOT.parent / "shared" / "cisis-kit"  # a copy beside the checkout (offline fallback)
+
+
 def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     # the CI-SIS kit (data, not shipped in the repository): first folder found, unless set
-    candidates = (ROOT / "cisis-kit", ROOT / "var" / "cisis-kit", ROOT.parent / "shared" / "cisis-kit")
+    candidates = (ROOT / "cisis-kit", INSTALLED_KIT, SHARED_KIT)
     kit = next((c for c in candidates if (c / "schematrons").is_dir()), None)
     if "CISIS_KIT_DIR" not in env and kit is not None:
         env["CISIS_KIT_DIR"] = str(kit)
     return env
+
+
+def ensure_kit(env: dict[str, str]) -> None:
+    """First use: install the pinned CI-SIS kit into var/cisis-kit (``dui-gateway kit install``,
+    which verifies it), unless CISIS_KIT_DIR, ./cisis-kit or an installed kit is already there.
+
+    When the download fails (offline) or is refused, the copy in ../shared/cisis-kit is used
+    when it exists, and this says so; else the demo says that it cannot run the conformance gate.
+    """
+    if "CISIS_KIT_DIR" in os.environ or (ROOT / "cisis-kit" / "schematrons").is_dir():
+        return
+    if (INSTALLED_KIT / ".dui-kit.json").is_file():
+        env["CISIS_KIT_DIR"] = str(INSTALLED_KIT)
+        return
+    if _run(BIN / "dui-gateway", "kit", "install", "--dest", INSTALLED_KIT, env=env) == 0:
+        env["CISIS_KIT_DIR"] = str(INSTALLED_KIT)
+        return
+    if (SHARED_KIT / "schematrons").is_dir():
+        env["CISIS_KIT_DIR"] = str(SHARED_KIT)
+        print(f"the pinned CI-SIS kit could not be installed: using the copy in {SHARED_KIT} instead", flush=True)
+    else:
+        env.pop("CISIS_KIT_DIR", None)
+        print(
+            "no CI-SIS kit: documents cannot be checked, so none will be sent. Set CISIS_KIT_DIR to a copy of the"
+            " kit, or run `.venv/bin/dui-gateway kit install --archive FILE` with the pinned archive.",
+            flush=True,
+        )
 
 
 def test_env() -> dict[str, str]:
@@ -105,6 +136,7 @@ def cmd_gateway(args: list[str]) -> int:
     ensure_test_packages("the demo skips its MSSanté part (mail relay + IMAP)")
     env = base_env()
     (ROOT / "var").mkdir(exist_ok=True)
+    ensure_kit(env)
     return _run(BIN / "dui-gateway", "demo", *args, env=env)
 
 
