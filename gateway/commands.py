@@ -82,16 +82,29 @@ def serve(
         runtime.close()
 
 
-def worker() -> None:
+def worker(
+    health_port: Annotated[
+        int, typer.Option(help="Serve /healthz, /readyz and /metrics on this port (0: off)", min=0, max=65535)
+    ] = 0,
+    health_host: Annotated[str, typer.Option(help="Interface for --health-port")] = "127.0.0.1",
+) -> None:
     """Run delivery workers only, until SIGTERM/SIGINT (they finish the attempt in progress)."""
     from gateway.runtime import Runtime
     from gateway.worker import run_worker_process
 
     settings = _settings()
     runtime = Runtime.from_settings(settings)
+    health = None
     try:
+        if health_port:
+            from gateway.worker_health import start_health_server
+
+            health = start_health_server(runtime, health_host, health_port)
         run_worker_process(runtime)
     finally:
+        if health is not None:
+            health.shutdown()
+            health.server_close()
         runtime.close()
 
 
