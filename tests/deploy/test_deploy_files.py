@@ -190,6 +190,13 @@ def test_files_the_settings_name_are_mounted() -> None:
     from gateway.routing import parse_config
 
     parse_config(yaml.safe_load(routing["data"]["routing.yaml"]), source="configmap-routing.yaml")
+    for path in sorted((DOCKER / "config").glob("*.yaml")):  # compose mounts them at /config
+        parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), source=path.name)
+    files = {p.name for p in (DOCKER / "config").glob("*.yaml")}
+    for service in ("api", "worker"):
+        routing_env = compose()["services"][service]["environment"]["DUI_GATEWAY_ROUTING_FILE"]
+        default = re.fullmatch(r"/config/\$\{ROUTING_FILE:-(.+)\}", routing_env)
+        assert default is not None and default.group(1) in files
 
 
 def test_ports_and_probe_paths_are_the_ones_served() -> None:
