@@ -70,6 +70,7 @@ __all__ = [
     "ESSMS_MAILBOX",
     "credentials_document",
     "demo_records",
+    "installed_kit",
     "routing_document",
     "run_demo",
 ]
@@ -98,6 +99,13 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def installed_kit(var_dir: Path) -> Path | None:
+    """``var_dir/cisis-kit`` when ``dui-gateway kit install`` completed there (its marker is written
+    last), else None: the demo then uses ``CISIS_KIT_DIR`` as every other command does."""
+    kit = var_dir / "cisis-kit"
+    return kit if (kit / ".dui-kit.json").is_file() else None
 
 
 def demo_records() -> list[tuple[str, str, dict[str, Any]]]:
@@ -908,9 +916,9 @@ def _run(
         overrides["database_url"] = f"sqlite:///{var_dir / 'dui-gateway.db'}"
     if "DUI_GATEWAY_LOG_LEVEL" not in os.environ:
         overrides["log_level"] = "WARNING"  # the demo prints what happens; INFO shows the JSON logs too
-    installed_kit = var_dir / "cisis-kit"  # where `dui-gateway kit install` puts the pinned kit
-    if "CISIS_KIT_DIR" not in os.environ and (installed_kit / ".dui-kit.json").is_file():
-        overrides["CISIS_KIT_DIR"] = installed_kit  # the field's alias (as the environment names it)
+    kit = installed_kit(var_dir)
+    if "CISIS_KIT_DIR" not in os.environ and kit is not None:
+        overrides["CISIS_KIT_DIR"] = kit  # the field's alias (as the environment names it)
     settings = Settings(**overrides)
     configure_logging(settings)
     upgrade(settings.database_url)

@@ -334,3 +334,15 @@ def test_cli_exit_codes(mini_tar: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "k").exists()
     status = runner.invoke(app, ["status", "--dest", str(tmp_path / "k")], env={"CISIS_KIT_DIR": ""})
     assert status.exit_code == 1 and "kit install" in status.output
+
+
+def test_the_demo_uses_the_installed_kit_only_once_complete(mini_tar: Path, tmp_path: Path) -> None:
+    from gateway.demo import installed_kit
+
+    var = tmp_path / "var"
+    assert installed_kit(var) is None
+    (var / "cisis-kit" / "schematrons").mkdir(parents=True)  # a half-copied folder is not a kit
+    assert installed_kit(var) is None
+    (var / "cisis-kit" / "schematrons").rmdir()
+    install(var / "cisis-kit", pin=make_pin(MINI, mini_tar), archive=mini_tar)
+    assert installed_kit(var) == var / "cisis-kit"
