@@ -240,6 +240,7 @@ def test_the_hpa_scales_workers_on_the_queue_depth_metric_the_api_exports(tmp_pa
     finally:
         engine.dispose()
     (hpa,) = by_kind("HorizontalPodAutoscaler")
+    assert "replicas" not in deployment("worker")["spec"], "the HPA owns the workers' replica count"
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
     name = metric["external"]["metric"]["name"]
