@@ -196,6 +196,13 @@ def reference_type(reference: str, resolve: Resolver | None) -> str | None:
 
 
 class _Checker:
+    """Checks one resource against a chain of profiles.
+
+    The resource is not changed while it is checked, so what a rule path selects and whether an
+    item belongs to a slice are computed once per checker and shared by every rule that asks
+    (many rules of a chain share their paths and slices; a Bundle profile's slices are asked
+    about every entry)."""
+
     def __init__(self, profiles: list[Profile], root: Node, resolve: Resolver | None, lenient: bool) -> None:
         self.root = root
         self.resolve = resolve
@@ -206,13 +213,39 @@ class _Checker:
                 known = self.slices.get(slice_.path)
                 self.slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
         self.issues: list[Issue] = []
+        self._predicates: dict[str, Callable[[Any], bool]] = {}
+        self._selected: dict[tuple[str, str, str], list[Node]] = {}
 
     def lookup(self, rule_path: str) -> Callable[[Any], bool] | None:
+        found = self._predicates.get(rule_path)
+        if found is not None:
+            return found
         slice_ = self.slices.get(rule_path)
-        return slice_.predicate if slice_ else None
+        if slice_ is None:
+            return None
+        memo: dict[int, tuple[Any, bool]] = {}  # id(item) -> (item, verdict): the item is kept alive
+
+        def predicate(item: Any) -> bool:
+            known = memo.get(id(item))
+            if known is not None and known[0] is item:
+                return known[1]
+            verdict = slice_.predicate(item)
+            memo[id(item)] = (item, verdict)
+            return verdict
+
+        self._predicates[rule_path] = predicate
+        return predicate
+
+    def select(self, node: Node, path: str, prefix: str = "") -> list[Node]:
+        """``select(node, path, self.lookup, prefix)``, computed once per node location and path."""
+        key = (node.path, path, prefix)
+        found = self._selected.get(key)
+        if found is None:
+            found = self._selected[key] = select(node, path, self.lookup, prefix=prefix)
+        return found
 
     def nodes(self, path: str) -> list[Node]:
-        return select(self.root, path, self.lookup) if path else [self.root]
+        return self.select(self.root, path) if path else [self.root]
 
     def issue(self, profile: Profile, severity: Severity, code: Any, path: str, message: str, rule: str) -> None:
         self.issues.append(Issue(severity, code, path, message, profile.url, rule))
@@ -237,7 +270,7 @@ class _Checker:
         parent_path = ".".join(segments[:-1])
         last = segments[-1]
         for parent in self.nodes(parent_path):
-            children = select(parent, last, self.lookup, prefix=parent_path)
+            children = self.select(parent, last, parent_path)
             where = f"{parent.path}.{_element_label(last)}"
             if len(children) < rule.min:
                 self.issue(
