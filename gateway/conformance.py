@@ -46,10 +46,14 @@ def _cisis_validator(settings: Settings) -> ci_sis.Validator:
         return _validators[key]
 
 
-def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[str, Any]]:
+def check_rendition(rendition: Rendition, *, settings: Settings, own: bool = True) -> list[dict[str, Any]]:
     """Run every conformance check a rendition declares; one result dict per tag.
 
-    Raises :class:`GateUnavailable` when a tag cannot be checked in this process.
+    A CDA is also checked against the profiles the ANS pipeline leaves optional
+    (``structurationMinimale``, ``terminologies``: every coded element against the value set its
+    volet binds): their findings are errors for the gateway's own documents (``own``, the
+    default: it never emits a code outside its value set) and warnings for documents from
+    elsewhere. Raises :class:`GateUnavailable` when a tag cannot be checked in this process.
     """
     results: list[dict[str, Any]] = []
     for tag in rendition.conformance:
@@ -57,7 +61,7 @@ def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[st
         if scheme == "cisis" and arg:
             validator = _cisis_validator(settings)
             try:
-                report = validator.validate(rendition.content, arg)
+                report = validator.validate(rendition.content, arg, optional="error" if own else "warning")
             except GateUnavailable:
                 raise
             except Exception as exc:

@@ -237,11 +237,24 @@ class _Checker:
         return predicate
 
     def select(self, node: Node, path: str, prefix: str = "") -> list[Node]:
-        """``select(node, path, self.lookup, prefix)``, computed once per node location and path."""
+        """``select(node, path, self.lookup, prefix)``, computed once per node location and path;
+        a path's parent path is selected through the same memo (rules share their prefixes)."""
         key = (node.path, path, prefix)
         found = self._selected.get(key)
-        if found is None:
-            found = self._selected[key] = select(node, path, self.lookup, prefix=prefix)
+        if found is not None:
+            return found
+        segments = split_path(path)
+        if len(segments) <= 1:
+            found = select(node, path, self.lookup, prefix=prefix)
+        else:
+            parent_path = ".".join(segments[:-1])
+            last_prefix = f"{prefix}.{parent_path}" if prefix else parent_path
+            found = [
+                child
+                for parent in self.select(node, parent_path, prefix)
+                for child in select(parent, segments[-1], self.lookup, prefix=last_prefix)
+            ]
+        self._selected[key] = found
         return found
 
     def nodes(self, path: str) -> list[Node]:
