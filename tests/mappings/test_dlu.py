@@ -24,8 +24,12 @@ def _tree(content: bytes) -> Any:
 
 
 def _assert_conformant(validator: Any, content: bytes, volet: str) -> None:
-    report = validator.validate(content, volet, optional="error")
+    report = validator.validate(content, volet)
     assert report.findings == (), [f.message for f in report.findings]
+    # the profiles the ANS pipeline leaves optional too, as errors (the gateway's own documents);
+    # their closed-template warnings (an element the template does not list) stay warnings
+    optional = validator.validate(content, volet, optional="error")
+    assert optional.errors == [], [f.message for f in optional.errors]
 
 
 @pytest.mark.parametrize("name", SAMPLES)
