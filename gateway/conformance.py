@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -46,18 +46,29 @@ def _cisis_validator(settings: Settings) -> ci_sis.Validator:
         return _validators[key]
 
 
-def check_rendition(rendition: Rendition, *, settings: Settings) -> list[dict[str, Any]]:
+def _optional_mode(settings: Settings, *, own: bool) -> Literal["off", "warning", "error"]:
+    if not settings.cisis_optional_profiles:
+        return "off"
+    return "error" if own else "warning"
+
+
+def check_rendition(rendition: Rendition, *, settings: Settings, own: bool = True) -> list[dict[str, Any]]:
     """Run every conformance check a rendition declares; one result dict per tag.
 
-    Raises :class:`GateUnavailable` when a tag cannot be checked in this process.
+    With ``settings.cisis_optional_profiles``, a CDA is also checked against the profiles the ANS
+    pipeline leaves optional (``structurationMinimale``, ``terminologies``: every coded element
+    against the value set its volet binds): their findings are errors for the gateway's own
+    documents (``own``, the default: it never emits a code outside its value set) and warnings for
+    documents from elsewhere. Raises :class:`GateUnavailable` when a tag cannot be checked here.
     """
+    optional = _optional_mode(settings, own=own)
     results: list[dict[str, Any]] = []
     for tag in rendition.conformance:
         scheme, _, arg = tag.partition(":")
         if scheme == "cisis" and arg:
             validator = _cisis_validator(settings)
             try:
-                report = validator.validate(rendition.content, arg)
+                report = validator.validate(rendition.content, arg, optional=optional)
             except GateUnavailable:
                 raise
             except Exception as exc:

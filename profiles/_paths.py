@@ -12,6 +12,7 @@ Every selected node carries its concrete location, e.g. ``Patient.identifier[0].
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,14 @@ class Node:
 SliceLookup = Callable[[str], Callable[[Any], bool] | None]
 
 
-def split_path(path: str) -> list[str]:
-    """Split on dots that are not inside parentheses (extension urls contain dots)."""
+@functools.lru_cache(maxsize=8192)
+def split_path(path: str) -> tuple[str, ...]:
+    """Split on dots that are not inside parentheses (extension urls contain dots).
+
+    Rule paths are few and checked again and again: the split is computed once per path."""
+    if "(" not in path:
+        parts = path.split(".")
+        return tuple(parts[:-1] if parts[-1] == "" else parts)  # as below: a trailing dot adds nothing
     out: list[str] = []
     depth = 0
     current = ""
@@ -50,7 +57,25 @@ def split_path(path: str) -> list[str]:
             current += char
     if current:
         out.append(current)
-    return out
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8192)
+def _segment(segment: str) -> tuple[str, str]:
+    """A path segment -> (element name, slice name or "")."""
+    if "(" in segment:
+        return segment, ""
+    name, _, slice_name = segment.partition(":")
+    return name, slice_name
+
+
+@functools.lru_cache(maxsize=2048)
+def _extension_name(name: str) -> tuple[str, str] | None:
+    """``extension(url)`` -> ("extension", url); ``None`` for any other element name."""
+    if name.startswith("extension(") or name.startswith("modifierExtension("):
+        element, _, rest = name.partition("(")
+        return element, rest[:-1]
+    return None
 
 
 def _children(node: Node, name: str) -> list[Node]:
@@ -64,9 +89,9 @@ def _children(node: Node, name: str) -> list[Node]:
                 if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)].isupper():
                     results.extend(_wrap(node.path, key, child, value))
         return results
-    if name.startswith("extension(") or name.startswith("modifierExtension("):
-        element, _, rest = name.partition("(")
-        url = rest[:-1]
+    extension = _extension_name(name)
+    if extension is not None:
+        element, url = extension
         holder = value
         holder_path = node.path
         if not isinstance(value, Mapping):  # a primitive: its extensions live in "_<key>"
@@ -108,7 +133,7 @@ def select(root: Node, path: str, slice_lookup: SliceLookup | None = None, prefi
     nodes = [root]
     rule_prefix = prefix
     for segment in split_path(path):
-        name, _, slice_name = segment.partition(":") if "(" not in segment else (segment, "", "")
+        name, slice_name = _segment(segment)
         rule_prefix = f"{rule_prefix}.{segment}" if rule_prefix else segment
         predicate = slice_lookup(rule_prefix) if (slice_name and slice_lookup) else None
         if slice_name and predicate is None:

@@ -196,6 +196,13 @@ def reference_type(reference: str, resolve: Resolver | None) -> str | None:
 
 
 class _Checker:
+    """Checks one resource against a chain of profiles.
+
+    The resource is not changed while it is checked, so what a rule path selects and whether an
+    item belongs to a slice are computed once per checker and shared by every rule that asks
+    (many rules of a chain share their paths and slices; a Bundle profile's slices are asked
+    about every entry)."""
+
     def __init__(self, profiles: list[Profile], root: Node, resolve: Resolver | None, lenient: bool) -> None:
         self.root = root
         self.resolve = resolve
@@ -206,13 +213,52 @@ class _Checker:
                 known = self.slices.get(slice_.path)
                 self.slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
         self.issues: list[Issue] = []
+        self._predicates: dict[str, Callable[[Any], bool]] = {}
+        self._selected: dict[tuple[str, str, str], list[Node]] = {}
 
     def lookup(self, rule_path: str) -> Callable[[Any], bool] | None:
+        found = self._predicates.get(rule_path)
+        if found is not None:
+            return found
         slice_ = self.slices.get(rule_path)
-        return slice_.predicate if slice_ else None
+        if slice_ is None:
+            return None
+        memo: dict[int, tuple[Any, bool]] = {}  # id(item) -> (item, verdict): the item is kept alive
+
+        def predicate(item: Any) -> bool:
+            known = memo.get(id(item))
+            if known is not None and known[0] is item:
+                return known[1]
+            verdict = slice_.predicate(item)
+            memo[id(item)] = (item, verdict)
+            return verdict
+
+        self._predicates[rule_path] = predicate
+        return predicate
+
+    def select(self, node: Node, path: str, prefix: str = "") -> list[Node]:
+        """``select(node, path, self.lookup, prefix)``, computed once per node location and path;
+        a path's parent path is selected through the same memo (rules share their prefixes)."""
+        key = (node.path, path, prefix)
+        found = self._selected.get(key)
+        if found is not None:
+            return found
+        segments = split_path(path)
+        if len(segments) <= 1:
+            found = select(node, path, self.lookup, prefix=prefix)
+        else:
+            parent_path = ".".join(segments[:-1])
+            last_prefix = f"{prefix}.{parent_path}" if prefix else parent_path
+            found = [
+                child
+                for parent in self.select(node, parent_path, prefix)
+                for child in select(parent, segments[-1], self.lookup, prefix=last_prefix)
+            ]
+        self._selected[key] = found
+        return found
 
     def nodes(self, path: str) -> list[Node]:
-        return select(self.root, path, self.lookup) if path else [self.root]
+        return self.select(self.root, path) if path else [self.root]
 
     def issue(self, profile: Profile, severity: Severity, code: Any, path: str, message: str, rule: str) -> None:
         self.issues.append(Issue(severity, code, path, message, profile.url, rule))
@@ -237,7 +283,7 @@ class _Checker:
         parent_path = ".".join(segments[:-1])
         last = segments[-1]
         for parent in self.nodes(parent_path):
-            children = select(parent, last, self.lookup, prefix=parent_path)
+            children = self.select(parent, last, parent_path)
             where = f"{parent.path}.{_element_label(last)}"
             if len(children) < rule.min:
                 self.issue(

@@ -193,9 +193,34 @@ def _number(value: float) -> str:
     return text or "0"
 
 
+#: countable dose forms as UCUM annotations, as the ANS examples write them ({tablet}, {count});
+#: the terminologies profile strips ``{lowercase}`` annotations before looking the unit up, while
+#: UCUM's "1" is absent from the kit's UCUM list
+_COUNTABLE = {
+    "comprimé": "{tablet}",
+    "comprimés": "{tablet}",
+    "cp": "{tablet}",
+    "gélule": "{capsule}",
+    "gélules": "{capsule}",
+    "sachet": "{sachet}",
+    "sachets": "{sachet}",
+    "ampoule": "{ampoule}",
+    "ampoules": "{ampoule}",
+    "patch": "{patch}",
+    "bouffée": "{puff}",
+    "bouffées": "{puff}",
+    "suppositoire": "{suppository}",
+    "suppositoires": "{suppository}",
+}
+
+
 def _dose_unit(unit: str) -> str:
-    known = _UCUM.get(unit.strip().lower())
-    return known if known is not None else "1"
+    """A UCUM unit for a dose: a known unit, a countable form as an annotation, else ``{count}``."""
+    label = unit.strip().lower()
+    known = _UCUM.get(label)
+    if known is not None:
+        return known
+    return _COUNTABLE.get(label, "{count}")
 
 
 CIS = "1.2.250.1.213.2.3.1"

@@ -241,14 +241,16 @@ def legal_authenticator(doc: etree._Element, pro: Professional, essms: Essms, ti
 
 
 def participant_pcp(doc: etree._Element, gp: Professional | None, essms: Essms, since: datetime) -> None:
-    """participant INF / functionCode PCP: the médecin traitant (nullFlavor id when there is none)."""
+    """participant INF / functionCode PCP: the médecin traitant.
+
+    Without one, the entity carries no ``id`` (0..1 in CI-SISParticipant, whose ``id`` needs a
+    root and an extension: a nullFlavor id fails structurationMinimale)."""
     element = add(doc, "participant", typeCode="INF")
     add(element, "functionCode", code="PCP", displayName="Médecin traitant", codeSystem="2.16.840.1.113883.5.88")
     time = add(element, "time", xsi_type="IVL_TS")
     add(time, "low", value=ts_value(since))
     entity = add(element, "associatedEntity", classCode="PROV")
     if gp is None:
-        add(entity, "id", nullFlavor="NASK")
         return
     root, extension = professional_id(gp, essms)
     ii(entity, root, extension)

@@ -126,7 +126,13 @@ class Result:
             total_c, total_t, total_s = total_c + c, total_t + t, total_s + s
         pct = 100.0 * total_c / total_t if total_t else 0.0
         lines.append(f"{'total':28} {total_c:4}/{total_t:<4} ({pct:.1f} %)  not exercised {total_s}")
+        lines.append("not exercised, by reason:")
+        for reason, count in self.reasons().most_common():
+            lines.append(f"  {count:4}  {reason}")
         return "\n".join(lines)
+
+    def reasons(self) -> Counter[str]:
+        return Counter(o.detail for o in self.outcomes if o.status == "not-exercised")
 
 
 Mutation = Callable[[dict[str, Any]], tuple[str, str] | None]  # -> (expected path, expected rule name)
@@ -296,7 +302,12 @@ def _chain_of(sample: dict[str, Any]) -> list[Profile]:
 
 def run(samples: list[dict[str, Any]], generated: tuple[Profile, ...]) -> Result:
     """Mutate ``samples`` once per rule of the ``generated`` profiles (rules of the gateway overlay
-    and base R4 are not counted)."""
+    and base R4 are not counted).
+
+    A rule whose element is present in a carrier is broken on it (``_mutations``); one whose element
+    is absent everywhere but whose parent is present gets the element made up with a value breaking
+    the rule (``_synthesized``: a code outside the value set, another pattern, a forbidden type,
+    one extension too many). What cannot be exercised keeps the reason in ``Outcome.detail``."""
     result = Result()
     baselines = {id(s): {(i.expression, i.rule) for i in validate(s).issues} for s in samples}
     for profile in generated:
@@ -305,17 +316,16 @@ def run(samples: list[dict[str, Any]], generated: tuple[Profile, ...]) -> Result
             kind = kind_of(rule)
             if kind == "invariant":
                 continue  # invariants are exercised one by one (test_mutations.py)
-            outcome = Outcome(profile.url, rule, kind, "not-exercised")
+            outcome = Outcome(profile.url, rule, kind, "not-exercised", _reason(rule, users))
             for sample in users:
                 chain = _chain_of(sample)
-                for mutation in _mutations(rule, _selector(sample, chain)):
+                checker = _selector(sample, chain)
+                for mutation in _mutations(rule, checker):
                     broken = copy.deepcopy(sample)
                     expected = mutation(broken)
                     if expected is None:
                         continue
-                    report = validate(broken)
-                    new = {(i.expression, i.rule) for i in report.issues if i.severity in ("error", "warning")}
-                    new -= baselines[id(sample)]
+                    new = _new_findings(broken, baselines[id(sample)])
                     path, name = expected
                     hit = any(_reported(path, name, p, r) for p, r in new)
                     outcome = Outcome(
@@ -324,8 +334,150 @@ def run(samples: list[dict[str, Any]], generated: tuple[Profile, ...]) -> Result
                     break
                 if outcome.status != "not-exercised":
                     break
+            if outcome.status == "not-exercised":
+                outcome = _try_synthesized(profile, rule, kind, users, baselines) or outcome
             result.outcomes.append(outcome)
     return result
+
+
+def _new_findings(resource: dict[str, Any], baseline: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    report = validate(resource)
+    new = {(i.expression, i.rule) for i in report.issues if i.severity in ("error", "warning")}
+    return {f for f in new if f not in baseline}
+
+
+def _try_synthesized(
+    profile: Profile, rule: Rule, kind: str, users: list[dict[str, Any]], baselines: dict[int, Any]
+) -> Outcome | None:
+    """Make the absent element up on the first carrier holding its parent; the candidate values are
+    tried in turn until one is well-formed R4 there (no structure finding at the element)."""
+    for sample in users:
+        checker = _selector(sample, _chain_of(sample))
+        for candidate in _synthesized(rule, checker):
+            broken = copy.deepcopy(sample)
+            expected = candidate(broken)
+            if expected is None:
+                continue
+            path, name = expected
+            new = _new_findings(broken, baselines[id(sample)])
+            if any(r == "structure" and _at_or_under(p, path) for p, r in new):
+                continue  # not this shape (a list where one value was given, another data type...)
+            # the rule's own finding, at the made-up element or inside it
+            hit = any(r == name and _at_or_under(p, path) for p, r in new)
+            detail = f"{path} {name} (made up): {sorted(new)[:4]}"
+            return Outcome(profile.url, rule, kind, "caught" if hit else "missed", detail)
+    return None
+
+
+def _at_or_under(found: str, path: str) -> bool:
+    return found == path or found.startswith((path + ".", path + "["))
+
+
+def _reason(rule: Rule, users: list[dict[str, Any]]) -> str:
+    """Why a rule may not be exercised (kept when no mutation applies)."""
+    if not users:
+        return "no carrier: no IG example or gateway output declares the profile"
+    if isinstance(rule, Binding) and (not rule.valueset.available or rule.valueset.partial):
+        return "value set without (complete) code list here: a code outside it is a warning, not checked"
+    path = getattr(rule, "path", "")
+    segments = split_path(path)
+    parent_path = ".".join(segments[:-1])
+    parents = [n for s in users for n in _nodes(_selector(s, _chain_of(s)))(parent_path)]
+    if not parents:
+        return "its parent element is absent from every carrier"
+    if isinstance(rule, Card) and rule.min > 0:
+        return "a discriminator of its slice (removing it takes the item out of the slice)"
+    if isinstance(rule, Card):
+        return "absent from every carrier, and a valid item cannot be made up"
+    if isinstance(rule, Fixed):
+        return "a discriminator of its slice (changing it takes the item out of the slice)"
+    return "absent from every carrier, and no value breaking it can be made up"
+
+
+_MUTATED_SYSTEM = "https://example.org/mutated-system"
+
+
+def _wrong_values(rule: Rule) -> list[Any]:
+    """Values breaking ``rule`` when put in place of the absent element (the first well-formed wins)."""
+    if isinstance(rule, Binding):
+        coding = {"system": _MUTATED_SYSTEM, "code": "not-a-code"}
+        return [{"coding": [coding]}, [{"coding": [coding]}], coding, [coding], "not-a-code", ["not-a-code"]]
+    if isinstance(rule, Fixed):
+        other = _other_value(rule.value)
+        if other == rule.value:
+            other = rule.value + 1 if isinstance(rule.value, int) and not isinstance(rule.value, bool) else None
+        return [] if other is None else [other, [other]]
+    return []
+
+
+def _synthesized(rule: Rule, checker: _Checker) -> Iterator[Mutation]:
+    """Mutations creating the absent element of ``rule`` under a present parent."""
+    nodes = _nodes(checker)
+    segments = split_path(getattr(rule, "path", ""))
+    if not segments:
+        return
+    parent_path = ".".join(segments[:-1])
+    last = segments[-1]
+    name, _, slice_name = last.partition(":") if "(" not in last else (last, "", "")
+    parents = [n for n in nodes(parent_path) if isinstance(n.value, dict)]
+    if not parents or slice_name or _is_discriminator(getattr(rule, "path", ""), checker):
+        return  # a discriminator: changing it takes the item out of its slice, nothing to report
+    if isinstance(rule, Binding) and (not rule.valueset.available or rule.valueset.partial):
+        return  # a code outside the value set is a warning ("not checked"), by design
+    parent = parents[0]
+
+    def holder(resource: dict[str, Any]) -> dict[str, Any]:
+        if not parent_path:
+            return resource
+        container, key = _locate(resource, parent.path)
+        target: dict[str, Any] = container[key]
+        return target
+
+    if isinstance(rule, Types) and name.endswith("[x]"):
+        prefix = name[:-3]
+        for other in ("Integer", "Boolean", "String"):
+            if other.lower() in {t.lower() for t in rule.types}:
+                continue
+            value: Any = {"Integer": 1, "Boolean": True, "String": "x"}[other]
+
+            def retype(resource: dict[str, Any], key: str = prefix + other, value: Any = value) -> tuple[str, str]:
+                holder(resource)[key] = value
+                return f"{parent.path}.{key}", "type"
+
+            yield retype
+        return
+    if isinstance(rule, Card) and rule.max is not None and rule.max > 0 and name.startswith("extension("):
+        url = name[len("extension(") : -1]
+
+        def repeat(resource: dict[str, Any]) -> tuple[str, str]:
+            extensions = holder(resource).setdefault("extension", [])
+            first = len(extensions)
+            for _ in range((rule.max or 0) + 1):
+                extensions.append({"url": url, "valueString": "x"})
+            return f"{parent.path}.extension[{first + (rule.max or 0)}]", "card"  # the first one too many
+
+        yield repeat
+        return
+    if isinstance(rule, RefTarget) and "(" not in name and not name.endswith("[x]"):
+        other = next(t for t in ("Basic", "Device", "Medication") if t not in rule.types)
+        for shape in ({"reference": f"{other}/mutated"}, [{"reference": f"{other}/mutated"}]):
+
+            def point(resource: dict[str, Any], shape: Any = shape) -> tuple[str, str]:
+                holder(resource)[name] = copy.deepcopy(shape)
+                return f"{parent.path}.{name}", "reference"
+
+            yield point
+        return
+    if isinstance(rule, Binding | Fixed) and "(" not in name and not name.endswith("[x]"):
+        for wrong in _wrong_values(rule):
+
+            def put(resource: dict[str, Any], wrong: Any = wrong) -> tuple[str, str]:
+                holder(resource)[name] = copy.deepcopy(wrong)
+                path = f"{parent.path}.{name}"
+                rule_name = "binding" if isinstance(rule, Binding) else ("pattern" if rule.pattern else "fixed")
+                return path, rule_name
+
+            yield put
 
 
 def _reported(path: str, name: str, found: str, rule: str) -> bool:
