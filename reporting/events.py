@@ -1,0 +1,246 @@
+"""Stay events: what happened to a person's stay in an ESSMS, as the indicators read it.
+
+An event is a fact with a timestamp (timezone-aware): an admission, an exit (with its reason), a
+transfer between units, a change of accommodation type, the start or end of an absence, or a
+dependency assessment (GIR). Events are *versioned*: the same ``event_id`` sent again with a higher
+``version`` replaces the earlier one (a correction), ``cancelled=True`` withdraws it. The
+indicators are a pure function of the latest version of every event, so a late or corrected
+event recomputes whatever period it touches (:func:`affected_range` says which).
+
+:func:`from_inbound` is the seam for inbound sources (HL7 v2 ADT): it turns an
+:class:`connectors.base.InboundEvent` about a matched resident into a stay event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final, Protocol
+
+__all__ = [
+    "ABSENCE_KINDS",
+    "ACCOMMODATIONS",
+    "EVENT_KINDS",
+    "EXIT_REASONS",
+    "SEXES",
+    "InboundLike",
+    "NotAStayEvent",
+    "StayEvent",
+    "affected_range",
+    "from_inbound",
+    "latest",
+]
+
+EVENT_KINDS: Final = (
+    "admission",
+    "exit",
+    "transfer",
+    "accommodation_change",
+    "absence_start",
+    "absence_end",
+    "assessment",
+)
+# Modalités d'accueil. Free codes matching _CODE_RE are accepted too (an ESSMS may have others);
+# these are the ones the documentation describes.
+ACCOMMODATIONS: Final = (
+    "permanent",  # hébergement permanent
+    "temporary",  # hébergement temporaire
+    "day_care",  # accueil de jour
+    "night_care",  # accueil de nuit
+    "pasa",  # pôle d'activités et de soins adaptés
+    "uhr",  # unité d'hébergement renforcée
+    "semi_boarding",  # semi-internat (IME)
+    "boarding",  # internat
+    "home_service",  # service à domicile (SSIAD, SESSAD)
+)
+EXIT_REASONS: Final = ("death", "home", "other_essms", "hospital", "other", "unknown")
+ABSENCE_KINDS: Final = ("hospitalisation", "holiday", "other")
+SEXES: Final = ("F", "M", "U")
+
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_FINESS_RE = re.compile(r"^[0-9A-B]{9}$")
+
+# Order of events at the same instant: a stay opens before anything happens in it and closes last.
+_ORDER: Final = {
+    "admission": 0,
+    "absence_end": 1,
+    "transfer": 2,
+    "accommodation_change": 3,
+    "assessment": 4,
+    "absence_start": 5,
+    "exit": 6,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StayEvent:
+    """One stay event (latest version wins). Raise ``ValueError`` on an inconsistent event.
+
+    ``accommodation`` is required on an admission and a change of accommodation type; ``unit`` is
+    required on a transfer; ``absence_kind`` on an absence start; ``gir`` (1-6) on an assessment.
+    ``sex``, ``birth_date`` and ``gir`` may accompany an admission. Nothing here is sent out:
+    datasets carry counts and age bands, never these values.
+    """
+
+    event_id: str
+    kind: str
+    person_ref: str
+    finess: str
+    at: datetime
+    version: int = 1
+    cancelled: bool = False
+    accommodation: str | None = None
+    unit: str | None = None
+    exit_reason: str | None = None
+    absence_kind: str | None = None
+    provenance: str | None = None
+    sex: str | None = None
+    birth_date: date | None = None
+    gir: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError("the event timestamp needs a UTC offset")
+        if not _FINESS_RE.match(self.finess):
+            raise ValueError("the FINESS is 9 characters")
+        if self.version < 1:
+            raise ValueError("the version starts at 1")
+        if self.cancelled:
+            return
+        if self.kind in ("admission", "accommodation_change") and not self.accommodation:
+            raise ValueError(f"a {self.kind} names the accommodation type")
+        if self.accommodation is not None and not _CODE_RE.match(self.accommodation):
+            raise ValueError("an accommodation type is a lowercase code")
+        if self.kind == "transfer" and not self.unit:
+            raise ValueError("a transfer names the unit")
+        if self.kind == "absence_start" and self.absence_kind not in ABSENCE_KINDS:
+            raise ValueError(f"an absence start has a kind among {ABSENCE_KINDS}")
+        if self.kind == "exit" and self.exit_reason is not None and self.exit_reason not in EXIT_REASONS:
+            raise ValueError(f"an exit reason is one of {EXIT_REASONS}")
+        if self.kind == "assessment" and self.gir is None:
+            raise ValueError("an assessment gives a GIR")
+        if self.gir is not None and not 1 <= self.gir <= 6:
+            raise ValueError("a GIR is 1 to 6")
+        if self.sex is not None and self.sex not in SEXES:
+            raise ValueError(f"sex is one of {SEXES}")
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.at, _ORDER[self.kind], self.event_id)
+
+
+def latest(events: Iterable[StayEvent]) -> list[StayEvent]:
+    """The latest version of each event (by ``event_id``), cancelled ones dropped, in time order.
+
+    Two versions with the same number: the one seen last wins (storage gives them in arrival order).
+    """
+    best: dict[str, StayEvent] = {}
+    for event in events:
+        known = best.get(event.event_id)
+        if known is None or event.version >= known.version:
+            best[event.event_id] = event
+    kept = [e for e in best.values() if not e.cancelled]
+    kept.sort(key=lambda e: e.sort_key)
+    return kept
+
+
+def affected_range(
+    old: StayEvent | None, new: StayEvent, person_events: Iterable[StayEvent]
+) -> tuple[datetime, datetime | None]:
+    """The time range whose figures a new or corrected event may change: ``[start, end)``.
+
+    It starts at the earlier of the old and new timestamps and ends at the person's next event
+    after the later one (``None``: open, the change holds until today). Periods overlapping this
+    range are the ones to recompute, and to send again if they were already reported.
+    """
+    start = min(new.at, old.at) if old is not None else new.at
+    later = max(new.at, old.at) if old is not None else new.at
+    if old is not None and (old.birth_date != new.birth_date or old.sex != new.sex):
+        return start, None  # identity traits change every period the person appears in
+    following = [
+        e.at
+        for e in person_events
+        if e.event_id != new.event_id and e.person_ref == new.person_ref and e.finess == new.finess and e.at > later
+    ]
+    return start, min(following) if following else None
+
+
+class NotAStayEvent(ValueError):
+    """An inbound event that is not a movement of a matched resident (ignored, with the reason)."""
+
+
+class InboundLike(Protocol):
+    """The shape of :class:`connectors.base.InboundEvent` that :func:`from_inbound` reads."""
+
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+    @property
+    def essms_finess(self) -> str: ...
+    @property
+    def person_ref(self) -> str | None: ...
+    @property
+    def series(self) -> str | None: ...
+
+
+# ADT movement (last segment of event_type, e.g. "adt.hospitalised") -> stay event kind
+_INBOUND_KINDS: Final = {
+    "hospitalised": "absence_start",
+    "returned": "absence_end",
+    "discharged": "exit",
+    "transferred": "transfer",
+}
+
+
+def from_inbound(event: InboundLike) -> StayEvent:
+    """Turn an inbound ADT movement about a matched resident into a stay event.
+
+    ``event_type`` ends in ``hospitalised`` (absence of kind hospitalisation starts),
+    ``returned`` (the absence ends), ``discharged`` (exit; ``payload["exit_reason"]`` or
+    ``unknown``) or ``transferred`` (``payload["unit"]``). ``payload["occurred_at"]`` is the
+    movement's time, ISO 8601 with an offset (HL7 EVN-6 / PV1-44/45 as the source reads them).
+    The event id is ``inbound:<series>`` (the source's identifier of the movement, so a resend
+    or a correction with ``payload["version"]`` > 1 replaces it); ``payload["cancelled"]`` true
+    (ADT A12/A13-like cancellations) withdraws it. Raises :class:`NotAStayEvent` otherwise.
+    """
+    movement = event.event_type.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    kind = _INBOUND_KINDS.get(movement)
+    if kind is None:
+        raise NotAStayEvent(f"event type {event.event_type!r} is not a stay movement")
+    if not event.person_ref:
+        raise NotAStayEvent("the inbound event is not matched to a resident")
+    payload = event.payload
+    series = event.series or payload.get("movement_id")
+    if not isinstance(series, str) or not series:
+        raise NotAStayEvent("the inbound event has no series (movement identifier)")
+    raw_at = payload.get("occurred_at")
+    if not isinstance(raw_at, str):
+        raise NotAStayEvent("payload.occurred_at is missing")
+    try:
+        at = datetime.fromisoformat(raw_at)
+    except ValueError:
+        raise NotAStayEvent("payload.occurred_at is not ISO 8601") from None
+    if at.tzinfo is None:
+        raise NotAStayEvent("payload.occurred_at has no UTC offset")
+    version = payload.get("version", 1)
+    reason = payload.get("exit_reason", "unknown") if kind == "exit" else None
+    try:
+        return StayEvent(
+            event_id=f"inbound:{series}"[:128],
+            kind=kind,
+            person_ref=event.person_ref,
+            finess=event.essms_finess,
+            at=at,
+            version=version if isinstance(version, int) and not isinstance(version, bool) else 1,
+            cancelled=payload.get("cancelled") is True,
+            absence_kind="hospitalisation" if kind == "absence_start" else None,
+            exit_reason=reason if isinstance(reason, str) else "unknown",
+            unit=str(payload["unit"]) if kind == "transfer" and payload.get("unit") else None,
+        )
+    except ValueError as exc:
+        raise NotAStayEvent(str(exc)) from None
