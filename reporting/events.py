@@ -133,6 +133,10 @@ class StayEvent:
         return (self.at, _ORDER[self.kind], self.event_id)
 
 
+def _sort_key(e: StayEvent) -> tuple[datetime, int, str]:
+    return (e.at, _ORDER[e.kind], e.event_id)
+
+
 def latest(events: Iterable[StayEvent]) -> list[StayEvent]:
     """The latest version of each event (by ``event_id``), cancelled ones dropped, in time order.
 
@@ -144,7 +148,7 @@ def latest(events: Iterable[StayEvent]) -> list[StayEvent]:
         if known is None or event.version >= known.version:
             best[event.event_id] = event
     kept = [e for e in best.values() if not e.cancelled]
-    kept.sort(key=lambda e: e.sort_key)
+    kept.sort(key=_sort_key)
     return kept
 
 

@@ -6,6 +6,7 @@ are frozen values; nothing here reads a clock, a database or the network.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import statistics
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any, Final
 
 from reporting.events import StayEvent, latest
 from reporting.periods import Period
-from reporting.timeline import Stay, Timeline, build
+from reporting.timeline import Absence, Stay, Timeline, build
 
 __all__ = [
     "GIR_POINTS",
@@ -260,8 +261,11 @@ def compute(
     Pass ``timeline`` (from :func:`compute_timeline`) to compute several periods from one pass.
     """
     rules = rules or Rules()
-    evs = [e for e in events if e.finess == finess]
-    tl = timeline if timeline is not None else compute_timeline(evs, rules)
+    if timeline is None:
+        evs = [e for e in events if e.finess == finess]
+        tl = compute_timeline(evs, rules)
+    else:
+        tl = timeline
     groups: dict[str, _Acc] = {TOTAL: _Acc()}
     last_day = period.end - _ONE
 
@@ -287,7 +291,7 @@ def compute(
         rules=rules,
         totals=groups[TOTAL].fig,
         by_accommodation={k: g.fig for k, g in groups.items() if k != TOTAL},
-        events_used=len(evs),
+        events_used=tl.event_counts.get(finess, 0),
         anomalies=len(tl.anomalies),
         unit_transfers=sum(1 for day, f in tl.transfers if f == finess and period.start <= day < period.end),
         same_day_readmissions=sum(1 for day in tl.same_day_readmissions if period.start <= day < period.end),
@@ -297,9 +301,7 @@ def compute(
 def _stay_figures(stay: Stay, period: Period, rules: Rules, total: _Acc, group: Any, last_day: date) -> None:
     p0, p1 = period.start, period.end
     if stay.entry >= p1 or (stay.end is not None and stay.end <= p0):
-        in_period = False
-    else:
-        in_period = True
+        return  # nothing of this stay (entry, exit, move, absence, day) falls in the period
     first_acc = stay.segments[0].accommodation
     if p0 <= stay.entry < p1:
         for g in (total, group(first_acc)):
@@ -316,12 +318,11 @@ def _stay_figures(stay: Stay, period: Period, rules: Rules, total: _Acc, group: 
         if before.accommodation != after.accommodation and p0 <= after.start < p1:
             group(before.accommodation).fig.changes_out += 1
             group(after.accommodation).fig.changes_in += 1
-    for absence in stay.absences:
+    absences = _absences_in(stay, p0, p1)
+    for absence in absences:
         if p0 <= absence.start < p1:
             for g in (total, group(_acc_on(stay, absence.start))):
                 _inc(g.fig.absences_started, absence.kind)
-    if not in_period:
-        return
     for seg in stay.segments:
         days = _overlap(seg.start, seg.end, p0, p1)
         if days == 0:
@@ -329,7 +330,7 @@ def _stay_figures(stay: Stay, period: Period, rules: Rules, total: _Acc, group: 
         g = group(seg.accommodation)
         lo, hi = max(seg.start, p0), (p1 if seg.end is None else min(seg.end, p1))
         absent_here = not_billed_here = 0
-        for absence in stay.absences:
+        for absence in absences:
             n = _overlap(absence.start, absence.end, lo, hi)
             if n == 0:
                 continue
@@ -362,6 +363,23 @@ def _stay_figures(stay: Stay, period: Period, rules: Rules, total: _Acc, group: 
         if not any(a.start <= last_day and (a.end is None or a.end > last_day) for a in stay.absences):
             total.present_end.add(stay.person_ref)
             group(here).present_end.add(stay.person_ref)
+
+
+def _absences_in(stay: Stay, lo: date, hi: date) -> list[Absence]:
+    """The stay's absences overlapping ``[lo, hi)`` (they are in order and do not overlap)."""
+    absences = stay.absences
+    if len(absences) < 8:
+        return [a for a in absences if a.start < hi and (a.end is None or a.end > lo)]
+    # the first absence ending after lo: ends are increasing, like starts
+    i = bisect.bisect_right(absences, lo, key=lambda a: a.start) - 1
+    i = max(i, 0)
+    out = []
+    for a in absences[i:]:
+        if a.start >= hi:
+            break
+        if a.end is None or a.end > lo:
+            out.append(a)
+    return out
 
 
 def _acc_on(stay: Stay, day: date) -> str:

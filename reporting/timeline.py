@@ -96,6 +96,7 @@ class Timeline:
     anomalies: list[Anomaly]
     same_day_readmissions: list[date]
     transfers: list[tuple[date, str]]  # (day, finess)
+    event_counts: dict[str, int] = field(default_factory=dict)  # events used, per FINESS
 
 
 def build(
@@ -132,7 +133,9 @@ def build(
             a = stay.absences[-1]
             stay.absences[-1] = Absence(a.start, max(day, a.start), a.kind)
 
+    event_counts: dict[str, int] = {}
     for ev in events:
+        event_counts[ev.finess] = event_counts.get(ev.finess, 0) + 1
         day = ev.at.astimezone(tz).date()
         person = persons.setdefault(ev.person_ref, Person(ev.person_ref))
         if ev.sex is not None:
@@ -203,4 +206,4 @@ def build(
     # zero-length absences (left and came back the same day) hold no night
     for stay in stays:
         stay.absences = [a for a in stay.absences if a.end is None or a.end > a.start]
-    return Timeline(stays, persons, anomalies, readmissions, transfers)
+    return Timeline(stays, persons, anomalies, readmissions, transfers, event_counts)
