@@ -300,7 +300,7 @@ def compute(
 
 def _stay_figures(stay: Stay, period: Period, rules: Rules, total: _Acc, group: Any, last_day: date) -> None:
     p0, p1 = period.start, period.end
-    if stay.entry >= p1 or (stay.end is not None and stay.end <= p0):
+    if stay.entry >= p1 or (stay.end is not None and stay.end <= p0 and (stay.exit is None or stay.exit < p0)):
         return  # nothing of this stay (entry, exit, move, absence, day) falls in the period
     first_acc = stay.segments[0].accommodation
     if p0 <= stay.entry < p1:

@@ -252,3 +252,13 @@ def test_events_of_other_essms_and_anomalies_are_kept_apart() -> None:
     ds = compute(events, finess=FINESS, period=JAN)
     assert ds.totals.days_realised == 30
     assert ds.anomalies == 1
+
+
+def test_exit_on_the_first_of_the_month_counts_in_that_month_without_a_day() -> None:
+    # nights 10..31 Jan; leaves 1 Feb: the exit is February's, its day is not counted
+    events = [ev("admission", "2026-01-10T10:00"), ev("exit", "2026-02-01T10:00", exit_reason="home")]
+    jan = compute(events, finess=FINESS, period=JAN)
+    feb = compute(events, finess=FINESS, period=FEB)
+    assert (jan.totals.days_realised, jan.totals.exits, jan.totals.people_present_at_end) == (22, 0, 1)
+    assert (feb.totals.days_realised, feb.totals.exits, feb.totals.people_accompanied) == (0, 1, 0)
+    assert feb.totals.average_length_of_stay == 22.0
