@@ -122,7 +122,9 @@ def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
             tags=app.openapi_tags,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, value in submission_request_schemas().items():
+        from gateway.api.stays import request_schemas
+
+        for name, value in {**submission_request_schemas(), **request_schemas()}.items():
             if name in components and components[name] != value:
                 raise RuntimeError(f"OpenAPI schema name clash: a record model and the API both define {name!r}")
             components[name] = value
@@ -168,6 +170,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
             {"name": "submissions", "description": "Submit DUI records and follow them"},
             {"name": "deliveries", "description": "Act on deliveries to destinations"},
             {"name": "persons", "description": "Inbound events about persons not matched yet, and linking them"},
+            {"name": "indicators", "description": "Stay events in, activity indicators out (SIDOBA, tableau de bord)"},
             {"name": "audit", "description": "Audit trail as FHIR AuditEvent"},
             {"name": "health", "description": "Liveness and readiness"},
             {"name": "metrics", "description": "Prometheus metrics"},

@@ -26,11 +26,14 @@ __all__ = [
     "EXIT_REASONS",
     "SEXES",
     "InboundLike",
+    "InvalidEvent",
     "NotAStayEvent",
     "StayEvent",
     "affected_range",
     "from_inbound",
+    "from_json",
     "latest",
+    "to_json",
 ]
 
 EVENT_KINDS: Final = (
@@ -74,6 +77,14 @@ _ORDER: Final = {
 }
 
 
+class InvalidEvent(ValueError):
+    """An inconsistent stay event; ``field`` names the offending field (for a JSON pointer)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True, slots=True)
 class StayEvent:
     """One stay event (latest version wins). Raise ``ValueError`` on an inconsistent event.
@@ -102,31 +113,31 @@ class StayEvent:
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
-            raise ValueError(f"unknown event kind {self.kind!r}")
+            raise InvalidEvent("kind", f"unknown event kind (one of {', '.join(EVENT_KINDS)})")
         if self.at.tzinfo is None or self.at.utcoffset() is None:
-            raise ValueError("the event timestamp needs a UTC offset")
+            raise InvalidEvent("occurred_at", "the event timestamp needs a UTC offset")
         if not _FINESS_RE.match(self.finess):
-            raise ValueError("the FINESS is 9 characters")
+            raise InvalidEvent("essms_finess", "the FINESS is 9 characters")
         if self.version < 1:
-            raise ValueError("the version starts at 1")
+            raise InvalidEvent("version", "the version starts at 1")
         if self.cancelled:
             return
         if self.kind in ("admission", "accommodation_change") and not self.accommodation:
-            raise ValueError(f"a {self.kind} names the accommodation type")
+            raise InvalidEvent("accommodation", f"a {self.kind} names the accommodation type")
         if self.accommodation is not None and not _CODE_RE.match(self.accommodation):
-            raise ValueError("an accommodation type is a lowercase code")
+            raise InvalidEvent("accommodation", "an accommodation type is a lowercase code")
         if self.kind == "transfer" and not self.unit:
-            raise ValueError("a transfer names the unit")
+            raise InvalidEvent("unit", "a transfer names the unit")
         if self.kind == "absence_start" and self.absence_kind not in ABSENCE_KINDS:
-            raise ValueError(f"an absence start has a kind among {ABSENCE_KINDS}")
+            raise InvalidEvent("absence_kind", f"an absence start has a kind among {', '.join(ABSENCE_KINDS)}")
         if self.kind == "exit" and self.exit_reason is not None and self.exit_reason not in EXIT_REASONS:
-            raise ValueError(f"an exit reason is one of {EXIT_REASONS}")
+            raise InvalidEvent("exit_reason", f"an exit reason is one of {', '.join(EXIT_REASONS)}")
         if self.kind == "assessment" and self.gir is None:
-            raise ValueError("an assessment gives a GIR")
+            raise InvalidEvent("gir", "an assessment gives a GIR")
         if self.gir is not None and not 1 <= self.gir <= 6:
-            raise ValueError("a GIR is 1 to 6")
+            raise InvalidEvent("gir", "a GIR is 1 to 6")
         if self.sex is not None and self.sex not in SEXES:
-            raise ValueError(f"sex is one of {SEXES}")
+            raise InvalidEvent("sex", f"sex is one of {', '.join(SEXES)}")
 
     @property
     def sort_key(self) -> tuple[datetime, int, str]:
@@ -248,3 +259,33 @@ def from_inbound(event: InboundLike) -> StayEvent:
         )
     except ValueError as exc:
         raise NotAStayEvent(str(exc)) from None
+
+
+def to_json(event: StayEvent) -> dict[str, Any]:
+    """The event as JSON (what is stored, encrypted): only the fields that are set."""
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "person_ref": event.person_ref,
+        "finess": event.finess,
+        "at": event.at.isoformat(),
+        "version": event.version,
+    }
+    if event.cancelled:
+        out["cancelled"] = True
+    for name in ("accommodation", "unit", "exit_reason", "absence_kind", "provenance", "sex", "gir"):
+        value = getattr(event, name)
+        if value is not None:
+            out[name] = value
+    if event.birth_date is not None:
+        out["birth_date"] = event.birth_date.isoformat()
+    return out
+
+
+def from_json(data: Mapping[str, Any]) -> StayEvent:
+    """The inverse of :func:`to_json` (``ValueError`` on an inconsistent event)."""
+    kw = dict(data)
+    kw["at"] = datetime.fromisoformat(kw["at"])
+    if "birth_date" in kw:
+        kw["birth_date"] = date.fromisoformat(kw["birth_date"])
+    return StayEvent(**kw)

@@ -2,7 +2,7 @@
 request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
 """
 
-from gateway.api import audit, deliveries, health, inbound, metrics, persons, submissions
+from gateway.api import audit, deliveries, health, inbound, metrics, persons, stays, submissions
 
 __all__ = ["ROUTERS"]
 
@@ -11,6 +11,7 @@ ROUTERS = (
     deliveries.router,
     inbound.router,
     persons.router,
+    stays.router,
     audit.router,
     health.router,
     metrics.router,

@@ -367,3 +367,56 @@ class UnmatchedPerson(Base):
     created_at: Mapped[datetime] = _ts()
     linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     __table_args__ = (Index("ix_unmatched_persons_status", "tenant_id", "status", "created_at"),)
+class StayEventRow(Base):
+    """One version of a stay event (issue #11), its content encrypted (AAD = row id).
+
+    In clear only what selecting and ordering need: tenant, ESSMS, the client's event id and
+    version, the kind, the DUI's person reference (as on submissions) and the time.
+    """
+
+    __tablename__ = "stay_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    essms_finess: Mapped[str] = mapped_column(String(9), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(24), nullable=False)
+    person_ref: Mapped[str] = mapped_column(String(128), nullable=False)
+    occurred_at: Mapped[datetime] = _ts()
+    source: Mapped[str] = mapped_column(String(32), nullable=False)  # "api" or the inbound source
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    payload_ct: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    data_key_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"), nullable=False)
+    created_at: Mapped[datetime] = _ts()
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "essms_finess", "event_id", "version", name="uq_stay_event_version"),
+        Index("ix_stay_events_essms_time", "tenant_id", "essms_finess", "occurred_at"),
+        Index("ix_stay_events_person", "tenant_id", "essms_finess", "person_ref"),
+    )
+
+
+class ReportingConfig(Base):
+    """Per ESSMS: authorised capacity per accommodation type and the funder's counting rules."""
+
+    __tablename__ = "reporting_configs"
+    essms_finess: Mapped[str] = mapped_column(String(9), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False, index=True)
+    capacities: Mapped[list] = mapped_column(JSON, nullable=False)  # type: ignore[type-arg]
+    rules: Mapped[dict] = mapped_column(JSON, nullable=False)  # type: ignore[type-arg]
+    updated_at: Mapped[datetime] = _ts()
+
+
+class IndicatorReport(Base):
+    """A period's dataset handed to a destination (SIDOBA...): what was reported, to spot corrections."""
+
+    __tablename__ = "indicator_reports"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    essms_finess: Mapped[str] = mapped_column(String(9), nullable=False)
+    period: Mapped[str] = mapped_column(String(8), nullable=False)
+    period_start: Mapped[datetime] = _ts()
+    period_end: Mapped[datetime] = _ts()
+    dataset_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
+    created_at: Mapped[datetime] = _ts()
+    __table_args__ = (Index("ix_indicator_reports_essms", "tenant_id", "essms_finess", "period_start"),)

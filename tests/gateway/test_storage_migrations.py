@@ -31,6 +31,9 @@ EXPECTED_TABLES = {
     "credentials",
     "audit_events",
     "audit_head",
+    "stay_events",
+    "reporting_configs",
+    "indicator_reports",
     "alembic_version",
 }
 
