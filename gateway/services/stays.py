@@ -27,7 +27,7 @@ from gateway.security.clients import essms_of_tenant
 from gateway.security.crypto import KeyRing, decrypt, encrypt
 from gateway.storage.models import IndicatorReport, ReportingConfig, StayEventRow
 from reporting import Capacity, Dataset, Period, Rules, StayEvent, compute
-from reporting.events import affected_range, from_json, latest, to_json
+from reporting.events import InboundLike, NotAStayEvent, affected_range, from_inbound, from_json, latest, to_json
 from reporting.indicators import compute_timeline, occupancy_series
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "occupancy",
     "put_config",
     "record_event",
+    "record_inbound",
     "record_report",
     "rules_from_json",
 ]
@@ -373,3 +374,25 @@ def record_report(
     session.add(row)
     session.flush()
     return row
+
+
+def record_inbound(
+    session: Session, *, tenant_id: str, event: InboundLike, keyring: KeyRing, source: str
+) -> Recorded | None:
+    """The seam for inbound sources (HL7 v2 ADT): a movement of a matched resident becomes a stay
+    event (see :func:`reporting.events.from_inbound`); anything else is None (not a stay event,
+    or an ESSMS of another tenant), so a worker can call it on every inbound event it stores."""
+    try:
+        stay_event = from_inbound(event)
+    except NotAStayEvent:
+        return None
+    if stay_event.finess not in essms_of_tenant(session, tenant_id):
+        return None
+    return record_event(
+        session,
+        tenant_id=tenant_id,
+        event=stay_event,
+        keyring=keyring,
+        actor=f"source:{source}"[:255],
+        source=source[:32],
+    )

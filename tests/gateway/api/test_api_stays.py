@@ -144,3 +144,28 @@ def test_other_tenants_essms_is_forbidden(client: Api, tenant: Any, other_tenant
     assert r.status_code == 403
     r = client.get(f"/v1/essms/{tenant.finess}/indicators/2026", headers=bearer(other_tenant.api_key))
     assert r.status_code == 403
+
+
+def test_inbound_seam_records_a_matched_residents_hospitalisation(
+    tenant: Any, session_factory: sessionmaker[Session], keyring: Any
+) -> None:
+    from connectors.base import InboundEvent
+    from gateway.services import stays
+
+    adt = InboundEvent(
+        event_type="adt.hospitalised",
+        payload={"occurred_at": "2026-03-10T09:00:00+01:00"},
+        essms_finess=tenant.finess,
+        person_ref="P-0001",
+        series="A21-1",
+    )
+    with session_factory() as session:
+        rec = stays.record_inbound(session, tenant_id=tenant.id, event=adt, keyring=keyring, source="mllp")
+        assert rec is not None and rec.created and rec.row.source == "mllp"
+        again = stays.record_inbound(session, tenant_id=tenant.id, event=adt, keyring=keyring, source="mllp")
+        assert again is not None and not again.created
+        other = InboundEvent("adt.hospitalised", adt.payload, "750000028", "P-0001", "A21-2")
+        assert stays.record_inbound(session, tenant_id=tenant.id, event=other, keyring=keyring, source="mllp") is None
+        unrelated = InboundEvent("mssante.message", {}, tenant.finess, "P-0001", "m")
+        assert stays.record_inbound(session, tenant_id=tenant.id, event=unrelated, keyring=keyring, source="x") is None
+        session.commit()
