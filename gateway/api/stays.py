@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
+from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
 from gateway.api.problems import problem_responses
 from gateway.api.submissions import read_json_body
 from gateway.errors import FieldError, ValidationFailed
@@ -296,3 +296,34 @@ def request_schemas() -> dict[str, Any]:
     )
     defs: dict[str, Any] = top.get("$defs", {})
     return defs
+
+
+class ReportAccepted(BaseModel):
+    submission_id: str
+    period: str
+    dataset_sha256: str
+    created: bool = Field(description="false: this very dataset was already reported (same submission)")
+
+
+@router.post(
+    "/essms/{finess}/indicators/{period}/report",
+    status_code=202,
+    response_model=ReportAccepted,
+    responses=problem_responses(401, 403, 422),
+)
+def report_indicators(
+    finess: Finess, period: PeriodCode, request: Request, runtime: RuntimeDep, caller: Submitter, session: SessionDep
+) -> ReportAccepted:
+    """Send the period's dataset to the destinations routed for ``indicator-dataset`` (SIDOBA…)."""
+    out = stays.report(
+        session,
+        tenant_id=caller.tenant(),
+        finess=finess,
+        period=Period.parse(period),
+        keyring=runtime.keyring,
+        actor=caller.actor,
+        correlation_id=correlation_id(request),
+    )
+    return ReportAccepted(
+        submission_id=out.submission_id, period=period, dataset_sha256=out.dataset_sha256, created=out.created
+    )

@@ -25,13 +25,15 @@ from gateway import audit
 from gateway.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from gateway.security.clients import essms_of_tenant
 from gateway.security.crypto import KeyRing, decrypt, encrypt
-from gateway.storage.models import IndicatorReport, ReportingConfig, StayEventRow
+from gateway.storage.codec import facts_to_json
+from gateway.storage.models import IndicatorReport, ReportingConfig, StayEventRow, Submission
 from reporting import Capacity, Dataset, Period, Rules, StayEvent, compute
 from reporting.events import InboundLike, NotAStayEvent, affected_range, from_inbound, from_json, latest, to_json
 from reporting.indicators import compute_timeline, occupancy_series
 
 __all__ = [
     "Recorded",
+    "Reported",
     "check_essms",
     "dataset",
     "get_config",
@@ -41,6 +43,7 @@ __all__ = [
     "record_event",
     "record_inbound",
     "record_report",
+    "report",
     "rules_from_json",
 ]
 
@@ -396,3 +399,80 @@ def record_inbound(
         actor=f"source:{source}"[:255],
         source=source[:32],
     )
+
+
+@dataclass(frozen=True)
+class Reported:
+    submission_id: str
+    dataset_sha256: str
+    created: bool
+
+
+def report(
+    session: Session,
+    *,
+    tenant_id: str,
+    finess: str,
+    period: Period,
+    keyring: KeyRing,
+    actor: str,
+    correlation_id: str = "",
+    now: datetime | None = None,
+) -> Reported:
+    """Hand the period's dataset to the outbox: an ``indicator-dataset`` submission, routed and
+    delivered (SIDOBA connector...) with retries and audit like any document.
+
+    The same dataset reported twice is one submission (idempotency key = FINESS, period and the
+    dataset's hash); a changed dataset (a correction arrived) is a new one, the next version of
+    the period's series. The report is remembered so later corrections name this period.
+    """
+    from mappings.indicator_dataset import INDICATOR_DATASET, IndicatorDatasetRecord
+
+    ds = dataset(session, tenant_id=tenant_id, finess=finess, period=period, keyring=keyring, actor=actor)
+    record = IndicatorDatasetRecord(
+        essms_finess=finess, period=period.code, layout_version=ds.layout_version, dataset=ds.as_json()
+    )
+    content = json.dumps(record.dataset, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    digest = hashlib.sha256(content).hexdigest()
+    key = f"indicators:{finess}:{period.code}:{digest[:32]}"
+    existing = session.scalar(
+        select(Submission.id).where(Submission.tenant_id == tenant_id, Submission.idempotency_key == key)
+    )
+    if existing is not None:
+        return Reported(existing, digest, False)
+    now = now or datetime.now(UTC)
+    body = record.model_dump_json().encode("utf-8")
+    sub_id = str(uuid.uuid4())
+    ciphertext, key_id = encrypt(session, tenant_id=tenant_id, plaintext=body, keyring=keyring, aad=sub_id.encode())
+    facts = INDICATOR_DATASET.facts(record)
+    session.add(
+        Submission(
+            id=sub_id,
+            tenant_id=tenant_id,
+            client_id=None,
+            document_type=INDICATOR_DATASET.code,
+            essms_finess=finess,
+            person_ref=facts.person_ref,
+            status="received",
+            idempotency_key=key,
+            request_hash=hashlib.sha256(body).hexdigest(),
+            payload_ct=ciphertext,
+            data_key_id=key_id,
+            facts=facts_to_json(facts),
+            correlation_id=correlation_id or uuid.uuid4().hex,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+    record_report(session, tenant_id=tenant_id, ds=ds, body=content, submission_id=sub_id, now=now)
+    audit.append(
+        session,
+        actor=actor,
+        action="received",
+        entity_type="submission",
+        entity_id=sub_id,
+        tenant_id=tenant_id,
+        detail={"document_type": INDICATOR_DATASET.code, "essms_finess": finess, "period": period.code},
+    )
+    return Reported(sub_id, digest, True)

@@ -169,3 +169,17 @@ def test_inbound_seam_records_a_matched_residents_hospitalisation(
         unrelated = InboundEvent("mssante.message", {}, tenant.finess, "P-0001", "m")
         assert stays.record_inbound(session, tenant_id=tenant.id, event=unrelated, keyring=keyring, source="x") is None
         session.commit()
+
+
+def test_report_endpoint_queues_the_dataset_once(client: Api, tenant: Any) -> None:
+    key = tenant.api_key
+    assert _post(client, key, _event(tenant.finess)).status_code == 201
+    first = client.post(f"/v1/essms/{tenant.finess}/indicators/2026-01/report", headers=bearer(key))
+    assert first.status_code == 202, first.text
+    again = client.post(f"/v1/essms/{tenant.finess}/indicators/2026-01/report", headers=bearer(key))
+    assert again.json()["submission_id"] == first.json()["submission_id"] and again.json()["created"] is False
+    detail = client.get(f"/v1/submissions/{first.json()['submission_id']}", headers=bearer(key)).json()
+    assert detail["document_type"] == "indicator-dataset"
+    # a correction to a reported period says so
+    fixed = _post(client, key, _event(tenant.finess, version=2, occurred_at="2026-01-03T10:00:00+01:00"))
+    assert fixed.json()["reported_periods_affected"] == ["2026-01"]
