@@ -75,6 +75,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "tenants",
         "Tenants (organismes gestionnaires), their ESSMS and API clients.",
     ),
+    Subcommand(
+        "gateway.indicators_cli",
+        "app",
+        "indicators",
+        "Activity indicators: export CSV/JSON, report a period (SIDOBA), compute offline.",
+    ),
     Subcommand("gateway.audit.cli", "app", "audit", "Audit trail: verify the hash chain, export events."),
     Subcommand(
         "gateway.security.cli",
