@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
-__all__ = ["Period"]
+__all__ = ["MAX_YEAR", "MIN_YEAR", "Period"]
+
+MIN_YEAR: Final = 1900
+MAX_YEAR: Final = 2199
 
 _RE: Final = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])|-Q([1-4]))?$")
 
@@ -26,6 +29,8 @@ class Period:
         if m is None:
             raise ValueError("a period is YYYY, YYYY-Qn or YYYY-MM")
         year = int(m.group(1))
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            raise ValueError(f"a period's year is {MIN_YEAR} to {MAX_YEAR}")
         if m.group(2):
             return cls.month(year, int(m.group(2)))
         if m.group(3):

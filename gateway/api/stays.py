@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
 from gateway.api.problems import problem_responses
@@ -17,6 +17,7 @@ from gateway.services import intake, stays
 from reporting import Capacity, Period
 from reporting.events import ABSENCE_KINDS, EXIT_REASONS, InvalidEvent, StayEvent
 from reporting.export import to_csv
+from reporting.periods import MAX_YEAR, MIN_YEAR
 
 __all__ = ["router"]
 
@@ -49,6 +50,20 @@ class StayEventIn(BaseModel):
     sex: Literal["F", "M", "U"] | None = None
     birth_date: date | None = None
     gir: int | None = Field(default=None, ge=1, le=6)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"the year is {MIN_YEAR} to {MAX_YEAR}")
+        return value
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible_birth(cls, value: date | None) -> date | None:
+        if value is not None and not 1850 <= value.year <= MAX_YEAR:
+            raise ValueError(f"the year is 1850 to {MAX_YEAR}")
+        return value
 
     def to_event(self) -> StayEvent:
         try:
@@ -169,6 +184,13 @@ async def post_stay_event(
     )
 
 
+def _period(code: str) -> Period:
+    try:
+        return Period.parse(code)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), [FieldError("path:period", str(exc), "period")]) from None
+
+
 def _config_out(caps: list[Capacity], rules: Any) -> dict[str, Any]:
     return {
         "capacities": [
@@ -250,7 +272,7 @@ def get_indicators(
         session,
         tenant_id=caller.tenant(),
         finess=finess,
-        period=Period.parse(period),
+        period=_period(period),
         keyring=runtime.keyring,
         actor=caller.actor,
     )
@@ -319,7 +341,7 @@ def report_indicators(
         session,
         tenant_id=caller.tenant(),
         finess=finess,
-        period=Period.parse(period),
+        period=_period(period),
         keyring=runtime.keyring,
         actor=caller.actor,
         correlation_id=correlation_id(request),
