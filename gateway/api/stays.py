@@ -313,7 +313,7 @@ def request_schemas() -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
     _, top = models_json_schema(
-        [(StayEventIn, "validation"), (ReportingConfigIn, "validation")],
+        [(StayEventIn, "validation"), (StayEventBatchIn, "validation"), (ReportingConfigIn, "validation")],
         ref_template="#/components/schemas/{model}",
     )
     defs: dict[str, Any] = top.get("$defs", {})
@@ -349,3 +349,69 @@ def report_indicators(
     return ReportAccepted(
         submission_id=out.submission_id, period=period, dataset_sha256=out.dataset_sha256, created=out.created
     )
+
+
+MAX_BATCH = 1000
+
+
+class StayEventBatchIn(BaseModel):
+    """Up to 1000 stay events recorded together: all of them, or none (one transaction)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[StayEventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class StayEventBatchRecorded(BaseModel):
+    items: list[StayEventRecorded]
+    created: int = Field(description="how many versions were new (the others were replays)")
+
+
+def _recorded(rec: stays.Recorded) -> StayEventRecorded:
+    return StayEventRecorded(
+        id=rec.row.id,
+        event_id=rec.row.event_id,
+        version=rec.row.version,
+        current=rec.current,
+        affected_from=rec.affected_from,
+        affected_to=rec.affected_to,
+        reported_periods_affected=list(rec.reported_periods),
+    )
+
+
+@router.post(
+    "/stay-events/batch",
+    response_model=StayEventBatchRecorded,
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StayEventBatchIn"}}},
+        }
+    },
+)
+async def post_stay_events_batch(
+    runtime: RuntimeDep,
+    caller: Submitter,
+    body: Annotated[Any, Depends(read_json_body)],
+    session: SessionDep,
+) -> StayEventBatchRecorded:
+    """Record up to 1000 stay events in one transaction (a 409 or 422 on one keeps none)."""
+    batch: StayEventBatchIn = _validated(StayEventBatchIn, body)
+    events: list[StayEvent] = []
+    for i, item in enumerate(batch.events):
+        try:
+            events.append(item.to_event())
+        except ValidationFailed as exc:
+            errors = [FieldError(f"/events/{i}{e.pointer}", e.message, e.code) for e in exc.errors]
+            raise ValidationFailed("a stay event is not consistent; see errors", errors) from None
+    tenant_id = caller.tenant()
+
+    def run() -> list[stays.Recorded]:
+        return [
+            stays.record_event(session, tenant_id=tenant_id, event=e, keyring=runtime.keyring, actor=caller.actor)
+            for e in events
+        ]
+
+    recorded = await run_in_threadpool(run)
+    return StayEventBatchRecorded(items=[_recorded(r) for r in recorded], created=sum(r.created for r in recorded))

@@ -110,7 +110,9 @@ def record_event(
         if same.request_hash != request_hash:
             raise Conflict(
                 "this event id and version were already recorded with other content; send a higher version to correct",
-                extra={"errors": [{"pointer": "/version", "detail": "already used with other content"}]},
+                extra={
+                    "errors": [{"pointer": "/version", "detail": "already used with other content", "code": "conflict"}]
+                },
             )
         return Recorded(same, False, same.version == versions[-1].version, None, None, ())
     newest = versions[-1] if versions else None

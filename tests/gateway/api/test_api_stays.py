@@ -117,6 +117,9 @@ def test_correction_recomputes_and_flags_nothing_unreported(client: Api, tenant:
     clash = _post(client, key, _event(tenant.finess, version=2, accommodation="temporary"))
     assert clash.status_code == 409
     assert clash.headers["content-type"].startswith("application/problem+json")
+    assert clash.json()["errors"] == [
+        {"pointer": "/version", "detail": "already used with other content", "code": "conflict"}
+    ]
     # an older version arriving late is kept but does not win
     late = _post(client, key, _event(tenant.finess, event_id="exit-1", kind="exit", version=1, exit_reason="death",
                                      occurred_at="2026-02-11T10:00:00+01:00", accommodation=None))  # fmt: skip
@@ -183,3 +186,23 @@ def test_report_endpoint_queues_the_dataset_once(client: Api, tenant: Any) -> No
     # a correction to a reported period says so
     fixed = _post(client, key, _event(tenant.finess, version=2, occurred_at="2026-01-03T10:00:00+01:00"))
     assert fixed.json()["reported_periods_affected"] == ["2026-01"]
+
+
+def test_batch_is_all_or_nothing(client: Api, tenant: Any, session_factory: sessionmaker[Session]) -> None:
+    key = tenant.api_key
+    good = [_event(tenant.finess, event_id=f"adm-{i}", person_ref=f"P-{i}") for i in range(3)]
+    bad = [*good, _event(tenant.finess, event_id="t-1", kind="transfer", unit=None)]
+    r = client.post("/v1/stay-events/batch", json={"events": bad}, headers=bearer(key))
+    assert r.status_code == 422 and [e["pointer"] for e in r.json()["errors"]] == ["/events/3/unit"]
+    with session_factory() as session:
+        assert list(session.scalars(select(StayEventRow))) == []
+    r = client.post("/v1/stay-events/batch", json={"events": good}, headers=bearer(key))
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] == 3 and len(r.json()["items"]) == 3
+    clash = [_event(tenant.finess, event_id="adm-9", person_ref="P-9"), {**good[0], "accommodation": "permanent"}]
+    r = client.post("/v1/stay-events/batch", json={"events": clash}, headers=bearer(key))
+    assert r.status_code == 409
+    with session_factory() as session:
+        assert len(list(session.scalars(select(StayEventRow)))) == 3  # adm-9 rolled back with the batch
+    ds = client.get(f"/v1/essms/{tenant.finess}/indicators/2026-01", headers=bearer(key)).json()["datasets"][0]
+    assert ds["totals"]["people_accompanied"] == 3
