@@ -31,14 +31,22 @@ def _install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: str) -> Non
 
 
 def test_built_in_document_types_come_from_entry_points(fresh: None) -> None:
-    assert registry.codes() == ["dlu", "inbound-event", "ppa", "sdo-consent", "sdo-status", "tddui-export"]
+    assert registry.codes() == [
+        "dlu",
+        "inbound-event",
+        "indicator-dataset",
+        "ppa",
+        "sdo-consent",
+        "sdo-status",
+        "tddui-export",
+    ]
     assert registry.public_codes() == [
         "dlu",
         "ppa",
         "sdo-consent",
         "sdo-status",
         "tddui-export",
-    ]  # inbound-event is the gateway's own
+    ]  # inbound-event and indicator-dataset are the gateway's own
     assert (registry.get("dlu"), registry.get("ppa"), registry.get("tddui-export")) == (DLU, PPA, EXPORT)
     assert DLU.type_code is not None and DLU.type_code.code == "74207-2"
     assert PPA.type_code is not None and PPA.type_code.code == "80788-3"
