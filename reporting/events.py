@@ -203,47 +203,63 @@ class InboundLike(Protocol):
     def series(self) -> str | None: ...
 
 
-# ADT movement (last segment of event_type, e.g. "adt.hospitalised") -> stay event kind
+# ADT movement (last segment of event_type, dui-gateway.adt/1 of the hl7v2 branch) -> stay event
+# kind. The ADT feed is a hospital's, about the ESSMS's residents: A01 opens a hospitalisation
+# (an absence of the ESSMS), A03 closes it. A02 (a move inside the hospital), A21/A22 (a leave
+# from the hospital) do not change the ESSMS stay: not stay events (docs/indicators.md).
 _INBOUND_KINDS: Final = {
     "hospitalised": "absence_start",
-    "returned": "absence_end",
-    "discharged": "exit",
-    "transferred": "transfer",
+    "discharged": "absence_end",
 }
+_PARIS = "Europe/Paris"
+
+
+def _inbound_time(raw: object, field: str) -> datetime:
+    if not isinstance(raw, str):
+        raise NotAStayEvent(f"payload.{field} is missing")
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise NotAStayEvent(f"payload.{field} is not ISO 8601") from None
+    if at.tzinfo is None:  # HL7 DTM in France: local time (the hl7v2 reader drops the offset)
+        from zoneinfo import ZoneInfo
+
+        at = at.replace(tzinfo=ZoneInfo(_PARIS))
+    return at
 
 
 def from_inbound(event: InboundLike) -> StayEvent:
     """Turn an inbound ADT movement about a matched resident into a stay event.
 
-    ``event_type`` ends in ``hospitalised`` (absence of kind hospitalisation starts),
-    ``returned`` (the absence ends), ``discharged`` (exit; ``payload["exit_reason"]`` or
-    ``unknown``) or ``transferred`` (``payload["unit"]``). ``payload["occurred_at"]`` is the
-    movement's time, ISO 8601 with an offset (HL7 EVN-6 / PV1-44/45 as the source reads them).
-    The event id is ``inbound:<series>`` (the source's identifier of the movement, so a resend
-    or a correction with ``payload["version"]`` > 1 replaces it); ``payload["cancelled"]`` true
-    (ADT A12/A13-like cancellations) withdraws it. Raises :class:`NotAStayEvent` otherwise.
+    ``event_type`` ``adt.hospitalised`` (A01) starts an absence of kind hospitalisation,
+    ``adt.discharged`` (A03) ends it; ``adt.cancelled`` whose ``payload.cancels.event_type`` is
+    one of those withdraws it. ``payload.occurred_at`` is the movement's time (ISO 8601; without
+    an offset it is Paris local time, as HL7 times are in France). The event id is
+    ``inbound:<series>`` (the ZBE movement), so a resend is idempotent; the version is
+    ``payload.version`` when given, else the message's ``recorded_at`` in epoch seconds (a later
+    update or cancellation of the same movement wins). Raises :class:`NotAStayEvent` otherwise.
     """
-    movement = event.event_type.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    payload = event.payload
+    movement = event.event_type.rsplit(".", 1)[-1]
+    cancelled = movement == "cancelled"
+    if cancelled:
+        cancels = payload.get("cancels")
+        target = cancels.get("event_type") if isinstance(cancels, Mapping) else None
+        movement = str(target or "").rsplit(".", 1)[-1]
     kind = _INBOUND_KINDS.get(movement)
     if kind is None:
         raise NotAStayEvent(f"event type {event.event_type!r} is not a stay movement")
     if not event.person_ref:
         raise NotAStayEvent("the inbound event is not matched to a resident")
-    payload = event.payload
     series = event.series or payload.get("movement_id")
     if not isinstance(series, str) or not series:
         raise NotAStayEvent("the inbound event has no series (movement identifier)")
-    raw_at = payload.get("occurred_at")
-    if not isinstance(raw_at, str):
-        raise NotAStayEvent("payload.occurred_at is missing")
-    try:
-        at = datetime.fromisoformat(raw_at)
-    except ValueError:
-        raise NotAStayEvent("payload.occurred_at is not ISO 8601") from None
-    if at.tzinfo is None:
-        raise NotAStayEvent("payload.occurred_at has no UTC offset")
-    version = payload.get("version", 1)
-    reason = payload.get("exit_reason", "unknown") if kind == "exit" else None
+    at = _inbound_time(payload.get("occurred_at"), "occurred_at")
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        recorded = payload.get("recorded_at")
+        version = int(_inbound_time(recorded, "recorded_at").timestamp()) if isinstance(recorded, str) else 1
+        version = max(version, 1)
     try:
         return StayEvent(
             event_id=f"inbound:{series}"[:128],
@@ -251,13 +267,11 @@ def from_inbound(event: InboundLike) -> StayEvent:
             person_ref=event.person_ref,
             finess=event.essms_finess,
             at=at,
-            version=version if isinstance(version, int) and not isinstance(version, bool) else 1,
-            cancelled=payload.get("cancelled") is True,
+            version=version,
+            cancelled=cancelled or payload.get("cancelled") is True,
             absence_kind="hospitalisation" if kind == "absence_start" else None,
-            exit_reason=reason if isinstance(reason, str) else "unknown",
-            unit=str(payload["unit"]) if kind == "transfer" and payload.get("unit") else None,
         )
-    except ValueError as exc:
+    except InvalidEvent as exc:
         raise NotAStayEvent(str(exc)) from None
 
 

@@ -367,6 +367,8 @@ class UnmatchedPerson(Base):
     created_at: Mapped[datetime] = _ts()
     linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     __table_args__ = (Index("ix_unmatched_persons_status", "tenant_id", "status", "created_at"),)
+
+
 class StayEventRow(Base):
     """One version of a stay event (issue #11), its content encrypted (AAD = row id).
 
