@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -36,7 +37,9 @@ from sqlalchemy.orm import Session
 from connectors.base import InboundEvent, InboundMessage, Interpretation, StoredInbound
 from gateway import audit, persons
 from gateway.delivery import outbox
+from gateway.errors import GatewayError
 from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt, encrypt_many
+from gateway.services import stays
 from gateway.storage.codec import facts_to_json
 from gateway.storage.models import InboundMessage as InboundRow
 from gateway.storage.models import Submission, Tenant
@@ -376,6 +379,8 @@ def _event_submission(
         detail={"document_type": INBOUND_EVENT.code, "event_type": event.event_type, "inbound": row.id},
         at=now,
     )
+    if person_ref is not None:
+        _record_stay(session, runtime, row=row, event=dataclasses.replace(event, person_ref=person_ref))
     if person_ref is None and (event.identifiers or event.former_identifiers):
         persons.keep_unmatched(
             session,
@@ -390,6 +395,20 @@ def _event_submission(
             now=now,
         )
     return sub_id
+
+
+def _record_stay(session: Session, runtime: Runtime, *, row: InboundRow, event: InboundEvent) -> None:
+    """A matched resident's hospital movement (HL7 v2 ADT) also feeds the indicators' stay events
+    (``reporting.events.from_inbound``); anything else is ignored there. A movement the stay
+    model refuses (a conflicting correction, an ESSMS without reporting) is noted in the log
+    without content and never blocks the event's delivery to the DUI vendor."""
+    try:
+        with session.begin_nested():
+            stays.record_inbound(
+                session, tenant_id=row.tenant_id, event=event, keyring=runtime.keyring, source=row.source
+            )
+    except GatewayError as exc:
+        _log.warning("inbound_stay_event_refused", source=row.source, error_type=type(exc).__name__)
 
 
 def _person(session: Session, *, row: InboundRow, event: InboundEvent, now: datetime) -> str | None:

@@ -261,3 +261,31 @@ def test_a_dlu_sent_in_an_mdm_is_delivered_when_the_application_ack_comes_back(
                 break
             time.sleep(0.1)
         assert delivery.status == "delivered"
+
+
+def test_a_matched_residents_hospitalisation_feeds_the_stay_events(
+    wired: Any, tenant: Any, dui: SandboxReceiver, client: Any
+) -> None:
+    """The worker that interprets the ADT also records the indicators' stay event (absence start on
+    A01, end on A03) for a matched resident; an unmatched person's movement records nothing."""
+    from gateway.storage.models import StayEventRow
+
+    record = wired.demo_record
+    _post_dlu(client, tenant, record)
+    _drain(wired)
+    assert _send(wired, adt("A01", control_id="HOSP-1", ins=DEMO_INS, movement="MVT-7"))[0] == "AA"
+    assert (
+        _send(wired, adt("A01", control_id="HOSP-X", ins="199999999999999", ipp="777001", movement="MVT-8"))[0] == "AA"
+    )
+    _drain(wired)
+    with wired.session_factory() as session:
+        rows = session.scalars(select(StayEventRow)).all()
+        assert [(r.kind, r.person_ref, r.source) for r in rows] == [
+            ("absence_start", record["person"]["local_id"], "hospital-adt")
+        ]
+    assert _send(wired, adt("A03", control_id="HOSP-2", ins=DEMO_INS, movement="MVT-9"))[0] == "AA"
+    _drain(wired)
+    with wired.session_factory() as session:
+        kinds = sorted(r.kind for r in session.scalars(select(StayEventRow)))
+        assert kinds == ["absence_end", "absence_start"]
+    assert [e["event_type"] for e in _events(dui)] == ["adt.hospitalised", "adt.hospitalised", "adt.discharged"]
