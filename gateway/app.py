@@ -28,6 +28,7 @@ from gateway.api.problems import fix_openapi_problems, install_error_handlers, r
 from gateway.api.submissions import SubmissionEnvelope
 from gateway.logging import configure_logging, get_logger
 from gateway.runtime import Runtime
+from gateway.services.group_commit import GroupCommitter
 from gateway.settings import Settings, get_settings
 from mappings import registry
 
@@ -151,6 +152,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        committer: GroupCommitter | None = getattr(app.state, "intake_committer", None)
+        if committer is not None:
+            await run_in_threadpool(committer.close)  # the submissions handed over are committed
         if runtime is not None:
             await run_in_threadpool(runtime.stop_workers)  # drains in-flight deliveries
 
@@ -193,6 +197,8 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         if runtime is not None
         else None
     )
+    # submissions arriving together share one transaction (each still answered after the commit)
+    app.state.intake_committer = GroupCommitter(runtime.session_factory) if runtime is not None else None
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

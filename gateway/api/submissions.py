@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -10,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.orm import Session
 
 from gateway.api.bodies import parse_json_body
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, correlation_id, require_scope
@@ -20,6 +23,7 @@ from gateway.errors import FieldError, ValidationFailed
 from gateway.metrics import SUBMISSIONS_RECEIVED
 from gateway.runtime import Runtime
 from gateway.services import intake, queries
+from gateway.services.group_commit import GroupCommitter
 
 __all__ = ["REQUEST_BODY_REF", "SubmissionEnvelope", "router"]
 
@@ -102,7 +106,6 @@ async def submit(
     runtime: RuntimeDep,
     caller: Submitter,
     body: Annotated[Any, Depends(read_json_body)],
-    session: SessionDep,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", description="same key + same body returns the first answer"),
@@ -113,6 +116,53 @@ async def submit(
     if guard is not None:
         await run_in_threadpool(guard.check)  # 503 + Retry-After while the queue is too deep
     key = _idempotency_key(idempotency_key)
+    document_type, record = _envelope(body)
+    client = caller.client
+    assert client is not None  # the "submit" scope is only ever given to API clients
+    # validated once, here (CPU only); the database work is group-committed with the other
+    # submissions of this moment, and this answers only after that commit
+    prepared = await run_in_threadpool(intake.prepare, document_type=document_type, record_json=record)
+    cid = correlation_id(request)
+
+    def store(session: Session) -> tuple[SubmissionAccepted, bool]:
+        submission, created = intake.store(
+            session, client=client, prepared=prepared, idempotency_key=key, keyring=runtime.keyring, correlation_id=cid
+        )
+        return SubmissionAccepted.of(submission), created
+
+    committer: GroupCommitter | None = getattr(request.app.state, "intake_committer", None)
+    if committer is not None:
+        accepted, created = await asyncio.wrap_future(committer.submit(store))
+    else:
+        accepted, created = await run_in_threadpool(_store_alone, runtime, store)
+    if created:
+        SUBMISSIONS_RECEIVED.labels(document_type=accepted.document_type).inc()
+        background.add_task(_wake_workers, runtime)  # runs after the response
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/submissions/{accepted.id}"
+    return accepted
+
+
+def _store_alone(
+    runtime: Runtime, store: Callable[[Session], tuple[SubmissionAccepted, bool]]
+) -> tuple[SubmissionAccepted, bool]:
+    """Without a committer (an app built around a bare runtime): one transaction for this request."""
+    with runtime.session_factory() as session:
+        result = store(session)
+        session.commit()
+        return result
+
+
+def _envelope(body: Any) -> tuple[str, dict[str, Any]]:
+    """``(document_type, record)`` of the request body; pydantic only to explain a wrong one."""
+    if (
+        isinstance(body, dict)
+        and len(body) == 2
+        and isinstance(body.get("document_type"), str)
+        and isinstance(body.get("record"), dict)
+    ):
+        return body["document_type"], body["record"]
     if not isinstance(body, dict):
         raise ValidationFailed(
             "the request body must be a JSON object", [FieldError("", "must be a JSON object", "dict_type")]
@@ -127,26 +177,7 @@ async def submit(
             for e in intake.field_errors(exc.errors(include_url=False, include_context=False))
         ]
         raise ValidationFailed("the request body is not a valid submission; see errors", errors) from None
-    client = caller.client
-    assert client is not None  # the "submit" scope is only ever given to API clients
-    submission, created = await run_in_threadpool(
-        lambda: intake.submit(
-            session,
-            client=client,
-            document_type=envelope.document_type,
-            record_json=envelope.record,
-            idempotency_key=key,
-            keyring=runtime.keyring,
-            correlation_id=correlation_id(request),
-        )
-    )
-    if created:
-        SUBMISSIONS_RECEIVED.labels(document_type=submission.document_type).inc()
-        background.add_task(_wake_workers, runtime)  # runs after the commit and the response
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/submissions/{submission.id}"
-    return SubmissionAccepted.of(submission)
+    return envelope.document_type, envelope.record
 
 
 @router.get("", response_model=SubmissionPage, responses=problem_responses(401, 403, 422))

@@ -17,6 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,12 +33,16 @@ from gateway.security.crypto import KeyRing, encrypt
 from gateway.storage.codec import facts_to_json
 from gateway.storage.models import ApiClient, Submission
 from mappings import registry
-from mappings.base import MappingFailed
+from mappings.base import MappingFailed, RecordFacts
 
 __all__ = [
+    "Prepared",
     "canonical_hash",
     "field_errors",
     "json_pointer",
+    "parse_json",
+    "prepare",
+    "store",
     "submit",
 ]
 
@@ -115,14 +120,19 @@ def canonical_hash(document_type: str, record: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def parse_json(raw: bytes) -> Any:
+    """A record (or envelope) from bytes; ``ValidationFailed`` when it is not JSON (input never quoted)."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationFailed(
+            "the record is not valid JSON", [FieldError("/record", "not valid JSON", "json_invalid")]
+        ) from exc
+
+
 def _parse(record_json: bytes | Mapping[str, Any]) -> Any:
     if isinstance(record_json, bytes | bytearray):
-        try:
-            return json.loads(record_json)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValidationFailed(
-                "the record is not valid JSON", [FieldError("/record", "not valid JSON", "json_invalid")]
-            ) from exc
+        return parse_json(bytes(record_json))
     return record_json
 
 
@@ -140,22 +150,20 @@ def _replay(existing: Submission, *, request_hash: str) -> tuple[Submission, boo
     return existing, False
 
 
-def submit(
-    session: Session,
-    *,
-    client: ApiClient,
-    document_type: str,
-    record_json: bytes | Mapping[str, Any],
-    idempotency_key: str | None,
-    keyring: KeyRing,
-    correlation_id: str,
-    now: datetime | None = None,
-) -> tuple[Submission, bool]:
-    """Validate and store a submission in status ``received`` with its ``received`` audit event.
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked without the database: what :func:`store` writes."""
 
-    Returns ``(submission, created)``; ``created`` is False when an earlier submission with the
-    same idempotency key and body is returned instead. Raises ``ValidationFailed`` (pointers under
-    ``/record`` or ``/document_type``), ``Forbidden`` (ESSMS of another tenant) or ``Conflict``.
+    document_type: str
+    facts: RecordFacts
+    request_hash: str
+    plaintext: bytes
+
+
+def prepare(*, document_type: str, record_json: bytes | Mapping[str, Any]) -> Prepared:
+    """Validate a record once (its document type's model and business rules): CPU only, no I/O.
+
+    Raises ``ValidationFailed`` with pointers under ``/record`` or ``/document_type``.
     """
     doc = registry.get(document_type)
     if doc is None or getattr(doc, "internal", False):
@@ -177,11 +185,35 @@ def submit(
         raise ValidationFailed(
             "the record is not usable; see errors", [FieldError(pointer, str(exc), "business_rule")]
         ) from None
+    return Prepared(
+        document_type=document_type,
+        facts=facts,
+        request_hash=canonical_hash(document_type, raw),
+        plaintext=json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+    )
+
+
+def store(
+    session: Session,
+    *,
+    client: ApiClient,
+    prepared: Prepared,
+    idempotency_key: str | None,
+    keyring: KeyRing,
+    correlation_id: str,
+    now: datetime | None = None,
+) -> tuple[Submission, bool]:
+    """Store a prepared submission in status ``received`` with its ``received`` audit event.
+
+    Returns ``(submission, created)`` as :func:`submit`. Raises ``Forbidden`` or ``Conflict``
+    before writing anything; nothing here commits.
+    """
+    facts = prepared.facts
     if facts.essms_finess not in essms_of_tenant(session, client.tenant_id):
         raise Forbidden(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
-    request_hash = canonical_hash(document_type, raw)
+    request_hash = prepared.request_hash
     if idempotency_key is not None:
         existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)
         if existing is not None:
@@ -189,15 +221,14 @@ def submit(
 
     now = now or datetime.now(UTC)
     submission_id = str(uuid.uuid4())
-    plaintext = json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     ciphertext, data_key_id = encrypt(
-        session, tenant_id=client.tenant_id, plaintext=plaintext, keyring=keyring, aad=submission_id.encode()
+        session, tenant_id=client.tenant_id, plaintext=prepared.plaintext, keyring=keyring, aad=submission_id.encode()
     )
     submission = Submission(
         id=submission_id,
         tenant_id=client.tenant_id,
         client_id=client.id,
-        document_type=document_type,
+        document_type=prepared.document_type,
         essms_finess=facts.essms_finess,
         person_ref=facts.person_ref,
         status="received",
@@ -231,6 +262,39 @@ def submit(
         entity_id=submission_id,
         tenant_id=client.tenant_id,
         person_ref=facts.person_ref,
-        detail={"document_type": document_type, "essms_finess": facts.essms_finess, "correlation_id": correlation_id},
+        detail={
+            "document_type": prepared.document_type,
+            "essms_finess": facts.essms_finess,
+            "correlation_id": correlation_id,
+        },
     )
     return submission, True
+
+
+def submit(
+    session: Session,
+    *,
+    client: ApiClient,
+    document_type: str,
+    record_json: bytes | Mapping[str, Any],
+    idempotency_key: str | None,
+    keyring: KeyRing,
+    correlation_id: str,
+    now: datetime | None = None,
+) -> tuple[Submission, bool]:
+    """Validate and store a submission in status ``received`` with its ``received`` audit event.
+
+    Returns ``(submission, created)``; ``created`` is False when an earlier submission with the
+    same idempotency key and body is returned instead. Raises ``ValidationFailed`` (pointers under
+    ``/record`` or ``/document_type``), ``Forbidden`` (ESSMS of another tenant) or ``Conflict``.
+    """
+    prepared = prepare(document_type=document_type, record_json=record_json)
+    return store(
+        session,
+        client=client,
+        prepared=prepared,
+        idempotency_key=idempotency_key,
+        keyring=keyring,
+        correlation_id=correlation_id,
+        now=now,
+    )

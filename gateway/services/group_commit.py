@@ -1,0 +1,132 @@
+"""Group commit for intake: the submissions that arrive together share one transaction.
+
+Each accepted submission must be durable before its ``202``: one commit (one fsync on
+PostgreSQL, one WAL sync on SQLite) and one turn on the audit chain's head per request caps
+intake at the commit rate. Here the requests of one API process hand their already validated
+submission (:func:`gateway.services.intake.prepare`, done in the request) to one committer
+thread, which writes every submission waiting at that moment in one transaction and commits
+once; each request is answered only after that commit returned. No request waits for others
+to arrive: a lone request is a batch of one.
+
+A job that raises a :class:`~gateway.errors.GatewayError` (``Forbidden``, ``Conflict``: raised
+before anything is written) fails alone. Any other error, or a failed commit, rolls the batch
+back and runs each of its jobs again in a transaction of its own, so one job never decides the
+fate of another.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.errors import GatewayError
+from gateway.logging import get_logger
+
+__all__ = ["GroupCommitter"]
+
+T = TypeVar("T")
+_log = get_logger("gateway.intake")
+
+
+class _Job(Generic[T]):
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[Session], T]) -> None:
+        self.fn = fn
+        self.future: Future[T] = Future()
+
+
+class GroupCommitter:
+    """One thread writing the jobs handed to it, as many per transaction as are waiting."""
+
+    def __init__(self, session_factory: sessionmaker[Session], *, max_batch: int = 64) -> None:
+        self.session_factory = session_factory
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batches = 0  # for tests and metrics: how many transactions were committed
+        self.jobs = 0
+
+    def submit(self, fn: Callable[[Session], T]) -> Future[T]:
+        """Run ``fn(session)`` in a shared transaction; the future resolves after the commit."""
+        job: _Job[T] = _Job(fn)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the intake committer is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="intake-group-commit", daemon=True)
+                self._thread.start()
+            self._queue.put(job)
+        return job.future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the jobs already handed over, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch: list[_Job[Any]] = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            try:
+                self._run(batch)
+            except BaseException as exc:  # never leave a request waiting forever
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Job[Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        session = self.session_factory()
+        try:
+            for job in batch:
+                try:
+                    outcomes.append((True, job.fn(session)))
+                except GatewayError as exc:  # raised before the job wrote anything
+                    outcomes.append((False, exc))
+            session.commit()
+        except Exception as exc:
+            session.rollback()
+            session.close()
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            _log.warning("intake_group_commit_split", size=len(batch), error_type=type(exc).__name__)
+            for job in batch:
+                self._run([job])
+            return
+        finally:
+            session.close()
+        self.batches += 1
+        self.jobs += len(batch)
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
