@@ -60,6 +60,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate the database first")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (uvicorn workers): for PostgreSQL; SQLite takes one writer at a time",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API under uvicorn (with in-process workers when DUI_GATEWAY_EMBEDDED_WORKER is on)."""
     import uvicorn
@@ -71,6 +78,26 @@ def serve(
     settings = _settings()
     if migrate_first:
         upgrade(settings.database_url)
+    if workers > 1:
+        # Each process builds its own runtime from the environment (gateway.app:create_app), with
+        # its own connection pool and, when embedded_worker is on, its own delivery workers (they
+        # share the outbox through SKIP LOCKED on PostgreSQL). The parent only supervises them.
+        if settings.database_url.startswith("sqlite"):
+            typer.echo(
+                "warning: several API processes on SQLite serialise on its single writer; use PostgreSQL",
+                err=True,
+            )
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        return
     runtime = Runtime.from_settings(settings)
     try:
         app = create_app(runtime)  # its lifespan starts/drains the embedded workers (embedded_worker=true)
