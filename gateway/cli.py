@@ -70,6 +70,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "Send a submission again to its destinations, or retry one dead-lettered delivery; audited.",
     ),
     Subcommand(
+        "gateway.backfill",
+        "backfill",
+        "backfill",
+        "Load many records (NDJSON or a folder) through intake, resumable; projects the national backfill.",
+    ),
+    Subcommand(
         "gateway.security.cli",
         "tenants_app",
         "tenants",
