@@ -98,6 +98,10 @@ def serve(
             timeout_graceful_shutdown=10,
         )
         return
+    if settings.embedded_worker:
+        from gateway.memory import bound_native_memory
+
+        bound_native_memory()  # the embedded workers: see gateway/memory.py
     runtime = Runtime.from_settings(settings)
     try:
         app = create_app(runtime)  # its lifespan starts/drains the embedded workers (embedded_worker=true)
@@ -116,10 +120,12 @@ def worker(
     health_host: Annotated[str, typer.Option(help="Interface for --health-port")] = "127.0.0.1",
 ) -> None:
     """Run delivery workers only, until SIGTERM/SIGINT (they finish the attempt in progress)."""
+    from gateway.memory import bound_native_memory
     from gateway.runtime import Runtime
     from gateway.worker import run_worker_process
 
     settings = _settings()
+    bound_native_memory()  # before the worker threads start: see gateway/memory.py
     runtime = Runtime.from_settings(settings)
     health = None
     try:
