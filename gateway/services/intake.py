@@ -150,6 +150,18 @@ def _replay(existing: Submission, *, request_hash: str) -> tuple[Submission, boo
     return existing, False
 
 
+def _essms(session: Session, tenant_id: str) -> set[str]:
+    """The tenant's ESSMS, read once per transaction (a group-committed batch stores many)."""
+    transaction = session.get_transaction()
+    cached: tuple[Any, dict[str, set[str]]] | None = session.info.get("intake_essms")
+    if cached is None or cached[0] is not transaction:
+        cached = (transaction, {})
+        session.info["intake_essms"] = cached
+    if tenant_id not in cached[1]:
+        cached[1][tenant_id] = essms_of_tenant(session, tenant_id)
+    return cached[1][tenant_id]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A request checked without the database: what :func:`store` writes."""
@@ -209,7 +221,7 @@ def store(
     before writing anything; nothing here commits.
     """
     facts = prepared.facts
-    if facts.essms_finess not in essms_of_tenant(session, client.tenant_id):
+    if facts.essms_finess not in _essms(session, client.tenant_id):
         raise Forbidden(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
