@@ -130,6 +130,16 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (the API processes under ``serve --workers``)."""
+    total = cpu_seconds(pid) or 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(tree_cpu_seconds(int(c)) for c in children)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -467,8 +477,10 @@ def bench_intake(opts: argparse.Namespace, results: Results, backend: str) -> No
         # warm-up: every API process compiles its models and fills its pools before the clock runs
         _python_load(url, api_key, 4, 2.0 if opts.tiny else 5.0)
         tool = "wrk" if use_wrk else "python client (wrk missing: scripts/install-bench-deps.sh)"
+        api_pid = next(p.pid for p in dep.processes if p.name == "api")
         for c in opts.concurrency:
             before = count_submissions(dep)
+            cpu_before = tree_cpu_seconds(api_pid)
             started = time.perf_counter()
             done, errors = (
                 _wrk(url, api_key, c, opts.intake_seconds, template)
@@ -477,13 +489,15 @@ def bench_intake(opts: argparse.Namespace, results: Results, backend: str) -> No
             )
             elapsed = time.perf_counter() - started
             stored = count_submissions(dep) - before
+            api_ms = (tree_cpu_seconds(api_pid) - cpu_before) * 1000 / max(stored, 1)
             rate = stored / elapsed
             results.raw.setdefault("intake", {}).setdefault(backend, {})[f"c{c}"] = rate
             results.add(
                 Row(
                     f"intake c{c}, {backend}, {processes} API process{'es' if processes > 1 else ''}",
                     f"{rate:.0f} durable submissions/s",
-                    note=f"{stored} stored, {done} answered, {errors} non-2xx; {tool}; load {load()}",
+                    note=f"{stored} stored, {done} answered, {errors} non-2xx; API CPU {api_ms:.1f} ms/submission; "
+                    f"{tool}; load {load()}",
                 )
             )
 

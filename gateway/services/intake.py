@@ -226,11 +226,8 @@ def store(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
     request_hash = prepared.request_hash
-    if idempotency_key is not None:
-        existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, request_hash=request_hash)
-
+    # No look-up of the Idempotency-Key first: a new key (the common case) costs no statement;
+    # a known one is refused by the unique constraint below, then read and answered as a replay.
     now = now or datetime.now(UTC)
     submission_id = str(uuid.uuid4())
     ciphertext, data_key_id = encrypt(
@@ -259,7 +256,7 @@ def store(
             session.add(submission)
             session.flush()
     except IntegrityError:
-        # Lost a race on (tenant_id, idempotency_key): the winner's row is committed now.
+        # The key was used before (or by a request racing this one, whose row is committed now).
         if idempotency_key is None:
             raise
         existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)
