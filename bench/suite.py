@@ -707,6 +707,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a run to be delivered")
     p.add_argument("--md", type=Path, default=DEFAULT_MD, help=f"markdown output (default {DEFAULT_MD.name})")
     p.add_argument("--json", type=Path, default=None, help="raw figures as JSON (default: next to --md)")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="also put the table in README.md (between the bench:start / bench:end markers)",
+    )
     opts = p.parse_args(argv)
     small = opts.tiny or opts.quick
     opts.dlus = opts.dlus or (4 if opts.tiny else 60 if opts.quick else 500)
@@ -720,6 +725,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts.sections = {s.strip() for s in opts.only.split(",") if s.strip()}
     opts.json = opts.json or opts.md.with_suffix(".json")
     return opts
+
+
+README_START = "<!-- bench:start (python -m bench --readme writes here) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, header: str, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        print(f"{readme}: no bench markers, not updated", file=sys.stderr)
+        return
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    block = "\n".join(f"{line}  " for line in header.splitlines()) + "\n\n" + table
+    readme.write_text(f"{head}{README_START}\n{block}\n{README_END}{tail}", encoding="utf-8")
+    print(f"written: {readme}")
 
 
 def _section(name: str, fn: Callable[[], Any], results: Results) -> Any:
@@ -785,4 +806,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     opts.json.write_text(json.dumps(results.raw, indent=2), encoding="utf-8")
     print(f"\nwritten: {opts.md}, {opts.json}")
+    if opts.readme:
+        update_readme(ROOT / "README.md", header, markdown_table(results.rows))
     return 1 if results.raw.get("failed") else 0
