@@ -111,12 +111,19 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 # -- projection --------------------------------------------------------------------------------
 def scaling_from(path: Path) -> dict[int, float]:
-    """{workers: DLU/s} from the JSON written by ``python -m bench`` (its PostgreSQL e2e rows)."""
+    """{workers: DLU/s} from the JSON written by ``python -m bench`` (its PostgreSQL e2e rows).
+
+    Runs with more worker processes than the bench machine had CPUs are left out: there the
+    workers shared cores, which says nothing of K workers each on its own core."""
     data = json.loads(path.read_text(encoding="utf-8"))
+    cpus = int(data.get("cpus") or 0)
     out: dict[int, float] = {}
     for key, row in (data.get("e2e") or {}).items():
         if key.startswith("pg") and isinstance(row, dict) and row.get("dlu_s"):
-            out[int(row["workers"])] = float(row["dlu_s"])
+            workers = int(row["workers"])
+            if cpus and workers > cpus and any(int(r.get("workers", 0)) <= cpus for r in data["e2e"].values()):
+                continue
+            out[workers] = float(row["dlu_s"])
     return out
 
 

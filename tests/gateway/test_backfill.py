@@ -162,3 +162,19 @@ def test_projection_uses_the_measured_scaling() -> None:
     # the last doubling gave x1.67: applied once more for 8 workers
     assert project(rates, 8) == pytest.approx(30.0 * 30.0 / 18.0)
     assert project({1: 10.0}, 4) == pytest.approx(10.0 * 1.5**2)
+
+
+def test_scaling_from_the_bench_leaves_out_runs_with_more_workers_than_cpus(tmp_path: Path) -> None:
+    from gateway.backfill import scaling_from
+
+    path = tmp_path / "RESULTS.json"
+    e2e = {
+        "sqlite": {"dlu_s": 9.0, "workers": 1},
+        "pg1": {"dlu_s": 10.0, "workers": 1},
+        "pg2": {"dlu_s": 18.0, "workers": 2},
+        "pg4": {"dlu_s": 17.0, "workers": 4},
+    }
+    path.write_text(json.dumps({"cpus": 2, "e2e": e2e}))
+    assert scaling_from(path) == {1: 10.0, 2: 18.0}
+    path.write_text(json.dumps({"cpus": 8, "e2e": e2e}))
+    assert scaling_from(path) == {1: 10.0, 2: 18.0, 4: 17.0}
