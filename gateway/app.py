@@ -42,7 +42,9 @@ Interoperability gateway for French ESSMS: a DUI sends a record (e.g. a DLU), th
 turns it into CI-SIS documents (CDA R2, FHIR R4), checks them and delivers them (DMP,
 MSSanté, ViaTrajectoire, SIDOBA...).
 
-Authentication: `Authorization: Bearer <API key>`. Errors are RFC 9457
+Authentication: `Authorization: Bearer <access token>` (OAuth2 client credentials,
+`POST /oauth/token`) or `Bearer <API key>`; each route needs a scope (`submissions:write`,
+`submissions:read`, `fhir:read`, `audit:read`, `admin`). Errors are RFC 9457
 `application/problem+json` documents; validation errors list JSON pointers into the body.
 """
 
@@ -167,6 +169,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         description=_DESCRIPTION,
         lifespan=_lifespan,
         openapi_tags=[
+            {"name": "oauth", "description": "OAuth2 client credentials: access tokens for API clients"},
             {"name": "submissions", "description": "Submit DUI records and follow them"},
             {"name": "deliveries", "description": "Act on deliveries to destinations"},
             {"name": "persons", "description": "Inbound events about persons not matched yet, and linking them"},

@@ -35,6 +35,7 @@ class Runtime:
     credentials: Any = None  # gateway.credentials.CredentialsProvider
     _workers: Any = None
     _bulkheads: Any = None
+    _token_signer: Any = None
 
     def __post_init__(self) -> None:
         # Sessions carry this runtime's audit sealer, so audit.append never falls back to
@@ -66,6 +67,15 @@ class Runtime:
             )
             self._bulkheads = Bulkheads(limits, policy=policy)
         return self._bulkheads
+
+    @property
+    def token_signer(self) -> Any:
+        """The OAuth2 access-token signer (gateway.security.oauth.TokenSigner), built on first use."""
+        if self._token_signer is None:
+            from gateway.security.oauth import TokenSigner
+
+            self._token_signer = TokenSigner.from_settings(self.settings)
+        return self._token_signer
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:

@@ -14,7 +14,7 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
 
 
 @router.post(

@@ -55,7 +55,7 @@ MAX_COUNT = 100
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-_read_scope = require_scope("read")
+_read_scope = require_scope("fhir:read")
 
 
 def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
@@ -66,7 +66,7 @@ def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
 
 Reader = Annotated[Caller, Depends(_read_scope)]
 TenantId = Annotated[str, Depends(_tenant_reader)]
-Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
+Auditor = Annotated[Caller, Depends(require_scope("audit:read", "admin"))]
 
 
 async def _strict_json_body(request: Request) -> None:
@@ -78,7 +78,7 @@ async def _strict_json_body(request: Request) -> None:
 
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
 router.include_router(
-    validate_router, dependencies=[Depends(require_scope("read", "admin")), Depends(_strict_json_body)]
+    validate_router, dependencies=[Depends(require_scope("fhir:read", "admin")), Depends(_strict_json_body)]
 )
 
 _OUTCOME_CODES = {
@@ -162,7 +162,10 @@ def capability_statement(request: Request) -> JSONResponse:
             "rest": [
                 {
                     "mode": "server",
-                    "documentation": "Bearer API key: scope 'read'; 'admin' or 'audit' for AuditEvent.",
+                    "documentation": (
+                        "Bearer API key or OAuth2 access token (POST /oauth/token): scope 'fhir:read'; "
+                        "'audit:read' or 'admin' for AuditEvent."
+                    ),
                     "security": {
                         "service": [
                             {

@@ -31,8 +31,8 @@ REQUEST_BODY_REF = "#/components/schemas/SubmissionRequest"
 
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
-Reader = Annotated[Caller, Depends(require_scope("read"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
+Reader = Annotated[Caller, Depends(require_scope("submissions:read"))]
 
 
 class SubmissionEnvelope(BaseModel):
