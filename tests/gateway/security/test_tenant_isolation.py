@@ -194,10 +194,8 @@ def test_admin_and_platform_operator_read_no_clinical_content(
         _, admin_key = create_api_client(session, tenant_id=tenant.id, name="admin A", scopes="admin")
     for credential in (admin_key, ADMIN_TOKEN):
         me = bearer(credential)
-        for method, path in _probes(world, world.a_submission, world.b_rendition, world.b_delivery) + [
-            ("GET", "/v1/submissions"),
-            ("GET", f"{FHIR}/DocumentReference"),
-        ]:
+        probes = _probes(world, world.a_submission, world.b_rendition, world.b_delivery)
+        for method, path in [*probes, ("GET", "/v1/submissions"), ("GET", f"{FHIR}/DocumentReference")]:
             response = client.request(method, path, headers=me)
             assert response.status_code == 403, (credential[:5], path, response.text)
             assert world.b_person not in response.text and "A-PERSON-1" not in response.text
