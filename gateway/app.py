@@ -22,7 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway.api import ROUTERS, fhir
 from gateway.api.limits import QueueGuard, RateLimiter
-from gateway.api.metrics import CircuitCollector, DatabaseCollector
+from gateway.api.metrics import CircuitCollector, CredentialsCollector, DatabaseCollector
 from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
 from gateway.api.submissions import SubmissionEnvelope
@@ -175,6 +175,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
             {"name": "persons", "description": "Inbound events about persons not matched yet, and linking them"},
             {"name": "indicators", "description": "Stay events in, activity indicators out (SIDOBA, tableau de bord)"},
             {"name": "audit", "description": "Audit trail as FHIR AuditEvent"},
+            {"name": "admin", "description": "Tenants, ESSMS, API clients, credentials, routing rules"},
             {"name": "health", "description": "Liveness and readiness"},
             {"name": "metrics", "description": "Prometheus metrics"},
         ],
@@ -185,6 +186,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
     if runtime is not None:
         metrics_registry.register(DatabaseCollector(runtime.session_factory))
         metrics_registry.register(CircuitCollector(lambda: runtime.bulkheads))
+        metrics_registry.register(CredentialsCollector(runtime))
     app.state.metrics_registry = metrics_registry
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.queue_guard = (

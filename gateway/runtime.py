@@ -33,6 +33,7 @@ class Runtime:
     routing: Any = None  # gateway.routing.RoutingTable once loaded
     sources: dict[str, Any] = field(default_factory=dict)  # inbound source name -> (Source, tenant id/code)
     credentials: Any = None  # gateway.credentials.CredentialsProvider
+    routing_state: dict[str, Any] = field(default_factory=dict)  # gateway.routing_store's (version in force)
     _workers: Any = None
     _bulkheads: Any = None
     _token_signer: Any = None

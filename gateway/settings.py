@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     token_audience: str = "dui-gateway-api"  # noqa: S105 - an identifier
     tls_verify: bool = True  # false (dev only): destinations may turn TLS verification off (routing.check_tls_policy)
     routing_file: Path | None = None  # routing rules + destinations (YAML or JSON)
+    routing_refresh_seconds: float = Field(default=5.0, ge=0)  # how soon rules changed in the database apply
     document_id_root: str = "1.2.250.1.999.1.1"  # OID root for the documents this deployment issues
     cisis_kit_dir: Path | None = Field(default=None, validation_alias="CISIS_KIT_DIR")
     # the CI-SIS profiles the ANS pipeline leaves optional (structurationMinimale, terminologies) in the

@@ -2,7 +2,7 @@
 request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
 """
 
-from gateway.api import audit, deliveries, health, inbound, metrics, oauth, persons, stays, submissions
+from gateway.api import admin, audit, deliveries, health, inbound, metrics, oauth, persons, stays, submissions
 
 __all__ = ["ROUTERS"]
 
@@ -14,6 +14,7 @@ ROUTERS = (
     persons.router,
     stays.router,
     audit.router,
+    admin.router,
     health.router,
     metrics.router,
 )
