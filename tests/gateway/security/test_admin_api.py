@@ -183,8 +183,8 @@ def test_routing_rules_are_validated_versioned_audited_and_hot_reloaded(
                          json={"rules": [{"document_types": ["test-note"], "destinations": ["nowhere"]}]})  # fmt: skip
     assert invalid.status_code == 422 and "nowhere" in invalid.text
     new_rules = [{"name": "notes to DMP", "document_types": ["test-note"], "destinations": ["dmp", "hook"]}]
-    changed = client.request("PUT", "/v1/admin/routing", json={"rules": new_rules, "comment": "DMP opens", "expected_version": 0},
-                         headers=PLATFORM)  # fmt: skip
+    change = {"rules": new_rules, "comment": "DMP opens", "expected_version": 0}
+    changed = client.request("PUT", "/v1/admin/routing", json=change, headers=PLATFORM)
     assert changed.status_code == 200, changed.text
     assert changed.json()["version"] == 1
     stale = client.request(
