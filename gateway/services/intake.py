@@ -181,6 +181,8 @@ def submit(
         raise Forbidden(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
+    if client.essms and facts.essms_finess not in client.essms.split():
+        raise Forbidden(f"this API client is restricted to other ESSMS than FINESS {facts.essms_finess}")
     request_hash = canonical_hash(document_type, raw)
     if idempotency_key is not None:
         existing = _existing(session, tenant_id=client.tenant_id, idempotency_key=idempotency_key)

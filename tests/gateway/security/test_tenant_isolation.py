@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.security.clients import create_api_client
+from gateway.security.clients import add_essms, create_api_client
 from gateway.security.crypto import KeyRing
 from gateway.services.queries import encode_cursor
 from gateway.storage.db import session_scope
@@ -90,16 +90,7 @@ def world(
 
 
 def _probes(w: World, target_sub: str, target_rendition: str, target_delivery: str) -> list[tuple[str, str]]:
-    return [
-        ("GET", f"/v1/submissions/{target_sub}"),
-        ("GET", f"/v1/submissions/{target_sub}/record"),
-        ("GET", f"/v1/submissions/{target_sub}/renditions/note"),
-        ("POST", f"/v1/submissions/{target_sub}/replay"),
-        ("POST", f"/v1/submissions/{target_sub}/cancel"),
-        ("POST", f"/v1/deliveries/{target_delivery}/retry"),
-        ("GET", f"{FHIR}/DocumentReference/{target_rendition}"),
-        ("GET", f"{FHIR}/Binary/{target_rendition}"),
-    ]
+    return _probes_for(target_sub, target_rendition, target_delivery)
 
 
 _VOLATILE = re.compile(
@@ -232,3 +223,56 @@ def test_timing_does_not_tell_existence(client: Api, world: World) -> None:
         theirs, nothing = _median_ms(client, me, [existing, absent], 40)
         bound = 5.0 + 0.5 * min(theirs, nothing)
         assert abs(theirs - nothing) < bound, (existing, theirs, nothing)
+
+
+def test_a_client_restricted_to_one_essms_sees_and_acts_on_that_essms_only(
+    client: Api, tenant: Any, session_factory: sessionmaker[Session], keyring: KeyRing
+) -> None:
+    other_essms = "750000036"
+    with session_scope(session_factory) as session:
+        add_essms(session, tenant_id=tenant.id, finess=other_essms, name="SSIAD du même organisme")
+        restricted = create_api_client(
+            session, tenant_id=tenant.id, name="DUI EHPAD", scopes="submit read", essms=[tenant.finess]
+        )[1]
+    mine = _submit(client, tenant.api_key, tenant.finess, "P-EHPAD")
+    sibling = _submit(client, tenant.api_key, other_essms, "P-SSIAD")
+    sibling_rendition, sibling_delivery = add_outcome(session_factory, keyring, sibling)
+    me = bearer(restricted)
+    listed = client.get("/v1/submissions", headers=me).json()["items"]
+    assert [i["id"] for i in listed] == [mine]
+    missing = str(uuid.uuid4())
+    for (method, path), (_, ghost) in zip(
+        _probes_for(sibling, sibling_rendition, sibling_delivery), _probes_for(missing, missing, missing), strict=True
+    ):
+        theirs, nothing = client.request(method, path, headers=me), client.request(method, ghost, headers=me)
+        assert theirs.status_code == nothing.status_code == 404, (path, theirs.text)
+        assert _shape(theirs.text) == _shape(nothing.text), path
+    assert client.get(f"/v1/submissions/{mine}", headers=me).status_code == 200
+    refused = post_note(client, restricted, note(other_essms, person_ref="P-X"))
+    assert refused.status_code == 403, refused.text
+    assert post_note(client, restricted, note(tenant.finess, person_ref="P-Y")).status_code == 202
+    # the unrestricted client of the same tenant still sees both
+    assert client.get(f"/v1/submissions/{sibling}", headers=bearer(tenant.api_key)).status_code == 200
+
+
+def _probes_for(sub: str, rendition: str, delivery: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", f"/v1/submissions/{sub}"),
+        ("GET", f"/v1/submissions/{sub}/record"),
+        ("GET", f"/v1/submissions/{sub}/renditions/note"),
+        ("POST", f"/v1/submissions/{sub}/replay"),
+        ("POST", f"/v1/submissions/{sub}/cancel"),
+        ("POST", f"/v1/deliveries/{delivery}/retry"),
+        ("GET", f"{FHIR}/DocumentReference/{rendition}"),
+        ("GET", f"{FHIR}/Binary/{rendition}"),
+    ]
+
+
+def test_searching_for_a_person_is_audited_even_when_nothing_is_found(
+    client: Api, tenant: Any, session_factory: sessionmaker[Session]
+) -> None:
+    me = bearer(tenant.api_key)
+    assert client.get("/v1/submissions", headers=me, params={"person_ref": "P-NOBODY"}).json()["items"] == []
+    assert client.get(f"{FHIR}/DocumentReference", headers=me, params={"patient": "P-NOBODY"}).status_code == 200
+    searched = [e for e in audit_events(session_factory, action="searched") if e.person_ref == "P-NOBODY"]
+    assert len(searched) == 2 and all(e.actor == f"client:{tenant.client_id}" for e in searched)
