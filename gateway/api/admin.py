@@ -22,6 +22,7 @@ from gateway.errors import Forbidden
 from gateway.routing import RoutingTable
 from gateway.security.authz import can_administer
 from gateway.services import admin
+from gateway.services.queries import as_utc
 from gateway.storage.models import ApiClient, ApiClientSecret, Essms, Tenant
 
 __all__ = ["router"]
@@ -48,7 +49,7 @@ class TenantOut(BaseModel):
 
     @classmethod
     def of(cls, t: Tenant) -> TenantOut:
-        return cls(id=t.id, code=t.code, name=t.name, created_at=t.created_at)
+        return cls(id=t.id, code=t.code, name=t.name, created_at=as_utc(t.created_at))
 
 
 class EssmsIn(_In):
@@ -87,7 +88,12 @@ class SecretOut(BaseModel):
 
     @classmethod
     def of(cls, s: ApiClientSecret) -> SecretOut:
-        return cls(prefix=s.prefix, created_at=s.created_at, expires_at=s.expires_at, revoked_at=s.revoked_at)
+        return cls(
+            prefix=s.prefix,
+            created_at=as_utc(s.created_at),
+            expires_at=as_utc(s.expires_at) if s.expires_at else None,
+            revoked_at=as_utc(s.revoked_at) if s.revoked_at else None,
+        )
 
 
 class ClientOut(BaseModel):
@@ -111,7 +117,7 @@ class ClientOut(BaseModel):
             essms=c.essms.split() if c.essms else None,
             active=c.active,
             key_prefix=c.key_prefix,
-            created_at=c.created_at,
+            created_at=as_utc(c.created_at),
             secrets=[SecretOut.of(s) for s in secrets or []],
         )
 
@@ -170,7 +176,9 @@ def list_tenants(session: SessionDep, caller: Administrator) -> list[TenantOut]:
     return [TenantOut.of(t) for t in admin.list_tenants(session, principal=caller.principal)]
 
 
-@router.post("/tenants", status_code=201, response_model=TenantOut, responses=problem_responses(401, 403, 409, 422))
+@router.post(
+    "/tenants", status_code=201, response_model=TenantOut, responses=problem_responses(400, 401, 403, 409, 413, 422)
+)
 def create_tenant(body: TenantIn, session: SessionDep, caller: Administrator) -> TenantOut:
     """Create a tenant (organisme gestionnaire): platform operator only."""
     return TenantOut.of(admin.create_tenant(session, principal=caller.principal, code=body.code, name=body.name))
@@ -186,7 +194,7 @@ def list_essms(tenant_id: str, session: SessionDep, caller: Administrator) -> li
     "/tenants/{tenant_id}/essms",
     status_code=201,
     response_model=EssmsOut,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
 )
 def add_essms(tenant_id: str, body: EssmsIn, session: SessionDep, caller: Administrator) -> EssmsOut:
     """Attach an ESSMS to the tenant (the FINESS is checked)."""
@@ -212,7 +220,7 @@ def list_clients(tenant_id: str, session: SessionDep, caller: Administrator) -> 
     "/tenants/{tenant_id}/clients",
     status_code=201,
     response_model=ClientCreated,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
 )
 def create_client(
     tenant_id: str, body: ClientIn, session: SessionDep, caller: Administrator, response: Response
@@ -239,7 +247,7 @@ def create_client(
     "/tenants/{tenant_id}/clients/{client_id}/secrets",
     status_code=201,
     response_model=SecretCreated,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
 )
 def rotate_secret(
     tenant_id: str, client_id: str, session: SessionDep, caller: Administrator, response: Response,
@@ -285,6 +293,15 @@ def list_credentials(
     return {"warning_days": EXPIRY_WARNING_DAYS, "items": entries}
 
 
+@router.get("/flows", responses=problem_responses(401, 403, 404, 422))
+def flows(
+    session: SessionDep, caller: Administrator, tenant_id: Annotated[str | None, Query(max_length=36)] = None
+) -> dict[str, Any]:
+    """Counts of submissions (by status, document type) and deliveries (by destination, status) per
+    tenant: metadata only. Every tenant's for the platform operator, its own for a tenant admin."""
+    return admin.flow_counts(session, principal=caller.principal, tenant_id=tenant_id)
+
+
 @router.get("/routing", response_model=RoutingOut, responses=problem_responses(401, 403))
 def get_routing(session: SessionDep, runtime: RuntimeDep, caller: Administrator) -> RoutingOut:
     """The routing rules in force (the newest stored version, else the routing file's)."""
@@ -302,7 +319,7 @@ def routing_versions(session: SessionDep, runtime: RuntimeDep, caller: Administr
     return [_routing_out(v, table) for v in routing_store.history(session)]
 
 
-@router.put("/routing", response_model=RoutingOut, responses=problem_responses(401, 403, 409, 422))
+@router.put("/routing", response_model=RoutingOut, responses=problem_responses(400, 401, 403, 409, 413, 422))
 def put_routing(body: RoutingIn, session: SessionDep, runtime: RuntimeDep, caller: Administrator) -> RoutingOut:
     """Replace the routing rules: validated against the configured destinations, stored as a new
     version, audited with before/after, in force in every process within a few seconds."""

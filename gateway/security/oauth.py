@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,9 @@ ALGORITHM = "EdDSA"
 # argon2id, RFC 9106 "low memory" parameters (t=3, m=64 MiB, p=4): the secrets are random, the
 # hash protects them if the table leaks; the cost is paid once per token, not per API call.
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+# Each verification takes 64 MiB for tens of milliseconds: bound how many run at once, so a flood
+# of token requests queues instead of exhausting memory (the API's thread pool has 40 threads).
+_VERIFY_SLOTS = threading.BoundedSemaphore(4)
 _DUMMY_HASH = _HASHER.hash("dgs_00000000_" + "x" * 43)
 
 
@@ -125,10 +129,11 @@ def authenticate_client(session: Session, *, client_id: str, client_secret: str)
     if match is not None:
         row = session.scalar(select(ApiClientSecret).where(ApiClientSecret.prefix == match.group(1)))
     ok = False
-    try:
-        ok = _HASHER.verify(row.secret_hash if row is not None else _DUMMY_HASH, client_secret)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        pass
+    with _VERIFY_SLOTS:
+        try:
+            ok = _HASHER.verify(row.secret_hash if row is not None else _DUMMY_HASH, client_secret)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            pass
     if not ok or row is None or row.client_id != client_id or row.revoked_at is not None:
         return None
     if row.expires_at is not None and _aware(row.expires_at) <= _now():

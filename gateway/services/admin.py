@@ -9,16 +9,17 @@ administers its own tenant only. A tenant the principal may not administer does 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import audit
 from gateway.errors import Forbidden, NotFound
 from gateway.security import clients
-from gateway.security.authz import Principal, can_administer
+from gateway.security.authz import Kind, Principal, can_administer, can_read_metadata
 from gateway.security.oauth import create_client_secret
-from gateway.storage.models import ApiClient, ApiClientSecret, Essms, Tenant
+from gateway.storage.models import ApiClient, ApiClientSecret, Delivery, Essms, Submission, Tenant
 
 __all__ = [
     "add_essms",
@@ -26,6 +27,7 @@ __all__ = [
     "client_secrets",
     "create_client",
     "create_tenant",
+    "flow_counts",
     "list_clients",
     "list_essms",
     "list_tenants",
@@ -143,3 +145,33 @@ def revoke_client(session: Session, *, principal: Principal, tenant_id: str, cli
                  detail={"key_prefix": client.key_prefix, "before": {"active": before},
                          "after": {"active": False}})  # fmt: skip
     return client
+
+
+def flow_counts(session: Session, *, principal: Principal, tenant_id: str | None = None) -> dict[str, Any]:
+    """Metadata only (counts by tenant, status, document type, destination), never a person or a
+    document: what the platform operator sees across tenants, a tenant's administrator for its own."""
+    if tenant_id is not None:
+        if not can_read_metadata(principal, tenant_id):
+            raise NotFound(f"no tenant {tenant_id}")
+        tenant_ids: list[str] | None = [tenant_id]
+    elif principal.kind is Kind.PLATFORM_OPERATOR:
+        tenant_ids = None
+    else:
+        tenant_ids = sorted(t for t in principal.tenants() if can_read_metadata(principal, t))
+    subs = select(Submission.tenant_id, Submission.status, Submission.document_type, func.count()).group_by(
+        Submission.tenant_id, Submission.status, Submission.document_type
+    )
+    dels = select(Delivery.tenant_id, Delivery.destination, Delivery.status, func.count()).group_by(
+        Delivery.tenant_id, Delivery.destination, Delivery.status
+    )
+    if tenant_ids is not None:
+        subs = subs.where(Submission.tenant_id.in_(tenant_ids or [""]))
+        dels = dels.where(Delivery.tenant_id.in_(tenant_ids or [""]))
+    return {
+        "submissions": [
+            {"tenant_id": t, "status": s, "document_type": d, "count": n} for t, s, d, n in session.execute(subs)
+        ],
+        "deliveries": [
+            {"tenant_id": t, "destination": d, "status": s, "count": n} for t, d, s, n in session.execute(dels)
+        ],
+    }

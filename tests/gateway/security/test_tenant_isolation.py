@@ -276,3 +276,24 @@ def test_searching_for_a_person_is_audited_even_when_nothing_is_found(
     assert client.get(f"{FHIR}/DocumentReference", headers=me, params={"patient": "P-NOBODY"}).status_code == 200
     searched = [e for e in audit_events(session_factory, action="searched") if e.person_ref == "P-NOBODY"]
     assert len(searched) == 2 and all(e.actor == f"client:{tenant.client_id}" for e in searched)
+
+
+def test_metadata_counts_platform_wide_for_the_operator_own_tenant_for_its_admin(
+    client: Api, world: World, tenant: Any, session_factory: sessionmaker[Session]
+) -> None:
+    with session_scope(session_factory) as session:
+        _, admin_key = create_api_client(session, tenant_id=tenant.id, name="admin A", scopes="admin")
+    everything = client.get("/v1/admin/flows", headers=bearer(ADMIN_TOKEN))
+    assert everything.status_code == 200, everything.text
+    per_tenant: dict[str, int] = {}
+    for row in everything.json()["submissions"]:
+        per_tenant[row["tenant_id"]] = per_tenant.get(row["tenant_id"], 0) + row["count"]
+    assert per_tenant == {tenant.id: 1, world.b_tenant: 4}
+    assert world.b_person not in everything.text and "A-PERSON-1" not in everything.text
+    own = client.get("/v1/admin/flows", headers=bearer(admin_key)).json()
+    assert {r["tenant_id"] for r in own["submissions"] + own["deliveries"]} == {tenant.id}
+    assert sum(r["count"] for r in own["submissions"]) == 1
+    theirs = client.get("/v1/admin/flows", headers=bearer(admin_key), params={"tenant_id": world.b_tenant})
+    nowhere = client.get("/v1/admin/flows", headers=bearer(admin_key), params={"tenant_id": str(uuid.uuid4())})
+    assert theirs.status_code == nowhere.status_code == 404
+    assert client.get("/v1/admin/flows", headers=bearer(world.a_credentials["static key"])).status_code == 403
