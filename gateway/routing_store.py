@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from gateway import audit
 from gateway.errors import Conflict, FieldError, ValidationFailed
+from gateway.logging import get_logger
 from gateway.routing import RoutingConfigError, RoutingTable, parse_config
 from gateway.runtime import Runtime
 from gateway.storage.models import RoutingVersion
@@ -31,6 +32,7 @@ from gateway.storage.models import RoutingVersion
 __all__ = ["StoredRules", "current_table", "history", "latest", "save_rules"]
 
 _lock = threading.Lock()
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,10 @@ def apply(runtime: Runtime, stored: StoredRules) -> None:
     with _lock:
         state = _state(runtime)
         if stored.version >= state.get("version", 0):
-            state["file_table"] = state.get("file_table", runtime.routing)
             runtime.routing = table
             state["version"] = stored.version
             state["checked"] = time.monotonic()
+            _log.info("routing_version_applied", version=stored.version, rules=len(stored.rules))
 
 
 def _state(runtime: Runtime) -> dict[str, Any]:
@@ -174,6 +176,7 @@ def current_table(runtime: Runtime) -> RoutingTable:
         if stored is not None:
             try:
                 apply(runtime, stored)
-            except ValidationFailed:
-                pass  # stored rules that no longer fit this process's destinations: keep the current ones
+            except ValidationFailed as exc:
+                # stored rules that no longer fit this process's destinations: keep the current ones
+                _log.error("routing_version_not_applied", version=stored.version, detail=exc.detail)
     return runtime.routing if runtime.routing is not None else RoutingTable()
