@@ -575,7 +575,7 @@ def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person:
             entity_type="tenant",
             entity_id=tenant_id,
             tenant_id=tenant_id,
-            person_ref=person,
+            person_ref=audit.safe_person_ref(person),
             detail={
                 "resource": "DocumentReference",
                 "document_reference_ids": [r.rendition.id for r in found],

@@ -151,8 +151,12 @@ def list_submissions(
             entity_type="tenant",
             entity_id=tenant_id,
             tenant_id=tenant_id,
-            person_ref=filters.person_ref,
-            detail={"filters": filters.as_json(), "submission_ids": [s.id for s in items]},
+            person_ref=audit.safe_person_ref(filters.person_ref),
+            # the person is in person_ref (withheld when NIR-shaped), not repeated in the filters
+            detail={
+                "filters": {k: v for k, v in filters.as_json().items() if k != "person_ref"},
+                "submission_ids": [s.id for s in items],
+            },
         )
     return Page(items=items, next_cursor=next_cursor, filters=filters.as_json())
 

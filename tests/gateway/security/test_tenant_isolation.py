@@ -297,3 +297,16 @@ def test_metadata_counts_platform_wide_for_the_operator_own_tenant_for_its_admin
     nowhere = client.get("/v1/admin/flows", headers=bearer(admin_key), params={"tenant_id": str(uuid.uuid4())})
     assert theirs.status_code == nowhere.status_code == 404
     assert client.get("/v1/admin/flows", headers=bearer(world.a_credentials["static key"])).status_code == 403
+
+
+def test_a_search_by_an_ins_shaped_reference_is_audited_without_the_ins(
+    client: Api, tenant: Any, session_factory: sessionmaker[Session]
+) -> None:
+    ins = "283127512312345"
+    me = bearer(tenant.api_key)
+    assert client.get("/v1/submissions", headers=me, params={"person_ref": ins}).status_code == 200
+    assert client.get(f"{FHIR}/DocumentReference", headers=me, params={"patient": ins}).status_code == 200
+    searched = audit_events(session_factory, action="searched")
+    assert len(searched) == 2
+    assert all(e.person_ref == "<nir-shaped reference withheld>" for e in searched)
+    assert all(ins not in str(e.detail) for e in searched)
