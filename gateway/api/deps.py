@@ -37,6 +37,9 @@ __all__ = [
     "require_scope",
 ]
 
+# a legacy scope named by a route -> the current scopes it means, the one to name in a 403 first
+LEGACY_ORDER = {"read": ("submissions:read", "fhir:read"), "submit": ("submissions:write",), "audit": ("audit:read",)}
+
 _bearer = HTTPBearer(
     auto_error=False,
     description=(
@@ -194,10 +197,14 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def require_scope(*any_of: str) -> Callable[[Caller], Caller]:
-    """A dependency that accepts callers holding at least one of these scopes (403 names the first)."""
+    """A dependency that accepts callers holding at least one of these scopes (403 names the first).
+
+    Legacy names (``read``, ``submit``, ``audit``) are accepted and mean their current scopes, so
+    a route written against the first vocabulary still admits the right callers."""
+    wanted = tuple(dict.fromkeys(s for name in any_of for s in LEGACY_ORDER.get(name, (name,))))
 
     def dependency(caller: CallerDep) -> Caller:
-        missing = missing_scope(caller.principal, *any_of)
+        missing = missing_scope(caller.principal, *wanted)
         if missing is not None:
             raise InsufficientScope(missing)
         return caller

@@ -18,8 +18,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/unmatched-persons", tags=["persons"])
 
-Reader = Annotated[Caller, Depends(require_scope("read"))]
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
+Reader = Annotated[Caller, Depends(require_scope("submissions:read"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
 UnmatchedId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
 
 
