@@ -311,3 +311,21 @@ def test_a_search_by_an_ins_shaped_reference_is_audited_without_the_ins(
     assert len(searched) == 2
     assert all(e.person_ref == "<nir-shaped reference withheld>" for e in searched)
     assert all(ins not in str(e.detail) for e in searched)
+
+
+def test_unmatched_persons_are_walled_and_their_listing_audited(
+    client: Api, tenant: Any, other_tenant: Any, session_factory: sessionmaker[Session], keyring: KeyRing
+) -> None:
+    from tests.gateway.api.test_api_persons import _keep
+
+    theirs = _keep(session_factory, keyring, other_tenant, "IPP-B-SECRET")
+    mine = _keep(session_factory, keyring, tenant, "IPP-A-1")
+    listed = client.get("/v1/unmatched-persons", headers=bearer(tenant.api_key))
+    assert [u["id"] for u in listed.json()] == [mine] and "IPP-B-SECRET" not in listed.text
+    ghost = str(uuid.uuid4())
+    for target in (theirs, ghost):  # another tenant's entry looks like none
+        response = client.post(f"/v1/unmatched-persons/{target}/link", json={"person_ref": "X"},
+                               headers=bearer(tenant.api_key))  # fmt: skip
+        assert response.status_code == 404
+    [event] = [e for e in audit_events(session_factory, action="searched") if e.detail.get("resource")]
+    assert event.detail["unmatched_ids"] == [mine] and "IPP-A-1" not in str(event.detail)
