@@ -1,7 +1,7 @@
 """Access control: OAuth2 client secrets, ESSMS restriction of API clients, versioned routing rules.
 
 Revision ID: 0006
-Revises: 0004 (written on 0002; re-chained after main gained 0004_hl7v2)
+Revises: 0005 (written on 0002; re-chained after main gained 0004_hl7v2 and 0005_indicators)
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
