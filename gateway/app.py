@@ -22,7 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway.api import ROUTERS, fhir
 from gateway.api.limits import QueueGuard, RateLimiter
-from gateway.api.metrics import CircuitCollector, DatabaseCollector
+from gateway.api.metrics import CircuitCollector, CredentialsCollector, DatabaseCollector
 from gateway.api.middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from gateway.api.problems import fix_openapi_problems, install_error_handlers, register_error_renderer
 from gateway.api.submissions import SubmissionEnvelope
@@ -43,7 +43,9 @@ Interoperability gateway for French ESSMS: a DUI sends a record (e.g. a DLU), th
 turns it into CI-SIS documents (CDA R2, FHIR R4), checks them and delivers them (DMP,
 MSSanté, ViaTrajectoire, SIDOBA...).
 
-Authentication: `Authorization: Bearer <API key>`. Errors are RFC 9457
+Authentication: `Authorization: Bearer <access token>` (OAuth2 client credentials,
+`POST /oauth/token`) or `Bearer <API key>`; each route needs a scope (`submissions:write`,
+`submissions:read`, `fhir:read`, `audit:read`, `admin`). Errors are RFC 9457
 `application/problem+json` documents; validation errors list JSON pointers into the body.
 """
 
@@ -171,11 +173,13 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         description=_DESCRIPTION,
         lifespan=_lifespan,
         openapi_tags=[
+            {"name": "oauth", "description": "OAuth2 client credentials: access tokens for API clients"},
             {"name": "submissions", "description": "Submit DUI records and follow them"},
             {"name": "deliveries", "description": "Act on deliveries to destinations"},
             {"name": "persons", "description": "Inbound events about persons not matched yet, and linking them"},
             {"name": "indicators", "description": "Stay events in, activity indicators out (SIDOBA, tableau de bord)"},
             {"name": "audit", "description": "Audit trail as FHIR AuditEvent"},
+            {"name": "admin", "description": "Tenants, ESSMS, API clients, credentials, routing rules"},
             {"name": "health", "description": "Liveness and readiness"},
             {"name": "metrics", "description": "Prometheus metrics"},
         ],
@@ -186,6 +190,7 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
     if runtime is not None:
         metrics_registry.register(DatabaseCollector(runtime.session_factory))
         metrics_registry.register(CircuitCollector(lambda: runtime.bulkheads))
+        metrics_registry.register(CredentialsCollector(runtime))
     app.state.metrics_registry = metrics_registry
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.state.queue_guard = (

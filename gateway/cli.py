@@ -87,6 +87,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "indicators",
         "Activity indicators: export CSV/JSON, report a period (SIDOBA), compute offline.",
     ),
+    Subcommand(
+        "gateway.routing_cli",
+        "app",
+        "routing",
+        "Routing rules: show them, change them (versioned, audited, no restart), list versions.",
+    ),
     Subcommand("gateway.audit.cli", "app", "audit", "Audit trail: verify the hash chain, export events."),
     Subcommand(
         "gateway.security.cli",

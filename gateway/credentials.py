@@ -47,9 +47,12 @@ from gateway.security.crypto import KeyRing, decrypt, encrypt
 from gateway.storage.models import CredentialSet, Tenant
 
 __all__ = [
+    "EXPIRY_WARNING_DAYS",
     "CredentialMaterial",
     "CredentialsError",
     "CredentialsProvider",
+    "audit_expiring",
+    "certificate_expiries",
     "delete_credentials",
     "list_credentials",
     "load_material",
@@ -460,3 +463,119 @@ def delete_credentials(session: Session, *, tenant_id: str, essms_finess: str, p
         detail={"essms": essms_finess, "purpose": purpose},
     )
     return True
+
+
+EXPIRY_WARNING_DAYS = 30
+
+
+def _certificates(material: CredentialMaterial) -> list[tuple[str, bytes]]:
+    return [
+        (name, pem)
+        for name, pem in (
+            ("certificate", material.certificate_pem),
+            ("signing_certificate", material.signing_certificate_pem),
+        )
+        if pem
+    ]
+
+
+def certificate_expiries(
+    session: Session,
+    *,
+    keyring: KeyRing,
+    tenant_id: str | None = None,
+    now: datetime | None = None,
+    warn_days: int = EXPIRY_WARNING_DAYS,
+) -> list[dict[str, Any]]:
+    """Each stored credential with the expiry of the certificates it holds (the leaf of each PEM
+    chain), and whether it is expired or expires within ``warn_days``. Never the material."""
+    from cryptography import x509
+
+    now = now or datetime.now(UTC)
+    out: list[dict[str, Any]] = []
+    query = select(CredentialSet).order_by(CredentialSet.tenant_id, CredentialSet.essms_finess, CredentialSet.purpose)
+    if tenant_id is not None:
+        query = query.where(CredentialSet.tenant_id == tenant_id)
+    for row in session.scalars(query).all():
+        certificates: list[dict[str, Any]] = []
+        try:
+            plain = decrypt(
+                session, data_key_id=row.data_key_id, ciphertext=row.data_ct, keyring=keyring, aad=row.id.encode()
+            )
+            material = CredentialMaterial.from_json(plain)
+        except Exception as exc:  # a key not loaded here, a corrupt row: show it, do not fail the listing
+            out.append(_expiry_row(row, [], error=type(exc).__name__))
+            continue
+        for name, pem in _certificates(material):
+            try:
+                cert = x509.load_pem_x509_certificate(pem)
+            except ValueError:
+                certificates.append({"field": name, "error": "not a PEM certificate"})
+                continue
+            not_after = cert.not_valid_after_utc
+            days_left = (not_after - now).total_seconds() / 86400
+            certificates.append(
+                {
+                    "field": name,
+                    "subject": cert.subject.rfc4514_string(),
+                    "not_after": not_after.isoformat(),
+                    "days_left": int(days_left // 1),
+                    "expired": days_left <= 0,
+                    "expiring_soon": 0 < days_left <= warn_days,
+                }
+            )
+        out.append(_expiry_row(row, certificates))
+    return out
+
+
+def _expiry_row(row: CredentialSet, certificates: list[dict[str, Any]], *, error: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "essms": row.essms_finess,
+        "purpose": row.purpose,
+        "updated_at": row.updated_at.isoformat(),
+        "certificates": certificates,
+        "alert": any(c.get("expired") or c.get("expiring_soon") for c in certificates),
+    }
+    if error is not None:
+        entry["error"] = error
+    return entry
+
+
+def audit_expiring(session: Session, entries: list[dict[str, Any]], *, actor: str = "system:credentials") -> int:
+    """Append one ``credential_expiring`` audit event per certificate in alert, at most once a day
+    per credential and expiry date (so polling /readyz does not flood the trail). Returns the count."""
+    from datetime import timedelta
+
+    from gateway.storage.models import AuditEvent
+
+    since = datetime.now(UTC) - timedelta(days=1)
+    count = 0
+    for entry in entries:
+        for cert in entry["certificates"]:
+            if not (cert.get("expired") or cert.get("expiring_soon")):
+                continue
+            recent = session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.entity_type == "credentials",
+                    AuditEvent.entity_id == entry["id"],
+                    AuditEvent.action == "credential_expiring",
+                    AuditEvent.recorded_at >= since,
+                )
+            ).all()
+            if any((e.detail or {}).get("not_after") == cert["not_after"] for e in recent):
+                continue
+            audit.append(
+                session,
+                actor=actor,
+                action="credential_expiring",
+                entity_type="credentials",
+                entity_id=entry["id"],
+                tenant_id=entry["tenant_id"],
+                outcome="failure" if cert["expired"] else "success",
+                detail={k: entry[k] for k in ("essms", "purpose")}
+                | {k: cert[k] for k in ("field", "not_after", "days_left", "expired")},
+            )
+            count += 1
+    return count

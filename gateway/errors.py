@@ -5,6 +5,7 @@ Handlers are looked up by base class, so a new error only needs the right parent
     GatewayError                 500 unless a subclass says otherwise (status, title, type_suffix)
      ├── ValidationFailed        422 input does not fit, with field-level errors (JSON pointers)
      ├── Forbidden               403 authenticated, but not allowed (scope, another tenant's ESSMS)
+     │    └── InsufficientScope  403 (gateway.api.deps) naming the scope the token lacks
      ├── NotFound                404
      ├── Conflict                409 idempotency key reused with another body, state clash
      ├── TooManyRequests         429 an operation throttled; ``Retry-After`` says when to come back
@@ -27,6 +28,11 @@ Outside the tree, on purpose:
 - ``gateway.inbound.InboundTooLarge`` (a ``ValueError``): raised to an inbound source by its sink;
   the HTTP route answers 413, a listener refuses the message to its peer.
 - ``gateway.delivery.engine._Unpreparable``: internal to the engine (defer or dead-letter).
+- ``gateway.api.oauth._OAuthError``: the token endpoint answers RFC 6749 §5.2 JSON errors
+  (``{"error": "invalid_client"}``), which OAuth client libraries read, not problem documents;
+  it never leaves that route.
+- ``gateway.security.oauth.InvalidToken``: a bearer JWT refused; the request dependency turns it
+  into ``Unauthorized`` (401) without its reason, which only logs may see.
 
 Errors of the libraries stay theirs (they never import ``gateway``): ``mappings.MappingFailed``
 (a record that cannot become a document: rejected), ``ci_sis``/``profiles.ValidationRunError``

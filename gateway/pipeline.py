@@ -35,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from gateway import audit, persons
+from gateway import audit, persons, routing_store
 from gateway.conformance import GateUnavailable, check_rendition, redact_report
 from gateway.delivery import outbox
 from gateway.routing import Decision, RoutingTable
@@ -328,7 +328,7 @@ def _work(loaded: _Loaded, runtime: Runtime, now: datetime) -> _Result:
         return _Result(kind="held", report={"outcome": "held", "stage": "conformance", "reason": str(exc)})
     if not all(c["ok"] for c in checks):
         return _rejected("conformance", renditions=checks)
-    table: RoutingTable = runtime.routing if runtime.routing is not None else RoutingTable()
+    table: RoutingTable = routing_store.current_table(runtime)  # rules changed at run time apply here
     decision = table.decide(
         tenant_code=loaded.tenant_code, tenant_id=loaded.tenant_id, document_type=loaded.document_type, facts=facts
     )

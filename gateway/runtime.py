@@ -33,8 +33,10 @@ class Runtime:
     routing: Any = None  # gateway.routing.RoutingTable once loaded
     sources: dict[str, Any] = field(default_factory=dict)  # inbound source name -> (Source, tenant id/code)
     credentials: Any = None  # gateway.credentials.CredentialsProvider
+    routing_state: dict[str, Any] = field(default_factory=dict)  # gateway.routing_store's (version in force)
     _workers: Any = None
     _bulkheads: Any = None
+    _token_signer: Any = None
 
     def __post_init__(self) -> None:
         # Sessions carry this runtime's audit sealer, so audit.append never falls back to
@@ -66,6 +68,15 @@ class Runtime:
             )
             self._bulkheads = Bulkheads(limits, policy=policy)
         return self._bulkheads
+
+    @property
+    def token_signer(self) -> Any:
+        """The OAuth2 access-token signer (gateway.security.oauth.TokenSigner), built on first use."""
+        if self._token_signer is None:
+            from gateway.security.oauth import TokenSigner
+
+            self._token_signer = TokenSigner.from_settings(self.settings)
+        return self._token_signer
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:

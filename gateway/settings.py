@@ -36,8 +36,15 @@ class Settings(BaseSettings):
     # audit chain HMAC keys, same "id:base64key" format (first seals new events); unset = plain SHA-256 chain
     audit_keys: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # OAuth2 client credentials (docs/security.md): Ed25519 seeds "kid:base64" (first signs, all verify);
+    # unset = one key derived from the first master key
+    token_signing_keys: SecretStr | None = None
+    token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    token_issuer: str = "dui-gateway"  # noqa: S105 - an identifier
+    token_audience: str = "dui-gateway-api"  # noqa: S105 - an identifier
     tls_verify: bool = True  # false (dev only): destinations may turn TLS verification off (routing.check_tls_policy)
     routing_file: Path | None = None  # routing rules + destinations (YAML or JSON)
+    routing_refresh_seconds: float = Field(default=5.0, ge=0)  # how soon rules changed in the database apply
     document_id_root: str = "1.2.250.1.999.1.1"  # OID root for the documents this deployment issues
     cisis_kit_dir: Path | None = Field(default=None, validation_alias="CISIS_KIT_DIR")
     # the CI-SIS profiles the ANS pipeline leaves optional (structurationMinimale, terminologies) in the
@@ -80,6 +87,8 @@ class Settings(BaseSettings):
         KeyRing.parse(self.master_keys.get_secret_value())
         if self.audit_keys is not None and not parse_key_spec(self.audit_keys.get_secret_value()):
             raise ValueError("DUI_GATEWAY_AUDIT_KEYS is set but holds no key")
+        if self.token_signing_keys is not None and not parse_key_spec(self.token_signing_keys.get_secret_value()):
+            raise ValueError("DUI_GATEWAY_TOKEN_SIGNING_KEYS is set but holds no key")
         return self
 
     @model_validator(mode="after")

@@ -2,17 +2,19 @@
 request dependencies and middleware. The application itself is assembled in :mod:`gateway.app`.
 """
 
-from gateway.api import audit, deliveries, health, inbound, metrics, persons, stays, submissions
+from gateway.api import admin, audit, deliveries, health, inbound, metrics, oauth, persons, stays, submissions
 
 __all__ = ["ROUTERS"]
 
 ROUTERS = (
+    oauth.router,
     submissions.router,
     deliveries.router,
     inbound.router,
     persons.router,
     stays.router,
     audit.router,
+    admin.router,
     health.router,
     metrics.router,
 )

@@ -21,7 +21,7 @@ FHIR_JSON = "application/fhir+json"
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
 
-Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
+Auditor = Annotated[Caller, Depends(require_scope("audit:read", "admin"))]
 
 
 @router.get(

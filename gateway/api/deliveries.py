@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends
 from gateway.api.deps import Caller, SessionDep, require_scope
 from gateway.api.problems import problem_responses
 from gateway.api.schemas import DeliveryOut
+from gateway.services import queries
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
 
 
 @router.post(
@@ -27,6 +28,8 @@ def retry(delivery_id: str, caller: Submitter, session: SessionDep) -> DeliveryO
     """Retry a failed or dead-lettered delivery now."""
     from gateway.services.operations import retry_delivery
 
-    delivery = retry_delivery(session, delivery_id=delivery_id, actor=caller.actor, tenant_id=caller.tenant())
+    tenant_id = caller.tenant()
+    queries.check_delivery_visible(session, tenant_id=tenant_id, delivery_id=delivery_id, essms=caller.essms)
+    delivery = retry_delivery(session, delivery_id=delivery_id, actor=caller.actor, tenant_id=tenant_id)
     session.flush()
     return DeliveryOut.of(delivery)

@@ -19,13 +19,16 @@ from sqlalchemy.orm import Session
 from gateway.api.problems import Unauthorized
 from gateway.errors import Forbidden
 from gateway.runtime import Runtime
+from gateway.security.authz import Kind, Principal, expand_scopes, missing_scope
 from gateway.security.clients import authenticate
+from gateway.security.oauth import InvalidToken, looks_like_jwt
 from gateway.storage.models import ApiClient
 
 __all__ = [
     "ADMIN_SCOPES",
     "Caller",
     "CallerDep",
+    "InsufficientScope",
     "RuntimeDep",
     "SessionDep",
     "correlation_id",
@@ -34,9 +37,14 @@ __all__ = [
     "require_scope",
 ]
 
+# a legacy scope named by a route -> the current scopes it means, the one to name in a 403 first
+LEGACY_ORDER = {"read": ("submissions:read", "fhir:read"), "submit": ("submissions:write",), "audit": ("audit:read",)}
+
 _bearer = HTTPBearer(
     auto_error=False,
-    description="API key of a DUI client (`dgw_…`), or the administrator token",
+    description=(
+        "API key of a DUI client (`dgw_…`), an OAuth2 access token from `POST /oauth/token`, or the administrator token"
+    ),
 )
 
 
@@ -71,37 +79,61 @@ def correlation_id(request: Request) -> str:
     return value if isinstance(value, str) else ""
 
 
-# What the administrator token (DUI_GATEWAY_ADMIN_TOKEN) may do: administration, never clinical
-# content. It exports every tenant's audit trail (references, no identity traits) and may call
-# $validate (nothing stored is read); records, renditions, DocumentReference and Binary are
-# reserved to the API clients of the organisation that owns them (403 for the administrator).
-ADMIN_SCOPES = frozenset({"admin", "audit"})
+# What the administrator token (DUI_GATEWAY_ADMIN_TOKEN) may do: it is a platform operator
+# (gateway.security.authz): administration and metadata of every tenant (the audit trail holds
+# references, no identity traits), never clinical content: records, renditions, DocumentReference
+# and Binary answer it 403 (it lacks their scopes).
+ADMIN_SCOPES = frozenset({"admin", "audit:read"})
+
+
+class InsufficientScope(Forbidden):
+    """403 naming the scope the token lacks (RFC 6750 §3.1 ``insufficient_scope``); the problem type
+    stays ``forbidden``, the ``required_scope`` member names the scope."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this operation needs the scope {scope!r}", extra={"required_scope": scope})
+        self.headers = {"WWW-Authenticate": f'Bearer realm="dui-gateway", error="insufficient_scope", scope="{scope}"'}
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: an API client of one tenant, or the administrator (administration only)."""
+    """Who is calling (a :class:`Principal`) and, for an API client, its row."""
 
-    actor: str
-    scopes: frozenset[str]
+    principal: Principal
     client: ApiClient | None = None
+    credential: str = "api_key"  # api_key | access_token | admin_token
+
+    @property
+    def actor(self) -> str:
+        return self.principal.subject
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.principal.scopes or frozenset()
 
     @property
     def tenant_id(self) -> str | None:
-        return self.client.tenant_id if self.client is not None else None
+        return self.principal.tenant_id
+
+    @property
+    def essms(self) -> frozenset[str] | None:
+        """The ESSMS (FINESS) the caller is restricted to, None for all of its tenant's."""
+        return self.principal.essms
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
     def tenant(self) -> str:
-        """The caller's tenant; the administrator has none: clinical content is not its business."""
-        if self.client is None:
+        """The caller's tenant, for reading or acting on its data: API clients only.
+
+        The platform operator (administrator token) has none: clinical content is not its business."""
+        if self.principal.kind is not Kind.API_CLIENT or self.principal.tenant_id is None:
             raise Forbidden(
                 "this operation is reserved to the API clients of an organisation: "
                 "the administrator token does not read clinical content"
             )
-        return self.client.tenant_id
+        return self.principal.tenant_id
 
 
 def get_caller(
@@ -116,35 +148,65 @@ def get_caller(
     return caller
 
 
+def _client_caller(client: ApiClient, scopes: frozenset[str], credential: str) -> Caller:
+    principal = Principal.api_client(
+        client_id=client.id,
+        tenant_id=client.tenant_id,
+        scopes=scopes,
+        essms=client.essms.split() if client.essms else None,
+    )
+    return Caller(principal=principal, client=client, credential=credential)
+
+
 def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Caller:
-    """Authenticate the bearer token: an API key, or the administrator token when configured.
+    """Authenticate the bearer token: an API key, an OAuth2 access token (JWT), or the
+    administrator token when configured.
 
     The look-up runs in its own short transaction, so the request's Session (and, on SQLite,
-    the write lock) is not taken before the body has been received.
+    the write lock) is not taken before the body has been received. A token's client is looked up
+    too, so revoking a client stops its tokens at once, not when they expire.
     """
     if credentials is None or not credentials.credentials:
-        raise Unauthorized("missing credentials: send 'Authorization: Bearer <API key>'")
+        raise Unauthorized("missing credentials: send 'Authorization: Bearer <API key or access token>'")
     token = credentials.credentials
     admin = runtime.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        return Caller(actor="admin", scopes=ADMIN_SCOPES)
+        return Caller(principal=Principal.platform_operator(scopes=ADMIN_SCOPES), credential="admin_token")
+    if looks_like_jwt(token):
+        try:
+            claims = runtime.token_signer.verify(token)
+        except InvalidToken:
+            raise Unauthorized("invalid or expired access token") from None
+        with runtime.session_factory() as session:
+            client = session.get(ApiClient, claims.client_id)
+            session.commit()
+        if client is None or not client.active or client.tenant_id != claims.tenant_id:
+            raise Unauthorized("invalid or expired access token")
+        # the token's scopes, never more than the client holds now
+        allowed = expand_scopes(client.scopes.split())
+        return _client_caller(client, claims.scopes & allowed, "access_token")
     with runtime.session_factory() as session:
         client = authenticate(session, token)
         session.commit()
     if client is None:
         raise Unauthorized("invalid or revoked API key")
-    return Caller(actor=f"client:{client.id}", scopes=frozenset(client.scopes.split()), client=client)
+    return _client_caller(client, expand_scopes(client.scopes.split()), "api_key")
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def require_scope(*any_of: str) -> Callable[[Caller], Caller]:
-    """A dependency that accepts callers holding at least one of these scopes."""
+    """A dependency that accepts callers holding at least one of these scopes (403 names the first).
+
+    Legacy names (``read``, ``submit``, ``audit``) are accepted and mean their current scopes, so
+    a route written against the first vocabulary still admits the right callers."""
+    wanted = tuple(dict.fromkeys(s for name in any_of for s in LEGACY_ORDER.get(name, (name,))))
 
     def dependency(caller: CallerDep) -> Caller:
-        if not caller.scopes.intersection(any_of):
-            raise Forbidden(f"this operation needs the scope {' or '.join(repr(s) for s in any_of)}")
+        missing = missing_scope(caller.principal, *wanted)
+        if missing is not None:
+            raise InsufficientScope(missing)
         return caller
 
     return dependency

@@ -55,7 +55,7 @@ MAX_COUNT = 100
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-_read_scope = require_scope("read")
+_read_scope = require_scope("fhir:read")
 
 
 def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
@@ -66,7 +66,7 @@ def _tenant_reader(caller: Annotated[Caller, Depends(_read_scope)]) -> str:
 
 Reader = Annotated[Caller, Depends(_read_scope)]
 TenantId = Annotated[str, Depends(_tenant_reader)]
-Auditor = Annotated[Caller, Depends(require_scope("audit", "admin"))]
+Auditor = Annotated[Caller, Depends(require_scope("audit:read", "admin"))]
 
 
 async def _strict_json_body(request: Request) -> None:
@@ -78,7 +78,7 @@ async def _strict_json_body(request: Request) -> None:
 
 router = APIRouter(prefix=PREFIX, tags=["fhir"])
 router.include_router(
-    validate_router, dependencies=[Depends(require_scope("read", "admin")), Depends(_strict_json_body)]
+    validate_router, dependencies=[Depends(require_scope("fhir:read", "admin")), Depends(_strict_json_body)]
 )
 
 _OUTCOME_CODES = {
@@ -162,7 +162,10 @@ def capability_statement(request: Request) -> JSONResponse:
             "rest": [
                 {
                     "mode": "server",
-                    "documentation": "Bearer API key: scope 'read'; 'admin' or 'audit' for AuditEvent.",
+                    "documentation": (
+                        "Bearer API key or OAuth2 access token (POST /oauth/token): scope 'fhir:read'; "
+                        "'audit:read' or 'admin' for AuditEvent."
+                    ),
                     "security": {
                         "service": [
                             {
@@ -360,7 +363,7 @@ def _document_reference(
     return resource
 
 
-def _base_query(tenant_id: str) -> Select[Any]:
+def _base_query(tenant_id: str, essms: frozenset[str] | None = None) -> Select[Any]:
     # A newer version supersedes an older one only if it went out (delivered, on its way, or kept
     # with no destination to send it to): one whose every delivery failed, or that was cancelled,
     # was received by nobody and supersedes nothing.
@@ -377,6 +380,8 @@ def _base_query(tenant_id: str) -> Select[Any]:
         .outerjoin(latest, and_(latest.c.set_id == Rendition.set_id, latest.c.kind == Rendition.kind))
         .where(Submission.tenant_id == tenant_id)
     )
+    if essms is not None:  # an API client restricted to some ESSMS sees only their documents
+        stmt = stmt.where(Submission.essms_finess.in_(sorted(essms)))
     return cast("Select[Any]", stmt)
 
 
@@ -502,7 +507,7 @@ def search_document_references(
 ) -> JSONResponse:
     """Search the documents produced for the organisation's persons."""
     _check_params(request, _DOCREF_PARAMS)
-    stmt = _base_query(tenant_id)
+    stmt = _base_query(tenant_id, caller.essms)
     if patient is not None:
         person = patient.split("|")[-1].removeprefix("Patient/")
         stmt = stmt.where(Submission.person_ref == person)
@@ -560,6 +565,8 @@ def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person:
     by_tenant: dict[str, list[_Row]] = {}
     for row in rows:
         by_tenant.setdefault(row.submission.tenant_id, []).append(row)
+    if not by_tenant and person is not None and caller.tenant_id is not None:
+        by_tenant[caller.tenant_id] = []  # searching for a person is a read of their data, even when empty
     for tenant_id, found in by_tenant.items():
         audit.append(
             session,
@@ -568,7 +575,7 @@ def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person:
             entity_type="tenant",
             entity_id=tenant_id,
             tenant_id=tenant_id,
-            person_ref=person,
+            person_ref=audit.safe_person_ref(person),
             detail={
                 "resource": "DocumentReference",
                 "document_reference_ids": [r.rendition.id for r in found],
@@ -577,8 +584,8 @@ def _audit_search(session: Session, caller: Caller, rows: list[_Row], *, person:
         )
 
 
-def _one(session: Session, tenant_id: str, rendition_id: str) -> _Row:
-    stmt = _base_query(tenant_id).where(Rendition.id == rendition_id)
+def _one(session: Session, tenant_id: str, rendition_id: str, essms: frozenset[str] | None) -> _Row:
+    stmt = _base_query(tenant_id, essms).where(Rendition.id == rendition_id)
     found = session.execute(stmt).first()
     if found is None:
         raise NotFound(f"no document {rendition_id}")
@@ -591,7 +598,7 @@ def read_document_reference(
     request: Request, session: SessionDep, caller: Reader, tenant_id: TenantId, rendition_id: str
 ) -> JSONResponse:
     """One document's DocumentReference."""
-    row = _one(session, tenant_id, rendition_id)
+    row = _one(session, tenant_id, rendition_id, caller.essms)
     resource = _document_reference(
         row,
         _base_url(request),
@@ -621,7 +628,7 @@ def read_binary(
     request: Request, session: SessionDep, runtime: RuntimeDep, caller: Reader, tenant_id: TenantId, rendition_id: str
 ) -> Response:
     """The document itself: raw bytes, or a FHIR Binary when JSON is asked for (audited as a read)."""
-    row = _one(session, tenant_id, rendition_id)
+    row = _one(session, tenant_id, rendition_id, caller.essms)
     _, content = queries.read_rendition(
         session,
         tenant_id=row.submission.tenant_id,

@@ -12,7 +12,9 @@ from connectors.base import Health
 from gateway.api.deps import RuntimeDep
 from gateway.api.problems import PROBLEM_BASE, problem_response, problem_responses
 from gateway.conformance import gate_problems
+from gateway.credentials import EXPIRY_WARNING_DAYS, audit_expiring, certificate_expiries
 from gateway.inbound import give_credentials
+from gateway.runtime import Runtime
 
 __all__ = ["router"]
 
@@ -23,6 +25,25 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """Liveness: the process is up and serving requests."""
     return {"status": "ok"}
+
+
+def _credentials_check(runtime: Runtime) -> dict[str, Any]:
+    """A warning, never a failure: certificates of the ESSMS expired or expiring within 30 days
+    (counts only; ``GET /v1/admin/credentials`` names them). Each is audited once a day."""
+    try:
+        with runtime.session_factory() as session:
+            entries = certificate_expiries(session, keyring=runtime.keyring)
+            audit_expiring(session, entries)
+            session.commit()
+    except Exception as exc:  # the database check above reports an outage; do not fail twice
+        return {"ok": True, "detail": f"not checked ({type(exc).__name__})"}
+    certs = [c for e in entries for c in e["certificates"]]
+    soon = sum(1 for c in certs if c.get("expiring_soon"))
+    expired = sum(1 for c in certs if c.get("expired"))
+    out: dict[str, Any] = {"ok": True, "expiring_soon": soon, "expired": expired}
+    if soon or expired:
+        out["detail"] = f"{expired} certificate(s) expired, {soon} expiring within {EXPIRY_WARNING_DAYS} days"
+    return out
 
 
 @router.get("/readyz", responses={200: {"description": "ready"}, **problem_responses(503)})
@@ -52,6 +73,7 @@ def readyz(request: Request, runtime: RuntimeDep) -> Response:
         except Exception as exc:  # health() must not raise; be defensive anyway
             health = Health(ok=False, detail=type(exc).__name__)
         checks[f"source:{name}"] = {"ok": health.ok, "detail": health.detail}
+    checks["credentials"] = _credentials_check(runtime)
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if failing:
         return problem_response(

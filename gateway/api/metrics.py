@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.logging import get_logger
 from gateway.storage.models import Attempt, Delivery, Submission
 
-__all__ = ["DatabaseCollector", "router"]
+__all__ = ["CredentialsCollector", "DatabaseCollector", "router"]
 
 router = APIRouter(tags=["metrics"])
 
@@ -127,6 +127,38 @@ class CircuitCollector(Collector):
             state.add_metric([name], values.get(lane["circuit"], 1.0))
             busy.add_metric([name], lane["in_flight"])
         yield from (state, busy)
+
+
+class CredentialsCollector(Collector):
+    """Days left before each stored ESSMS certificate expires (alert at 30: docs/security.md)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        from gateway.credentials import certificate_expiries
+
+        days = GaugeMetricFamily(
+            "dui_gateway_credential_certificate_days_left",
+            "Days before a stored ESSMS certificate expires (negative: expired)",
+            labels=["tenant_id", "essms", "purpose", "field"],
+        )
+        try:
+            with self._runtime.session_factory() as session:
+                entries = certificate_expiries(session, keyring=self._runtime.keyring)
+                session.rollback()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            _log.warning("metrics_credentials_unavailable", error_type=type(exc).__name__)
+            return
+        for entry in entries:
+            for cert in entry["certificates"]:
+                if "days_left" in cert:
+                    days.add_metric([entry["tenant_id"], entry["essms"], entry["purpose"], cert["field"]],
+                                    cert["days_left"])  # fmt: skip
+        yield days
 
 
 @router.get(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import persons
+from gateway import audit, persons
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
 from gateway.api.problems import problem_responses
 from gateway.errors import NotFound
@@ -18,8 +18,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/unmatched-persons", tags=["persons"])
 
-Reader = Annotated[Caller, Depends(require_scope("read"))]
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
+Reader = Annotated[Caller, Depends(require_scope("submissions:read"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
 UnmatchedId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
 
 
@@ -45,7 +45,18 @@ def list_unmatched(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Inbound events whose person no known identifier matched (the peer's identifiers included)."""
-    found = persons.list_unmatched(session, runtime.keyring, tenant_id=caller.tenant(), status=status, limit=limit)
+    tenant_id = caller.tenant()
+    found = persons.list_unmatched(session, runtime.keyring, tenant_id=tenant_id, status=status, limit=limit)
+    if found:  # the peer's identifiers are a person's data: who viewed them is recorded (ids only)
+        audit.append(
+            session,
+            actor=caller.actor,
+            action="searched",
+            entity_type="tenant",
+            entity_id=tenant_id,
+            tenant_id=tenant_id,
+            detail={"resource": "unmatched_persons", "status": status, "unmatched_ids": [u.id for u in found]},
+        )
     return [u.to_dict() for u in found]
 
 

@@ -23,8 +23,8 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
-Reader = Annotated[Caller, Depends(require_scope("read"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
+Reader = Annotated[Caller, Depends(require_scope("submissions:read"))]
 Finess = Annotated[str, Path(pattern=r"^[0-9A-B]{9}$", description="FINESS géographique of the ESSMS")]
 PeriodCode = Annotated[str, Path(pattern=r"^\d{4}(-(0[1-9]|1[0-2])|-Q[1-4])?$", description="2026, 2026-Q1 or 2026-03")]
 _CODE = r"^[a-z][a-z0-9_]{0,31}$"

@@ -35,8 +35,8 @@ REQUEST_BODY_REF = "#/components/schemas/SubmissionRequest"
 
 _IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-Submitter = Annotated[Caller, Depends(require_scope("submit"))]
-Reader = Annotated[Caller, Depends(require_scope("read"))]
+Submitter = Annotated[Caller, Depends(require_scope("submissions:write"))]
+Reader = Annotated[Caller, Depends(require_scope("submissions:read"))]
 
 
 class SubmissionEnvelope(BaseModel):
@@ -204,7 +204,13 @@ def list_submissions(
         created_to=created_to,
     )
     page = queries.list_submissions(
-        session, tenant_id=caller.tenant(), actor=caller.actor, filters=filters, cursor=cursor, limit=limit
+        session,
+        tenant_id=caller.tenant(),
+        actor=caller.actor,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
+        essms=caller.essms,
     )
     params: list[tuple[str, str]] = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     links = {"self": str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")}
@@ -219,7 +225,7 @@ def list_submissions(
 def get_submission(submission_id: str, session: SessionDep, caller: Reader) -> SubmissionDetail:
     """A submission's status, rejection report, renditions and deliveries with their attempts."""
     submission = queries.view_submission(
-        session, tenant_id=caller.tenant(), submission_id=submission_id, actor=caller.actor
+        session, tenant_id=caller.tenant(), submission_id=submission_id, actor=caller.actor, essms=caller.essms
     )
     return SubmissionDetail.of(submission)
 
@@ -235,7 +241,12 @@ def get_submission(submission_id: str, session: SessionDep, caller: Reader) -> S
 def get_record(submission_id: str, runtime: RuntimeDep, session: SessionDep, caller: Reader) -> Response:
     """The DUI record as it was submitted (audited read)."""
     _, content = queries.read_record(
-        session, tenant_id=caller.tenant(), submission_id=submission_id, keyring=runtime.keyring, actor=caller.actor
+        session,
+        tenant_id=caller.tenant(),
+        submission_id=submission_id,
+        keyring=runtime.keyring,
+        actor=caller.actor,
+        essms=caller.essms,
     )
     return Response(content=content, media_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -260,6 +271,7 @@ def get_rendition(submission_id: str, kind: str, runtime: RuntimeDep, session: S
         kind=kind,
         keyring=runtime.keyring,
         actor=caller.actor,
+        essms=caller.essms,
     )
     return Response(
         content=content,
@@ -288,6 +300,7 @@ def replay(
     from gateway.services.operations import replay_submission
 
     tenant_id = caller.tenant()
+    queries.check_submission_visible(session, tenant_id=tenant_id, submission_id=submission_id, essms=caller.essms)
     replay_submission(
         session,
         submission_id=submission_id,
@@ -310,6 +323,7 @@ def cancel(submission_id: str, session: SessionDep, caller: Submitter) -> Submis
     from gateway.services.operations import cancel_submission
 
     tenant_id = caller.tenant()
+    queries.check_submission_visible(session, tenant_id=tenant_id, submission_id=submission_id, essms=caller.essms)
     cancel_submission(session, submission_id=submission_id, actor=caller.actor, tenant_id=tenant_id)
     session.expire_all()
     return SubmissionDetail.of(queries.get_submission(session, tenant_id=tenant_id, submission_id=submission_id))

@@ -7,6 +7,7 @@ from gateway.audit.chain import (
     VerifyResult,
     append,
     iter_events,
+    safe_person_ref,
     verify,
 )
 from gateway.audit.fhir import to_fhir_audit_event
@@ -18,6 +19,7 @@ __all__ = [
     "VerifyResult",
     "append",
     "iter_events",
+    "safe_person_ref",
     "to_fhir_audit_event",
     "verify",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "append",
     "canonical_bytes",
     "iter_events",
+    "safe_person_ref",
     "verify",
 ]
 
@@ -183,6 +184,14 @@ def canonical_bytes(event: AuditEvent) -> bytes:
         "key_id": event.key_id,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def safe_person_ref(value: str | None) -> str | None:
+    """A person reference fit for the trail: a NIR/INS-shaped value (a caller searching by INS)
+    is replaced by a marker, since identity data must not go into the audit trail."""
+    if value is not None and _NIR_RE.match(value.strip().upper()):
+        return "<nir-shaped reference withheld>"
+    return value
 
 
 def _check_detail(value: Any, path: str = "detail") -> None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated
 
 import typer
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.chain import append as audit
 from gateway.errors import GatewayError
 from gateway.security.clients import add_essms, create_api_client, create_tenant, revoke_api_client, tenant_by_code
 from gateway.security.crypto import KeyRing, generate_master_key, rewrap_all, rotate_data_key
+from gateway.security.oauth import create_client_secret
 from gateway.settings import get_settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+from gateway.storage.models import ApiClient, ApiClientSecret
 
 __all__ = ["app", "tenants_app"]
 
@@ -107,18 +112,67 @@ def tenant_add_essms(
 def tenant_create_client(
     code: str,
     name: str,
-    scopes: Annotated[str, typer.Option(help="space-separated scopes: submit read admin")] = "submit read",
+    scopes: Annotated[
+        str,
+        typer.Option(help="space-separated: submissions:write submissions:read fhir:read audit:read admin"),
+    ] = "submissions:write submissions:read fhir:read",
+    essms: Annotated[list[str] | None, typer.Option("--essms", help="restrict to this FINESS (repeatable)")] = None,
+    oauth: Annotated[bool, typer.Option("--oauth", help="also create an OAuth2 client secret")] = False,
     actor: ActorOption = "admin",
 ) -> None:
-    """Create an API client and print its key (shown once, store it now)."""
+    """Create an API client and print its key (shown once, store it now); --oauth adds a client secret."""
     with _factory() as factory, session_scope(factory) as session:
         tenant = tenant_by_code(session, code)
-        client, key = create_api_client(session, tenant_id=tenant.id, name=name, scopes=scopes)
+        client, key = create_api_client(session, tenant_id=tenant.id, name=name, scopes=scopes, essms=essms)
         client_id = client.id
+        secret = create_client_secret(session, client_id=client_id)[1] if oauth else None
         audit(session, actor=f"user:{actor}", action="client_created", entity_type="api_client", entity_id=client_id,
-              tenant_id=tenant.id, detail={"scopes": client.scopes, "key_prefix": client.key_prefix})  # fmt: skip
+              tenant_id=tenant.id, detail={"scopes": client.scopes, "essms": client.essms,
+                                           "key_prefix": client.key_prefix, "oauth": oauth})  # fmt: skip
     typer.echo(f"API client {name} (id {client_id}) for tenant {code}; key (shown once):", err=True)
     typer.echo(key)
+    if secret is not None:
+        typer.echo(f"OAuth2 client_id {client_id}; client_secret (shown once):", err=True)
+        typer.echo(secret)
+
+
+@tenants_app.command("rotate-secret")
+def tenant_rotate_secret(
+    client_id: Annotated[str, typer.Argument(help="the API client's id")],
+    grace_hours: Annotated[float, typer.Option(help="how long the previous secret stays valid")] = 24.0,
+    actor: ActorOption = "admin",
+) -> None:
+    """Give an API client a new OAuth2 client secret; the previous one stays valid --grace-hours."""
+    with _factory() as factory, session_scope(factory) as session:
+        row, secret = create_client_secret(session, client_id=client_id, grace=timedelta(hours=grace_hours))
+        client = session.get(ApiClient, client_id)
+        assert client is not None
+        audit(session, actor=f"user:{actor}", action="client_secret_rotated", entity_type="api_client",
+              entity_id=client_id, tenant_id=client.tenant_id,
+              detail={"prefix": row.prefix, "grace_seconds": int(grace_hours * 3600)})  # fmt: skip
+    typer.echo(
+        f"new client_secret for {client_id} (shown once); the previous one stays valid {grace_hours}h:", err=True
+    )
+    typer.echo(secret)
+
+
+@tenants_app.command("clients")
+def tenant_clients(code: str) -> None:
+    """List a tenant's API clients (scopes, ESSMS restriction, state, secrets' dates), never a secret."""
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = tenant_by_code(session, code)
+        rows = session.scalars(select(ApiClient).where(ApiClient.tenant_id == tenant.id).order_by(ApiClient.name))
+        out = []
+        for c in rows:
+            secrets = session.scalars(select(ApiClientSecret).where(ApiClientSecret.client_id == c.id))
+            out.append({
+                "id": c.id, "name": c.name, "scopes": c.scopes, "essms": c.essms, "active": c.active,
+                "key_prefix": c.key_prefix,
+                "secrets": [{"prefix": s.prefix, "created_at": s.created_at.isoformat(),
+                             "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                             "revoked": s.revoked_at is not None} for s in secrets],
+            })  # fmt: skip
+    typer.echo(json.dumps(out, indent=2))
 
 
 @tenants_app.command("revoke-client")

@@ -19,12 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.errors import Conflict, NotFound, ValidationFailed
+from gateway.security.authz import LEGACY_SCOPES, SCOPES
 from gateway.storage.models import ApiClient, Essms, Tenant
 
 __all__ = [
     "KEY_PREFIX",
     "add_essms",
     "authenticate",
+    "check_essms_restriction",
+    "check_scopes",
     "create_api_client",
     "create_tenant",
     "essms_of_tenant",
@@ -37,7 +40,7 @@ KEY_PREFIX = "dgw"
 _KEY_RE = re.compile(r"^dgw_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _FINESS_RE = re.compile(r"^(?:[0-9]{2}|2A|2B)[0-9]{7}$")
-_KNOWN_SCOPES = frozenset({"submit", "read", "admin"})
+_KNOWN_SCOPES = frozenset(SCOPES) | frozenset(LEGACY_SCOPES)
 
 
 def _now() -> datetime:
@@ -110,16 +113,43 @@ def essms_of_tenant(session: Session, tenant_id: str) -> set[str]:
     return set(session.scalars(select(Essms.finess).where(Essms.tenant_id == tenant_id)))
 
 
-def create_api_client(
-    session: Session, *, tenant_id: str, name: str, scopes: str = "submit read"
-) -> tuple[ApiClient, str]:
-    """Create an API client; returns it with its plaintext key, which is not stored anywhere."""
-    scope_set = scopes.split()
+def check_scopes(scopes: str) -> list[str]:
+    """The scope names of a space-separated string; 422 when empty or unknown."""
+    scope_set = list(dict.fromkeys(scopes.split()))
     unknown = set(scope_set) - _KNOWN_SCOPES
     if unknown or not scope_set:
-        raise ValidationFailed(f"unknown or empty scopes: {sorted(unknown)}; known: {sorted(_KNOWN_SCOPES)}")
+        raise ValidationFailed(f"unknown or empty scopes: {sorted(unknown)}; known: {sorted(SCOPES)}")
+    return scope_set
+
+
+def check_essms_restriction(session: Session, *, tenant_id: str, essms: list[str] | None) -> str | None:
+    """The stored form of an ESSMS restriction: FINESS of this tenant only (422 otherwise)."""
+    if essms is None:
+        return None
+    wanted = sorted({f.strip().upper() for f in essms if f.strip()})
+    if not wanted:
+        raise ValidationFailed("an ESSMS restriction names at least one FINESS (or is left out)")
+    foreign = set(wanted) - essms_of_tenant(session, tenant_id)
+    if foreign:
+        raise ValidationFailed(f"not ESSMS of this tenant: {sorted(foreign)}")
+    return " ".join(wanted)
+
+
+def create_api_client(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    scopes: str = "submit read",
+    essms: list[str] | None = None,
+) -> tuple[ApiClient, str]:
+    """Create an API client; returns it with its plaintext key, which is not stored anywhere."""
+    scope_set = check_scopes(scopes)
+    if not name.strip():
+        raise ValidationFailed("an API client needs a name")
     if session.get(Tenant, tenant_id) is None:
         raise NotFound(f"no tenant {tenant_id}")
+    restriction = check_essms_restriction(session, tenant_id=tenant_id, essms=essms)
     while True:
         prefix = secrets.token_hex(4)
         if session.scalar(select(ApiClient.id).where(ApiClient.key_prefix == prefix)) is None:
@@ -134,6 +164,7 @@ def create_api_client(
         scopes=" ".join(scope_set),
         active=True,
         created_at=_now(),
+        essms=restriction,
     )
     session.add(client)
     session.flush()

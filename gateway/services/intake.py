@@ -225,6 +225,8 @@ def store(
         raise Forbidden(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
+    if client.essms and facts.essms_finess not in client.essms.split():
+        raise Forbidden(f"this API client is restricted to other ESSMS than FINESS {facts.essms_finess}")
     request_hash = prepared.request_hash
     # No look-up of the Idempotency-Key first: a new key (the common case) costs no statement;
     # a known one is refused by the unique constraint below, then read and answered as a replay.

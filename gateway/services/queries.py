@@ -29,6 +29,8 @@ __all__ = [
     "Page",
     "SubmissionFilter",
     "as_utc",
+    "check_delivery_visible",
+    "check_submission_visible",
     "decode_cursor",
     "encode_cursor",
     "get_submission",
@@ -106,6 +108,7 @@ def list_submissions(
     filters: SubmissionFilter,
     cursor: str | None = None,
     limit: int = 50,
+    essms: frozenset[str] | None = None,
 ) -> Page:
     """Newest first, keyset-paginated on (created_at, id); audited as one ``searched`` event."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -114,6 +117,8 @@ def list_submissions(
             [FieldError("query:limit", f"must be between 1 and {MAX_PAGE_SIZE}", "out_of_range")],
         )
     stmt = select(Submission).where(Submission.tenant_id == tenant_id)
+    if essms is not None:  # a client restricted to some ESSMS sees only theirs
+        stmt = stmt.where(Submission.essms_finess.in_(sorted(essms)))
     if filters.status:
         stmt = stmt.where(Submission.status.in_(list(filters.status)))
     if filters.document_type is not None:
@@ -138,7 +143,7 @@ def list_submissions(
     rows = list(session.scalars(stmt))
     items = rows[:limit]
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-    if items:
+    if items or filters.person_ref is not None:  # searching for a person is a read, even when empty
         audit.append(
             session,
             actor=actor,
@@ -146,17 +151,28 @@ def list_submissions(
             entity_type="tenant",
             entity_id=tenant_id,
             tenant_id=tenant_id,
-            person_ref=filters.person_ref,
-            detail={"filters": filters.as_json(), "submission_ids": [s.id for s in items]},
+            person_ref=audit.safe_person_ref(filters.person_ref),
+            # the person is in person_ref (withheld when NIR-shaped), not repeated in the filters
+            detail={
+                "filters": {k: v for k, v in filters.as_json().items() if k != "person_ref"},
+                "submission_ids": [s.id for s in items],
+            },
         )
     return Page(items=items, next_cursor=next_cursor, filters=filters.as_json())
 
 
-def get_submission(session: Session, *, tenant_id: str, submission_id: str) -> Submission:
-    """The submission with renditions and deliveries (and their attempts) loaded."""
+def get_submission(
+    session: Session, *, tenant_id: str, submission_id: str, essms: frozenset[str] | None = None
+) -> Submission:
+    """The submission with renditions and deliveries (and their attempts) loaded; another tenant's
+    (or, for a client restricted to some ESSMS, another ESSMS's) is not found."""
     stmt = (
         select(Submission)
-        .where(Submission.id == submission_id, Submission.tenant_id == tenant_id)
+        .where(
+            Submission.id == submission_id,
+            Submission.tenant_id == tenant_id,
+            *([Submission.essms_finess.in_(sorted(essms))] if essms is not None else []),
+        )
         .options(
             selectinload(Submission.renditions),
             selectinload(Submission.deliveries).selectinload(Delivery.attempts),
@@ -168,9 +184,11 @@ def get_submission(session: Session, *, tenant_id: str, submission_id: str) -> S
     return submission
 
 
-def view_submission(session: Session, *, tenant_id: str, submission_id: str, actor: str) -> Submission:
+def view_submission(
+    session: Session, *, tenant_id: str, submission_id: str, actor: str, essms: frozenset[str] | None = None
+) -> Submission:
     """The submission detail, audited as a ``read`` of its status view."""
-    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id)
+    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id, essms=essms)
     _audit_read(
         session,
         actor=actor,
@@ -198,10 +216,16 @@ def _audit_read(
 
 
 def read_record(
-    session: Session, *, tenant_id: str, submission_id: str, keyring: KeyRing, actor: str
+    session: Session,
+    *,
+    tenant_id: str,
+    submission_id: str,
+    keyring: KeyRing,
+    actor: str,
+    essms: frozenset[str] | None = None,
 ) -> tuple[Submission, bytes]:
     """The record as submitted (decrypted JSON bytes); audited as a ``read``."""
-    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id)
+    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id, essms=essms)
     plaintext = decrypt(
         session,
         data_key_id=submission.data_key_id,
@@ -221,10 +245,17 @@ def read_record(
 
 
 def read_rendition(
-    session: Session, *, tenant_id: str, submission_id: str, kind: str, keyring: KeyRing, actor: str
+    session: Session,
+    *,
+    tenant_id: str,
+    submission_id: str,
+    kind: str,
+    keyring: KeyRing,
+    actor: str,
+    essms: frozenset[str] | None = None,
 ) -> tuple[Rendition, bytes]:
     """One produced document (decrypted bytes); audited as a ``read`` of the rendition."""
-    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id)
+    submission = get_submission(session, tenant_id=tenant_id, submission_id=submission_id, essms=essms)
     rendition = next((r for r in submission.renditions if r.kind == kind), None)
     if rendition is None:
         raise NotFound(f"submission {submission_id} has no {kind!r} rendition")
@@ -244,6 +275,32 @@ def read_rendition(
         detail={"view": "rendition", "kind": kind, "document_id": rendition.document_id},
     )
     return rendition, content
+
+
+def check_delivery_visible(session: Session, *, tenant_id: str, delivery_id: str, essms: frozenset[str] | None) -> None:
+    """``NotFound`` unless the delivery's submission is one the caller may see (ESSMS restriction)."""
+    if essms is None:
+        return
+    finess = session.scalar(
+        select(Submission.essms_finess)
+        .join(Delivery, Delivery.submission_id == Submission.id)
+        .where(Delivery.id == delivery_id, Submission.tenant_id == tenant_id)
+    )
+    if finess is None or finess not in essms:
+        raise NotFound(f"delivery {delivery_id} not found")  # the outbox's words: indistinguishable
+
+
+def check_submission_visible(
+    session: Session, *, tenant_id: str, submission_id: str, essms: frozenset[str] | None
+) -> None:
+    """``NotFound`` unless the submission's ESSMS is one the caller may act on."""
+    if essms is None:
+        return
+    finess = session.scalar(
+        select(Submission.essms_finess).where(Submission.id == submission_id, Submission.tenant_id == tenant_id)
+    )
+    if finess is None or finess not in essms:
+        raise NotFound(f"submission {submission_id} not found")  # the outbox's words: indistinguishable
 
 
 def list_audit_events(

@@ -92,6 +92,33 @@ class ApiClient(Base):
     scopes: Mapped[str] = mapped_column(String(255), nullable=False, default="submit read")
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = _ts()
+    # optional restriction to some ESSMS of the tenant: space-separated FINESS; None = all of them
+    essms: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class ApiClientSecret(Base):
+    """An OAuth2 client secret (argon2 hash). Two may be valid at once while a rotation runs."""
+
+    __tablename__ = "api_client_secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("api_clients.id"), nullable=False, index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)  # finds the row, not secret
+    secret_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = _ts()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RoutingVersion(Base):
+    """One version of the routing rules (the whole document); the highest version is in force."""
+
+    __tablename__ = "routing_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[dict] = mapped_column(JSON, nullable=False)  # type: ignore[type-arg]
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = _ts()
 
 
 class Submission(Base):

@@ -34,6 +34,8 @@ EXPECTED_TABLES = {
     "stay_events",
     "reporting_configs",
     "indicator_reports",
+    "api_client_secrets",
+    "routing_versions",
     "alembic_version",
 }
 

@@ -232,7 +232,7 @@ def test_read_only_client_cannot_submit(
 ) -> None:
     response = post_note(client, auditor_key, note(tenant.finess))
     assert response.status_code == 403
-    assert "submit" in response.json()["detail"]
+    assert "submissions:write" in response.json()["detail"]  # the scope it lacks, by its current name
     assert count_rows(session_factory) == (0, 0)
 
 

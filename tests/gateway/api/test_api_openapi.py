@@ -49,6 +49,8 @@ def test_operations_are_documented_and_errors_are_problem_documents() -> None:
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
                     expected = "application/fhir+json" if path.startswith("/fhir/") else "application/problem+json"
+                    if path == "/oauth/token":  # RFC 6749 §5.2 errors: what OAuth client libraries read
+                        expected = "application/json"
                     assert list(response["content"]) == [expected], (path, method, status)
     submissions = doc["paths"]["/v1/submissions"]
     assert {"202", "400", "401", "403", "409", "413", "415", "422"} <= set(submissions["post"]["responses"])

@@ -45,7 +45,14 @@ def test_healthz_and_readyz(client: Api, runtime: Runtime, kit_dir: Path) -> Non
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": {"ok": True}, "conformance": {"ok": True}}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {
+            "database": {"ok": True},
+            "conformance": {"ok": True},
+            "credentials": {"ok": True, "expiring_soon": 0, "expired": 0},  # a warning only, never red
+        },
+    }
 
     runtime.destinations = {"dmp": _Destination(ok=True), "mss": _Destination(ok=False)}
     not_ready = client.get("/readyz")
