@@ -172,6 +172,8 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
         version=_version(),
         description=_DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,  # served with local assets by gateway.console.apidocs (no CDN)
+        redoc_url=None,
         openapi_tags=[
             {"name": "oauth", "description": "OAuth2 client credentials: access tokens for API clients"},
             {"name": "submissions", "description": "Submit DUI records and follow them"},
@@ -208,6 +210,13 @@ def _build(runtime: Runtime | None, settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     _include_fhir_facade(app)
+    from gateway.console.apidocs import install_docs
+
+    install_docs(app)
+    if runtime is not None and settings.console_enabled:
+        from gateway.console import install as install_console
+
+        install_console(app, runtime)
     # Outermost first: the correlation id must exist before the body limit can refuse anything.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationIdMiddleware)

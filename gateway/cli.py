@@ -93,6 +93,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "routing",
         "Routing rules: show them, change them (versioned, audited, no restart), list versions.",
     ),
+    Subcommand(
+        "gateway.console.cli",
+        "app",
+        "users",
+        "Console users (local or OpenID Connect) and their roles per tenant.",
+    ),
     Subcommand("gateway.audit.cli", "app", "audit", "Audit trail: verify the hash chain, export events."),
     Subcommand(
         "gateway.security.cli",

@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=0.0, ge=0)  # per API client and per process (429)
     rate_limit_burst: int = Field(default=50, ge=1)
     busy_retry_after_seconds: int = Field(default=5, ge=1)  # Retry-After when the database is saturated
+    # ops console (gateway.console, docs/console.md)
+    console_enabled: bool = True
+    console_secret: SecretStr | None = None  # signs session cookies; unset = derived from the first master key
+    console_cookie_secure: bool = True  # Secure cookies (HTTPS); false only for plain-HTTP development
+    console_session_seconds: int = Field(default=8 * 3600, gt=0)
+    console_lockout_threshold: int = Field(default=5, ge=1)  # consecutive failed logins lock the account
+    console_lockout_seconds: int = Field(default=900, gt=0)
+    # OpenID Connect login (Pro Santé Connect or an ESSMS identity provider); unset = local accounts only
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_label: str = "Pro Santé Connect"
+    oidc_redirect_base: str | None = None  # public base URL of the gateway (else the request's)
     log_level: str = "INFO"
     log_json: bool = True
 

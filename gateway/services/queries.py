@@ -58,12 +58,16 @@ class SubmissionFilter:
     person_ref: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    destination: str | None = None  # submissions with at least one delivery to this destination
+    essms_any: Sequence[str] = ()  # limited to these ESSMS (a user whose role is per ESSMS)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.status:
             out["status"] = list(self.status)
-        for name in ("document_type", "essms", "person_ref"):
+        if self.essms_any:
+            out["essms_any"] = list(self.essms_any)
+        for name in ("document_type", "essms", "person_ref", "destination"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -125,8 +129,16 @@ def list_submissions(
         stmt = stmt.where(Submission.document_type == filters.document_type)
     if filters.essms is not None:
         stmt = stmt.where(Submission.essms_finess == filters.essms)
+    if filters.essms_any:
+        stmt = stmt.where(Submission.essms_finess.in_(list(filters.essms_any)))
     if filters.person_ref is not None:
         stmt = stmt.where(Submission.person_ref == filters.person_ref)
+    if filters.destination is not None:
+        stmt = stmt.where(
+            select(Delivery.id)
+            .where(Delivery.submission_id == Submission.id, Delivery.destination == filters.destination)
+            .exists()
+        )
     if filters.created_from is not None:
         stmt = stmt.where(Submission.created_at >= as_utc(filters.created_from))
     if filters.created_to is not None:

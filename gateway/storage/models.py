@@ -449,3 +449,44 @@ class IndicatorReport(Base):
     submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), nullable=True)
     created_at: Mapped[datetime] = _ts()
     __table_args__ = (Index("ix_indicator_reports_essms", "tenant_id", "essms_finess", "period_start"),)
+
+
+class User(Base):
+    """A console user (gateway.console): a local account (argon2 hash) and/or an OpenID Connect identity.
+
+    ``platform_operator`` sees metadata and metrics across tenants, never documents; tenant
+    roles are rows of :class:`UserRole`. Lockout: ``failed_logins`` consecutive failures set
+    ``locked_until``.
+    """
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    display_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    oidc_issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    platform_operator: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    session_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # bumped: sessions end
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts()
+    roles: Mapped[list[UserRole]] = relationship(back_populates="user", order_by="UserRole.tenant_id")
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_identity"),)
+
+
+class UserRole(Base):
+    """A console user's role in one tenant (lecteur, operateur, administrateur), optionally one ESSMS."""
+
+    __tablename__ = "user_roles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    essms_finess: Mapped[str | None] = mapped_column(String(9), nullable=True)  # None: every ESSMS of the tenant
+    created_at: Mapped[datetime] = _ts()
+    user: Mapped[User] = relationship(back_populates="roles")
+    __table_args__ = (UniqueConstraint("user_id", "tenant_id", "role", "essms_finess", name="uq_user_roles_grant"),)

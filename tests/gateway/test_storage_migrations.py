@@ -16,6 +16,8 @@ from gateway.storage.models import AuditHead, Base
 
 EXPECTED_TABLES = {
     "tenants",
+    "users",
+    "user_roles",
     "essms",
     "api_clients",
     "data_keys",
