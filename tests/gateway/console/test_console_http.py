@@ -192,7 +192,7 @@ def test_administrator_reads_audit_but_no_clinical_content(
         assert "P-A-001" not in reply.text
     audit = admin.get(f"/console/audit?t={world.tenant_a}&action=read")
     assert audit.status_code == 200
-    assert "lea" in audit.text and f"rendition " in audit.text and world.failed_a in audit.text
+    assert "lea" in audit.text and "rendition " in audit.text and world.failed_a in audit.text
     assert not _events(session_factory, action="read", actor=f"user:{users['adam']}")
     assert browser_for("lea").get(f"/console/audit?t={world.tenant_a}").status_code == 403
 
