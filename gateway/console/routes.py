@@ -745,7 +745,12 @@ def run_action(submission_id: str, ctx: CtxDep, form: FormDep) -> Response:
     except NotFound:
         return _not_found(ctx)
     except (Conflict, TooManyRequests) as exc:
-        return _message(ctx, 409, "Action impossible", exc.detail)
+        return _message(
+            ctx,
+            409,
+            "Action impossible",
+            f"L'action n'est pas possible dans l'état actuel de la soumission (détail : {exc.detail}).",
+        )
     ctx.state.runtime.wake_workers()
     return ctx.finish(
         RedirectResponse(f"{PREFIX}/flux/{submission_id}?t={access.tenant_id}&fait={action}", status_code=303)

@@ -1,0 +1,192 @@
+"""The console in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+The browser is the one scripts/install-test-deps.sh installs (no Playwright browser download);
+``DUI_GATEWAY_CHROMIUM`` points elsewhere. Where neither it nor Playwright can be had the tests
+skip and say why. Screenshots are saved under ``var/test-artifacts/console/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gateway.api.live import Api
+from tests.gateway.api.support import note, post_note
+from tests.gateway.console.conftest import FINESS_A, PASSWORD, World
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "console"
+
+
+def _chromium_path() -> str | None:
+    for candidate in (os.environ.get("DUI_GATEWAY_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright (Python) is not installed: pip install -e .[test]")
+    path = _chromium_path()
+    if path is None:
+        pytest.skip("no chromium: run scripts/install-test-deps.sh as root (Debian package 'chromium')")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any, live: str) -> Iterator[Any]:
+    context = chromium.new_context(base_url=live, viewport={"width": 1366, "height": 768}, locale="fr-FR")
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def login(page: Any, username: str, password: str = PASSWORD, *, start: str = "/console/flux") -> None:
+    page.goto(start)
+    page.get_by_label("Identifiant").fill(username)
+    page.get_by_label("Mot de passe").fill(password)
+    page.get_by_role("button", name="Se connecter").click()
+
+
+def test_local_login_then_flows_list_and_filters(page: Any, users: dict[str, str], world: World) -> None:
+    page.goto("/console/flux")
+    assert "/console/connexion" in page.url
+    assert page.locator("html").get_attribute("lang") == "fr"
+    shot(page, "login")
+    login(page, "lea")
+    page.get_by_role("heading", name="Flux de documents").wait_for()
+    assert page.url.endswith("/console/flux")
+    rows = page.locator("table.list tbody tr")
+    assert rows.count() == 3
+    page.get_by_label("Statut", exact=True).select_option("rejected")
+    page.get_by_role("button", name="Filtrer").click()
+    page.wait_for_url(re.compile(r"statut=rejected"))
+    assert page.locator("table.list tbody tr").count() == 1
+    assert world.rejected_a in page.locator("table.list tbody").inner_html()
+    page.get_by_role("link", name="Effacer les filtres").click()
+    page.get_by_label("Recherche (identifiant de soumission ou référence personne)").fill(world.failed_a)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name=re.compile("Soumission")).wait_for()
+    assert world.failed_a in page.url
+
+
+def test_counters_update_live(page: Any, users: dict[str, str], world: World, live: str) -> None:
+    login(page, "lea")
+    received = page.locator('[data-status="received"]')
+    assert received.inner_text() == "0"
+    api = Api(live)
+    try:
+        assert post_note(api, world.key_a, note(FINESS_A, person_ref="P-A-NEW")).status_code == 202
+    finally:
+        api.close()
+    # no reload: the page's script polls the counts endpoint
+    from playwright.sync_api import expect
+
+    expect(received).to_have_text("1", timeout=20_000)
+    assert "mis à jour" in page.locator("#maj").inner_text()
+    shot(page, "flux")
+
+
+def test_detail_document_and_retry_with_confirmation(page: Any, users: dict[str, str], world: World) -> None:
+    login(page, "oscar")
+    page.goto(f"/console/flux/{world.failed_a}?t={world.tenant_a}")
+    assert page.get_by_role("heading", name="Envois").is_visible()
+    assert "boîte aux lettres pleine" in page.content()
+    shot(page, "detail")
+    page.get_by_role("link", name="Relancer cet envoi…").click()
+    page.get_by_role("heading", name="Relancer l'envoi").wait_for()
+    page.get_by_role("button", name="Valider").click()  # not confirmed: the browser keeps the form
+    assert "/confirmer" in page.url
+    page.get_by_label("Je confirme : relancer l'envoi").check()
+    page.get_by_role("button", name="Valider").click()
+    page.get_by_role("status").wait_for()
+    assert "relance" in page.get_by_role("status").inner_text()
+    assert "Relancer cet envoi" not in page.content()  # pending again: nothing to retry
+    page.get_by_role("link", name="Lire le document note").click()
+    page.get_by_role("heading", name="Traitements").wait_for()
+    assert "Paracétamol 1 g" in page.content()
+    shot(page, "document")
+
+
+def test_role_restrictions(page: Any, users: dict[str, str], world: World) -> None:
+    login(page, "lea")
+    page.goto(f"/console/flux/{world.failed_a}?t={world.tenant_a}")
+    assert page.get_by_role("link", name="Relancer cet envoi…").count() == 0
+    assert page.get_by_role("link", name="Audit").count() == 0
+    page.get_by_role("button", name="Se déconnecter").click()
+    login(page, "adam", start="/console/")
+    page.get_by_role("heading", name="Journal d'audit").wait_for()
+    assert page.get_by_role("link", name="Flux").count() == 0
+    page.goto(f"/console/flux?t={world.tenant_a}")
+    assert page.get_by_role("heading", name="Accès refusé").is_visible()
+    page.goto("/console/tableau-de-bord")
+    assert page.locator("svg.chart").count() == 4
+    shot(page, "dashboard")
+
+
+def test_lockout_in_the_browser(page: Any, users: dict[str, str]) -> None:
+    for _ in range(3):
+        login(page, "oscar", "mauvais-mot-de-passe", start="/console/connexion")
+        assert "incorrect" in page.get_by_role("alert").inner_text() or "verrouillé" in page.content()
+    login(page, "oscar", start="/console/connexion")
+    assert "verrouillé" in page.get_by_role("alert").inner_text()
+
+
+def test_forged_csrf_token_is_refused(page: Any, users: dict[str, str], world: World) -> None:
+    login(page, "oscar")
+    page.goto(f"/console/flux/{world.failed_a}/confirmer?t={world.tenant_a}&action=cancel")
+    page.evaluate("document.querySelector('main input[name=csrf]').value = 'forged'")
+    page.get_by_label(re.compile("Je confirme")).check()
+    page.get_by_role("button", name="Valider").click()
+    page.wait_for_load_state()
+    shot(page, "csrf-refused")
+    page.get_by_role("heading", name="Requête refusée").wait_for()
+    page.goto(f"/console/flux/{world.failed_a}?t={world.tenant_a}")
+    assert "annulé" not in page.locator("dl.facts").first.inner_text()
+
+
+def test_oidc_login_in_the_browser(page: Any, users: dict[str, str]) -> None:
+    page.goto("/console/connexion")
+    page.get_by_role("link", name="Se connecter avec Fournisseur de test").click()
+    page.get_by_role("heading", name="Flux de documents").wait_for()
+    assert "Olive" in page.locator("header .user").inner_text()
+
+
+def test_keyboard_navigation(page: Any, users: dict[str, str]) -> None:
+    page.goto("/console/connexion")
+    assert page.evaluate("document.activeElement.id") == "identifiant"  # autofocus
+    page.keyboard.type("lea")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Flux de documents").wait_for()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Aller au contenu"
+    page.keyboard.press("Enter")  # the skip link moves the focus to the content
+    assert page.evaluate("document.activeElement.id") == "contenu"
+    # every form control of the filters has a label
+    unlabeled = page.evaluate(
+        """[...document.querySelectorAll('main input:not([type=hidden]), main select')]
+           .filter(e => !(e.labels && e.labels.length)).map(e => e.name)"""
+    )
+    assert unlabeled == []
