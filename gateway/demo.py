@@ -328,6 +328,48 @@ def provision(settings: Settings, key_file: Path) -> str:
         engine.dispose()
 
 
+DEMO_CONSOLE_USER = "demo"
+
+
+def provision_console_user(settings: Settings, password_file: Path) -> tuple[str, str]:
+    """The demo's console user (dev only): operator and administrator of the demo tenant.
+
+    Its password is random, kept in ``password_file`` (mode 0600) and reused on the next run.
+    """
+    import secrets as _secrets
+
+    from gateway.console import accounts
+    from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+
+    if settings.profile != "dev":
+        raise RuntimeError("the demo console user is for the dev profile only")
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            user = accounts.find_user(session, DEMO_CONSOLE_USER)
+            if password_file.exists():
+                password = password_file.read_text(encoding="ascii").strip()
+            else:
+                password = _secrets.token_urlsafe(12)
+                password_file.write_text(password + "\n", encoding="ascii")
+                password_file.chmod(0o600)
+            if user is None:
+                user = accounts.create_user(
+                    session,
+                    username=DEMO_CONSOLE_USER,
+                    display_name="Démo (opératrice)",
+                    password=password,
+                    actor="demo",
+                )
+            else:
+                accounts.set_password(session, user=user, password=password, actor="demo")
+            for role in ("operateur", "administrateur"):
+                accounts.grant_role(session, user=user, tenant=DEMO_TENANT, role=role, actor="demo")
+        return DEMO_CONSOLE_USER, password
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class DemoRun:
     """What the demo posted and saw; filled by the feeder thread."""
@@ -919,10 +961,13 @@ def _run(
     kit = installed_kit(var_dir)
     if "CISIS_KIT_DIR" not in os.environ and kit is not None:
         overrides["CISIS_KIT_DIR"] = kit  # the field's alias (as the environment names it)
+    if "DUI_GATEWAY_CONSOLE_COOKIE_SECURE" not in os.environ:
+        overrides["console_cookie_secure"] = False  # the demo serves plain HTTP on loopback
     settings = Settings(**overrides)
     configure_logging(settings)
     upgrade(settings.database_url)
     api_key = provision(settings, var_dir / "demo-api-key")
+    console_user, console_password = provision_console_user(settings, var_dir / "demo-console-password")
 
     receiver.start()
     runtime = Runtime.from_settings(settings)
@@ -958,7 +1003,14 @@ def _run(
                     "dui-gateway demo",
                     f"  API            {api_url}/v1",
                     f"  API docs       {api_url}/docs",
-                    *([f"  console        {api_url}/console"] if has_console else []),
+                    *(
+                        [
+                            f"  console        {api_url}/console  (dev only: user {console_user!r}, password"
+                            f" {console_password!r}, kept in {var_dir / 'demo-console-password'})"
+                        ]
+                        if has_console
+                        else []
+                    ),
                     f"  API key        {api_key}",
                     f"  sandbox        {receiver.url}/_received  (what the destinations received)",
                     f"  receipts       {receiver.url}/_receipts -> {api_url}/inbound/{RECEIPT_SOURCE}",

@@ -103,18 +103,20 @@ def test_env() -> dict[str, str]:
     return env
 
 
-def ensure_test_packages(without: str = "the MSSanté IMAP tests will skip") -> None:
+def ensure_test_packages(without: str = "the MSSanté IMAP and console browser tests will skip") -> None:
     """Debian packages the real peers need (dovecot for the MSSanté IMAP tests and the demo's
-    mail sandbox).
+    mail sandbox, chromium for the console's browser tests).
 
     Installed by scripts/install-test-deps.sh when missing and we are root with apt-get;
     otherwise what needs them is skipped (``without`` says what), and this says so.
     """
     script = ROOT / "scripts" / "install-test-deps.sh"
-    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists() or not script.exists():
+    have_dovecot = shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists()
+    have_chromium = Path("/usr/bin/chromium").exists()
+    if (have_dovecot and have_chromium) or not script.exists():
         return
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(f"dovecot missing: {without} (run scripts/install-test-deps.sh as root)")
+        print(f"dovecot or chromium missing: {without} (run scripts/install-test-deps.sh as root)")
         return
     if _run("bash", script) != 0:
         print(f"installing the test packages failed: {without}")
