@@ -143,7 +143,7 @@ def unlock_command(username: str, actor: ActorOption = "admin") -> None:
 def list_command() -> None:
     """Users, their sign-in methods and roles."""
     with _factory() as factory, session_scope(factory) as session:
-        codes = dict(session.execute(select(Tenant.id, Tenant.code)).tuples().all())
+        codes = {tid: code for tid, code in session.execute(select(Tenant.id, Tenant.code))}
         for user in session.scalars(select(User).options(selectinload(User.roles)).order_by(User.username)):
             methods = [m for m, on in (("password", user.password_hash), ("oidc", user.oidc_subject)) if on]
             roles = ", ".join(

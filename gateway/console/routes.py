@@ -617,6 +617,11 @@ def flow_detail(submission_id: str, ctx: CtxDep) -> Response:
             session, tenant_id=access.tenant_id, submission_id=submission_id, actor=principal.actor
         )
         events = data.timeline(session, sub)
+        user_ids = {e.actor.removeprefix("user:") for e in events if e.actor.startswith("user:")}
+        names = {
+            uid: name for uid, name in session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
+        }
+        actors = {e.seq: names.get(e.actor.removeprefix("user:"), e.actor) for e in events}
         deliveries = [
             {
                 "row": d,
@@ -647,6 +652,7 @@ def flow_detail(submission_id: str, ctx: CtxDep) -> Response:
             tenant=access,
             sub=view,
             events=events,
+            actors=actors,
             deliveries=deliveries,
             issues=issues,
             can_operate=access.can_operate,

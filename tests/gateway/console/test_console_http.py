@@ -314,3 +314,68 @@ def test_api_docs_are_served_without_a_cdn(live: str) -> None:
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         reply = requests.get(f"{live}/docs-assets/{asset}", timeout=30)
         assert reply.status_code == 200 and len(reply.content) > 100_000
+
+
+def test_inbound_messages_left_aside_are_listed_per_tenant(
+    browser_for: Any, users: dict[str, str], world: World, session_factory: Any, keyring: Any
+) -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from gateway.security.crypto import encrypt
+    from gateway.storage.db import session_scope
+    from gateway.storage.models import InboundMessage
+
+    with session_scope(session_factory) as session:
+        for tenant, source, note_text in (
+            (world.tenant_a, "mllp-a", "no person matches PID-3"),
+            (world.tenant_b, "mllp-b", "secret-of-b"),
+        ):
+            mid = str(uuid.uuid4())
+            ct, key_id = encrypt(session, tenant_id=tenant, plaintext=b"MSH|...", keyring=keyring, aad=mid.encode())
+            session.add(
+                InboundMessage(
+                    id=mid,
+                    source=source,
+                    tenant_id=tenant,
+                    external_id=mid,
+                    media_type="application/hl7-v2",
+                    content_ct=ct,
+                    data_key_id=key_id,
+                    size=7,
+                    status="held",
+                    note=note_text,
+                    received_at=datetime.now(UTC),
+                )
+            )
+    page = browser_for("lea").get(f"/console/entrants?t={world.tenant_a}")
+    assert "no person matches PID-3" in page.text and "mllp-a" in page.text
+    assert "secret-of-b" not in page.text and "mllp-b" not in page.text
+
+
+def test_documents_are_rendered_without_their_markup() -> None:
+    import json
+
+    from gateway.console.render import render_document
+
+    cda = (
+        b'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>T</title><component><structuredBody><component><section>'
+        b'<title>S</title><text><paragraph onclick="x()">&lt;script&gt;alert(1)&lt;/script&gt; texte</paragraph>'
+        b'<linkHtml href="javascript:alert(1)">lien</linkHtml></text></section></component></structuredBody>'
+        b"</component></ClinicalDocument>"
+    )
+    html = str(render_document(cda, "application/xml"))
+    assert "<script>" not in html and "onclick" not in html and "javascript:" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; texte" in html and "<h4>S</h4>" in html
+    fhir = {
+        "resourceType": "Composition",
+        "title": "<b>DLU</b>",
+        "text": {
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml"><img src=x onerror=alert(1)></div>',
+        },
+    }
+    out = str(render_document(json.dumps(fhir).encode(), "application/fhir+json"))
+    assert "<h3>Composition</h3>" in out and "&lt;b&gt;DLU&lt;/b&gt;" in out
+    assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert "pas pu" in str(render_document(b"<not-closed", "application/xml"))
