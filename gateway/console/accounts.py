@@ -284,6 +284,13 @@ def authenticate_local(
     return LoginResult(user=user)
 
 
+def end_sessions(session: Session, *, user: User, actor: str) -> None:
+    """Log out: every session cookie issued to this user so far stops being accepted."""
+    user.session_epoch += 1
+    user.updated_at = _now()
+    audit.append(session, actor=actor, action="logged_out", entity_type="user", entity_id=user.id)
+
+
 def record_oidc_login(session: Session, *, user: User, issuer: str, source: str) -> None:
     user.last_login_at = _now()
     audit.append(

@@ -337,6 +337,11 @@ def _open_session(ctx: Ctx, user_id: str, epoch: int, target: str) -> Response:
 def logout(ctx: CtxDep, form: FormDep) -> Response:
     if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
         return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
+    if ctx.principal is not None:  # the cookie is stateless: end every session of this user
+        with _db(ctx.state) as session:
+            user = accounts.load_user(session, ctx.principal.user_id)
+            if user is not None:
+                accounts.end_sessions(session, user=user, actor=ctx.principal.actor)
     response = RedirectResponse(f"{PREFIX}/connexion", status_code=303)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response

@@ -6,6 +6,7 @@ import base64
 import email
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -132,6 +133,9 @@ def test_demo_posts_documents_that_reach_the_sandbox(tmp_path: Path, kit_dir: Pa
     assert code == 0, out
     for line in ("API docs", "/docs", "API key        dgw_", "/_received", "/inbound/webhook-receipts"):
         assert line in out, out
+    console = re.search(r"console +(http://\S+/console) +\(dev only: user 'demo', password '([^']+)'", out)
+    assert console, out
+    assert (var / "demo-console-password").read_text().strip() == console.group(2)
     mail = with_mail and dovecot_available()
     if mail:
         assert "MSSanté relay" in out and "webhook-receipt delivered" in out and "dsn delivered" in out, out

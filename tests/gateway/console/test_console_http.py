@@ -52,10 +52,15 @@ def test_local_login_and_logout(browser_for: Any, users: dict[str, str], session
     reply = b.login("lea")
     assert reply.status_code == 200 and "Flux de documents" in reply.text
     assert _events(session_factory, action="logged_in", entity_id=users["lea"])
+    stolen = b.http.cookies.get("dgw_console")
     token = b.csrf("/console/flux")
     out = b.post("/console/deconnexion", {"csrf": token}, allow_redirects=False)
     assert out.status_code == 303
     assert b.get("/console/flux", allow_redirects=False).status_code == 303
+    replayed = browser_for()
+    replayed.http.cookies.set("dgw_console", stolen, path="/console")
+    assert replayed.get("/console/flux", allow_redirects=False).status_code == 303  # a copied cookie ended too
+    assert _events(session_factory, action="logged_out", entity_id=users["lea"])
 
 
 def test_wrong_password_is_refused(browser_for: Any, users: dict[str, str]) -> None:
