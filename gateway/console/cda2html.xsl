@@ -34,20 +34,26 @@
           <xsl:call-template name="date"><xsl:with-param name="v" select="cda:recordTarget/cda:patientRole/cda:patient/cda:birthTime/@value"/></xsl:call-template>
         </xsl:if>
       </dd>
-      <dt>Auteur</dt>
-      <dd>
-        <xsl:for-each select="cda:author[1]/cda:assignedAuthor">
-          <xsl:value-of select="cda:assignedPerson/cda:name/cda:given"/><xsl:text> </xsl:text>
-          <xsl:value-of select="cda:assignedPerson/cda:name/cda:family"/>
-          <xsl:if test="cda:representedOrganization/cda:name">
-            <xsl:text> — </xsl:text><xsl:value-of select="cda:representedOrganization/cda:name"/>
-          </xsl:if>
-        </xsl:for-each>
-      </dd>
-      <dt>Établissement</dt>
-      <dd><xsl:value-of select="cda:custodian/cda:assignedCustodian/cda:representedCustodianOrganization/cda:name"/></dd>
-      <dt>Version</dt>
-      <dd><xsl:value-of select="cda:versionNumber/@value"/></dd>
+      <xsl:if test="cda:author/cda:assignedAuthor">
+        <dt>Auteur</dt>
+        <dd>
+          <xsl:for-each select="cda:author[1]/cda:assignedAuthor">
+            <xsl:value-of select="cda:assignedPerson/cda:name/cda:given"/><xsl:text> </xsl:text>
+            <xsl:value-of select="cda:assignedPerson/cda:name/cda:family"/>
+            <xsl:if test="cda:representedOrganization/cda:name">
+              <xsl:text> — </xsl:text><xsl:value-of select="cda:representedOrganization/cda:name"/>
+            </xsl:if>
+          </xsl:for-each>
+        </dd>
+      </xsl:if>
+      <xsl:if test="cda:custodian//cda:representedCustodianOrganization/cda:name">
+        <dt>Établissement</dt>
+        <dd><xsl:value-of select="cda:custodian/cda:assignedCustodian/cda:representedCustodianOrganization/cda:name"/></dd>
+      </xsl:if>
+      <xsl:if test="cda:versionNumber/@value">
+        <dt>Version</dt>
+        <dd><xsl:value-of select="cda:versionNumber/@value"/></dd>
+      </xsl:if>
     </dl>
     <xsl:apply-templates select="cda:component/cda:structuredBody/cda:component/cda:section"/>
     <xsl:if test="cda:component/cda:nonXMLBody">

@@ -384,3 +384,14 @@ def test_documents_are_rendered_without_their_markup() -> None:
     assert "<h3>Composition</h3>" in out and "&lt;b&gt;DLU&lt;/b&gt;" in out
     assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
     assert "pas pu" in str(render_document(b"<not-closed", "application/xml"))
+
+
+def test_a_real_dlu_is_readable() -> None:
+    from pathlib import Path
+
+    from gateway.console.render import render_document
+
+    golden = Path(__file__).resolve().parents[2] / "resources" / "golden" / "minimal.dlu.xml"
+    html = str(render_document(golden.read_bytes(), "application/xml"))
+    assert "Dossier de liaison d'urgence" in html and "EHPAD Saint-Joseph" in html
+    assert "<h4>Directives anticipées</h4>" in html and '<th scope="col">Directive</th>' in html
