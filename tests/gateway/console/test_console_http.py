@@ -395,3 +395,23 @@ def test_a_real_dlu_is_readable() -> None:
     html = str(render_document(golden.read_bytes(), "application/xml"))
     assert "Dossier de liaison d'urgence" in html and "EHPAD Saint-Joseph" in html
     assert "<h4>Directives anticipées</h4>" in html and '<th scope="col">Directive</th>' in html
+
+
+def test_administrator_grants_roles_in_their_tenant_only(
+    browser_for: Any, users: dict[str, str], world: World, session_factory: Any
+) -> None:
+    admin = browser_for("adam")
+    page = admin.get(f"/console/utilisateurs?t={world.tenant_a}")
+    assert page.status_code == 200 and "lea" in page.text and "bruno" not in page.text
+    token = admin.csrf(f"/console/utilisateurs?t={world.tenant_a}")
+    form = {"csrf": token, "identifiant": "paula", "role": "lecteur", "essms": "", "operation": "attribuer"}
+    assert admin.post(f"/console/utilisateurs/roles?t={world.tenant_a}", form).status_code == 200
+    assert world.failed_a in browser_for("paula").get(f"/console/flux?t={world.tenant_a}").text
+    granted = _events(session_factory, action="role_granted", actor=f"user:{users['adam']}")
+    assert granted and granted[-1].tenant_id == world.tenant_a
+    # not in another tenant, and not without the administrator role
+    assert admin.post(f"/console/utilisateurs/roles?t={world.tenant_b}", form).status_code == 404
+    reader = browser_for("lea")
+    token = reader.csrf("/console/flux")
+    assert reader.post(f"/console/utilisateurs/roles?t={world.tenant_a}", {**form, "csrf": token}).status_code == 403
+    assert reader.get(f"/console/utilisateurs?t={world.tenant_a}").status_code == 403
