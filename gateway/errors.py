@@ -33,6 +33,10 @@ Outside the tree, on purpose:
   it never leaves that route.
 - ``gateway.security.oauth.InvalidToken``: a bearer JWT refused; the request dependency turns it
   into ``Unauthorized`` (401) without its reason, which only logs may see.
+- ``gateway.console.oidc.OidcError``: an OpenID Connect provider's answer the console cannot trust
+  (bad token, refused exchange); the console answers its own 401 page, never a problem document.
+- ``gateway.console.routes.Stop``: internal to the console's routes, carrying the HTML response
+  (login redirect, 403/404 page) to send instead of the page.
 
 Errors of the libraries stay theirs (they never import ``gateway``): ``mappings.MappingFailed``
 (a record that cannot become a document: rejected), ``ci_sis``/``profiles.ValidationRunError``

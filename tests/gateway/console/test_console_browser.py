@@ -30,7 +30,9 @@ def _chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# module scope: Playwright's sync API runs an event loop in this thread while it is open, and
+# later tests call asyncio.run()
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
