@@ -4,9 +4,9 @@
 document type) has nothing older still waiting, with a lease, so a crashed worker's claim
 expires and one series is processed in arrival order (its versions are numbered in order).
 
-Steps, in three short transactions with the pure work in between:
+Steps, in two short transactions with the pure work in between:
 
-1. claim: ``received`` -> ``processing`` (lease owner + lease end);
+1. claim: ``received`` -> ``processing`` (lease owner + lease end), and in the same transaction
 2. read: decrypt the record, find the series' previous renditions (setId/version per kind);
 3. outside any transaction: validate and render (``mappings``), run the conformance gate on every
    rendition, evaluate routing;
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit, persons, routing_store
@@ -41,7 +41,9 @@ from gateway.delivery import outbox
 from gateway.routing import Decision, RoutingTable
 from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
 from gateway.storage.codec import facts_to_json, metadata_aad, metadata_to_json
-from gateway.storage.models import Delivery, Submission, Tenant
+from gateway.storage.db import run_unit
+from gateway.storage.lookups import tenant_code
+from gateway.storage.models import Delivery, Submission
 from gateway.storage.models import Rendition as RenditionRow
 from mappings import registry
 from mappings.base import DocumentType, MappingFailed, PreviousVersion, RecordFacts, RenderContext, Rendition
@@ -71,15 +73,26 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> str | None:
+def _lit(value: str) -> Any:
+    # rendered into the SQL text so that the planner can prove the partial index's predicate
+    return literal(value, literal_execute=True)
+
+
+_QUEUED = ("received", "processing")
+
+
+def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Submission | None:
+    """The oldest claimable queued submission, walking ``ix_submissions_queue`` in order (no sort
+    of the queue); "an older one of the same series is queued" probes ``ix_submissions_queue_series``."""
     older = aliased(Submission)
+    queued = [_lit(s) for s in _QUEUED]
     blocked = exists().where(
         and_(
             older.tenant_id == Submission.tenant_id,
             older.person_ref == Submission.person_ref,
             older.essms_finess == Submission.essms_finess,
             older.document_type == Submission.document_type,
-            older.status.in_(("received", "processing")),
+            older.status.in_(queued),
             or_(
                 older.created_at < Submission.created_at,
                 and_(older.created_at == Submission.created_at, older.id < Submission.id),
@@ -87,36 +100,43 @@ def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: fl
         )
     )
     query = (
-        select(Submission.id, Submission.status, Submission.lease_owner)
+        select(Submission)
         .where(
+            Submission.status.in_(queued),
             or_(
                 and_(
-                    Submission.status == "received",
+                    Submission.status == _lit("received"),
                     or_(Submission.lease_until.is_(None), Submission.lease_until <= now),
                 ),
-                and_(Submission.status == "processing", Submission.lease_until <= now),
+                and_(Submission.status == _lit("processing"), Submission.lease_until <= now),
             ),
             ~blocked,
         )
         .order_by(Submission.created_at, Submission.id)
+        .limit(1)
+        .execution_options(populate_existing=True)
     )
-    query = query.limit(1).with_for_update(skip_locked=True, of=Submission) if _is_postgres(session) else query.limit(4)
-    for sub_id, status, owner in session.execute(query).all():
-        owner_cond = Submission.lease_owner.is_(None) if owner is None else Submission.lease_owner == owner
-        done = session.execute(
-            update(Submission)
-            .where(Submission.id == sub_id, Submission.status == status, owner_cond)
-            .values(
-                status="processing",
-                lease_owner=worker_id,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if done.rowcount == 1:  # type: ignore[attr-defined]
-            return str(sub_id)
-    return None
+    # PostgreSQL: lock the row, skipping rows other workers hold; SQLite: the transaction holds
+    # the database write lock (BEGIN IMMEDIATE), nobody can take the row between read and write.
+    if _is_postgres(session):
+        query = query.with_for_update(skip_locked=True, of=Submission)
+    sub = session.scalars(query).first()
+    if sub is None:
+        return None
+    sub.status = "processing"
+    sub.lease_owner = worker_id
+    sub.lease_until = now + timedelta(seconds=lease_seconds)
+    sub.updated_at = now
+    return sub
+
+
+def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> str | None:
+    """:func:`_claim_row`, giving the claimed submission's id."""
+    sub = _claim_row(session, worker_id=worker_id, now=now, lease_seconds=lease_seconds)
+    if sub is None:
+        return None
+    session.flush()
+    return sub.id
 
 
 # -- work ------------------------------------------------------------------------------------
@@ -219,10 +239,8 @@ def _previous_versions(
     return by_kind, series
 
 
-def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
-    sub = session.get(Submission, sub_id)
-    assert sub is not None
-    tenant = session.get(Tenant, sub.tenant_id)
+def _load(session: Session, sub: Submission, runtime: Runtime) -> _Loaded:
+    code = tenant_code(session, sub.tenant_id)
     unreadable: str | None = None
     unavailable: str | None = None
     try:
@@ -245,7 +263,7 @@ def _load(session: Session, sub_id: str, runtime: Runtime) -> _Loaded:
     return _Loaded(
         submission_id=sub.id,
         tenant_id=sub.tenant_id,
-        tenant_code=tenant.code if tenant is not None else "",
+        tenant_code=code or "",
         document_type=sub.document_type,
         essms_finess=sub.essms_finess,
         person_ref=sub.person_ref,
@@ -493,16 +511,20 @@ def _store_renditions(
 def process_next(runtime: Runtime, *, worker_id: str, clock: Callable[[], datetime] = _utcnow) -> bool:
     """Claim and process one received submission; False when there was nothing to do."""
     settings = runtime.settings
+    # claim and read in one transaction: the row is ours (lease) once it commits
     with runtime.session_factory() as session, session.begin():
-        sub_id = _claim(session, worker_id=worker_id, now=clock(), lease_seconds=settings.lease_seconds)
-    if sub_id is None:
-        return False
-    with runtime.session_factory() as session, session.begin():
-        loaded = _load(session, sub_id, runtime)
+        sub = _claim_row(session, worker_id=worker_id, now=clock(), lease_seconds=settings.lease_seconds)
+        if sub is None:
+            return False
+        sub_id = sub.id
+        loaded = _load(session, sub, runtime)
     now = clock()
     result = _work(loaded, runtime, now)
-    with runtime.session_factory() as session, session.begin():
-        written = _write(session, runtime, loaded, result, worker_id=worker_id, now=now)
+    # the document work is done: a database connection lost meanwhile (a restart) must not waste it
+    written = run_unit(
+        runtime.session_factory,
+        lambda session: _write(session, runtime, loaded, result, worker_id=worker_id, now=now),
+    )
     if not written:
         _log.warning("submission_lease_lost", submission_id=sub_id, worker=worker_id)
     else:

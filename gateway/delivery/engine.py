@@ -5,7 +5,7 @@ delivery through it, outside any transaction while the peer is called:
 
 1. reserve a slot in the destination's bulkhead (concurrency limit, circuit breaker), then
    ``outbox.claim`` in one short transaction (ownership token);
-2. prepare the envelope in a read transaction: renditions decrypted, what this destination
+2. in the same transaction, prepare the envelope: renditions decrypted, what this destination
    holds of the series (``held``), the ESSMS's credentials, the send deadline. A known content
    fault (a rendition that no longer authenticates) is permanent; any other failure here is the
    gateway's (database, key ring, credentials store): the delivery is *deferred* with backoff,
@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from connectors.base import Connector, Envelope, PermanentError, Receipt, TransientError
 from gateway.delivery import outbox
@@ -36,7 +38,9 @@ from gateway.metrics import ATTEMPTS, DELIVERY_LATENCY
 from gateway.security.crypto import DecryptionError, KeyUnavailable
 from gateway.settings import Settings
 from gateway.storage.codec import facts_from_json, load_rendition
-from gateway.storage.models import Delivery, Rendition, Submission, Tenant
+from gateway.storage.db import run_unit
+from gateway.storage.lookups import tenant_code
+from gateway.storage.models import Rendition
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -168,62 +172,89 @@ def send_budget(runtime: Runtime, connector: Connector) -> float:
     return min(float(connector.send_timeout), float(runtime.settings.max_send_seconds))
 
 
-def _build_envelope(runtime: Runtime, token: ClaimToken, connector: Connector, now: datetime) -> Envelope:
-    with runtime.session_factory() as session:
-        row = session.get(Delivery, token.delivery_id)
-        if row is None:
-            raise _Unpreparable("the delivery row disappeared", permanent=False)
-        sub = session.get(Submission, row.submission_id)
-        assert sub is not None
-        tenant = session.get(Tenant, sub.tenant_id)
-        rows = session.scalars(
-            select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)
-        ).all()
-        try:
-            renditions = tuple(load_rendition(session, r, keyring=runtime.keyring) for r in rows)
-        except KeyUnavailable as exc:
-            raise _Unpreparable(f"a key is not available: {exc}", permanent=False) from exc
-        except DecryptionError as exc:
-            # the stored document no longer authenticates (tampered or corrupted): never sendable
-            raise _Unpreparable(f"a stored rendition cannot be read: {exc}", permanent=True) from exc
-        held = outbox.held_versions(session, row)
-        facts = facts_from_json(sub.facts, person_ref=sub.person_ref, essms_finess=sub.essms_finess)
-        credentials = None
-        purpose = getattr(connector, "credentials_purpose", None)
-        if purpose:
-            credentials = runtime.credentials.get(
-                session, tenant_id=sub.tenant_id, essms_finess=sub.essms_finess, purpose=str(purpose)
-            )
-            if credentials is None:
-                raise _Unpreparable(
-                    f"no {purpose} credentials configured for ESSMS {sub.essms_finess} "
-                    "(dui-gateway credentials set ...)",
-                    permanent=False,
-                )
-        # the deadline is real time (connectors compare it with the wall clock), whatever clock claims use
-        budget = send_budget(runtime, connector)
-        return Envelope(
-            delivery_id=row.id,
-            submission_id=sub.id,
-            idempotency_key=row.id,
-            tenant=tenant.code if tenant is not None else sub.tenant_id,
-            destination=row.destination,
-            document_type=sub.document_type,
-            renditions=renditions,
-            facts=facts,
-            options=_options(runtime, row.destination),
-            held=held,
-            deadline=datetime.now(UTC) + timedelta(seconds=budget),
-            credentials=credentials,
-            attempt=token.attempt,
+def _build_envelope(runtime: Runtime, session: Session, got: outbox.Claimed, connector: Connector) -> Envelope:
+    """Everything the send needs, read in the claim's transaction (``outbox.claim(prepare=...)``)."""
+    row, sub, token = got.row, got.submission, got.token
+    if sub is None:
+        raise _Unpreparable("the submission row disappeared", permanent=False)
+    code = tenant_code(session, sub.tenant_id)
+    rows = session.scalars(select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)).all()
+    try:
+        renditions = tuple(load_rendition(session, r, keyring=runtime.keyring) for r in rows)
+    except KeyUnavailable as exc:
+        raise _Unpreparable(f"a key is not available: {exc}", permanent=False) from exc
+    except DecryptionError as exc:
+        # the stored document no longer authenticates (tampered or corrupted): never sendable
+        raise _Unpreparable(f"a stored rendition cannot be read: {exc}", permanent=True) from exc
+    held = outbox.held_versions(session, row)
+    facts = facts_from_json(sub.facts, person_ref=sub.person_ref, essms_finess=sub.essms_finess)
+    credentials = None
+    purpose = getattr(connector, "credentials_purpose", None)
+    if purpose:
+        credentials = runtime.credentials.get(
+            session, tenant_id=sub.tenant_id, essms_finess=sub.essms_finess, purpose=str(purpose)
         )
+        if credentials is None:
+            raise _Unpreparable(
+                f"no {purpose} credentials configured for ESSMS {sub.essms_finess} (dui-gateway credentials set ...)",
+                permanent=False,
+            )
+    # the deadline is real time (connectors compare it with the wall clock), whatever clock claims use
+    budget = send_budget(runtime, connector)
+    return Envelope(
+        delivery_id=row.id,
+        submission_id=sub.id,
+        idempotency_key=row.id,
+        tenant=code or sub.tenant_id,
+        destination=row.destination,
+        document_type=sub.document_type,
+        renditions=renditions,
+        facts=facts,
+        options=_options(runtime, row.destination),
+        held=held,
+        deadline=datetime.now(UTC) + timedelta(seconds=budget),
+        credentials=credentials,
+        attempt=token.attempt,
+    )
 
 
 def claim_and_prepare(
     runtime: Runtime, *, worker_id: str, now: datetime, destinations: list[str] | None = None
 ) -> Prepared | outbox.Ended | None:
-    """Claim one due delivery among ``destinations`` (default: all configured) and prepare it."""
+    """Claim one due delivery among ``destinations`` (default: all configured) and prepare it,
+    in one transaction (the audit of the claim comes last in it).
+
+    A known content fault is permanent; a key ring or credentials store failing is the
+    gateway's (deferred). A database error ends the transaction: nothing is claimed, and the
+    worker loop tries again.
+    """
     names = destinations if destinations is not None else sorted(runtime.destinations)
+    found: dict[str, Prepared] = {}
+
+    def prepare(got: outbox.Claimed) -> None:
+        row, sub = got.row, got.submission
+        connector: Connector = runtime.destinations[row.destination]
+        prepared = Prepared(
+            token=got.token,
+            destination=row.destination,
+            connector=connector,
+            connector_name=row.connector,
+            document_type=sub.document_type if sub is not None else "",
+            submission_created_at=as_utc(sub.created_at) if sub is not None else now,
+        )
+        try:
+            envelope = _build_envelope(runtime, session, got, connector)
+        except _Unpreparable as exc:
+            prepared = dataclasses.replace(prepared, unpreparable=exc)
+        except SQLAlchemyError:
+            raise  # the transaction is unusable: the claim is rolled back with it
+        except Exception as exc:  # a key ring or a credentials store failing: ours, not the document's
+            _log.error("delivery_unpreparable", delivery_id=got.token.delivery_id, error_type=type(exc).__name__)
+            prepared = dataclasses.replace(prepared, unpreparable=_Unpreparable(type(exc).__name__, permanent=False))
+        else:
+            prepared = dataclasses.replace(prepared, envelope=envelope)
+        found["prepared"] = prepared
+
     with runtime.session_factory() as session, session.begin():
         got = outbox.claim(
             session,
@@ -232,31 +263,11 @@ def claim_and_prepare(
             lease_seconds=runtime.settings.lease_seconds,
             max_attempts=runtime.settings.max_attempts,
             destinations=names,
+            prepare=prepare,
         )
-        if not isinstance(got, outbox.Claimed):
-            return got
-        row = got.row
-        sub_type, created = session.execute(
-            select(Submission.document_type, Submission.created_at).where(Submission.id == row.submission_id)
-        ).one()
-        destination, connector_name = row.destination, row.connector
-    connector: Connector = runtime.destinations[destination]
-    prepared = Prepared(
-        token=got.token,
-        destination=destination,
-        connector=connector,
-        connector_name=connector_name,
-        document_type=str(sub_type),
-        submission_created_at=as_utc(created),
-    )
-    try:
-        envelope = _build_envelope(runtime, got.token, connector, now)
-    except _Unpreparable as exc:
-        return dataclasses.replace(prepared, unpreparable=exc)
-    except Exception as exc:  # the database, a key ring or a credentials store failing: ours, not the document's
-        _log.error("delivery_unpreparable", delivery_id=got.token.delivery_id, error_type=type(exc).__name__)
-        return dataclasses.replace(prepared, unpreparable=_Unpreparable(type(exc).__name__, permanent=False))
-    return dataclasses.replace(prepared, envelope=envelope)
+    if not isinstance(got, outbox.Claimed):
+        return got
+    return found["prepared"]
 
 
 # -- send -----------------------------------------------------------------------------------
@@ -337,7 +348,7 @@ def _finish(
     now: datetime,
     backoff: Backoff,
 ) -> outbox.Finished:
-    with runtime.session_factory() as session, session.begin():
+    def record(session: Session) -> outbox.Finished:
         return outbox.finish(
             session,
             prepared.token,
@@ -349,6 +360,9 @@ def _finish(
             backoff=backoff.delay,
             receipt_timeout_seconds=_receipt_timeout(runtime, prepared.destination),
         )
+
+    # the send happened: a database connection lost meanwhile (a restart) must not lose its outcome
+    return run_unit(runtime.session_factory, record)
 
 
 def deliver_next(

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["is_sqlite", "make_engine", "make_sessionmaker", "session_scope", "snapshot_engine"]
+__all__ = [
+    "is_disconnect",
+    "is_sqlite",
+    "make_engine",
+    "make_sessionmaker",
+    "run_unit",
+    "session_scope",
+    "snapshot_engine",
+]
+
+T = TypeVar("T")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -48,8 +59,35 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs one round trip per checkout (11 per document, issue 15). A connection
+    # that died with the server fails its first statement instead; SQLAlchemy then sees a
+    # disconnect and invalidates the whole pool (every connection older than the failure is
+    # replaced at its next checkout), and the unit of work is retried: by ``run_unit`` for the
+    # worker's short transactions, by the worker loop or the API client otherwise.
+    kwargs.setdefault("pool_pre_ping", False)
     return create_engine(url, **kwargs)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Did ``exc`` come from a connection the database dropped (restart, failover, idle kill)?"""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def run_unit(factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 3) -> T:
+    """Run ``work`` in one transaction, again on a fresh connection if the first one was dead.
+
+    Only a disconnect is retried (the transaction was rolled back with the connection); any
+    other error propagates at once. ``work`` must be safe to run twice: a commit whose answer
+    was lost may have happened (the outbox's conditional updates make that harmless).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with factory() as session, session.begin():
+                return work(session)
+        except DBAPIError as exc:
+            if not is_disconnect(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def snapshot_engine(engine: Engine) -> Engine:

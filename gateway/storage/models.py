@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql import text
 from sqlalchemy.types import JSON
 
 # Deterministic constraint names: Alembic migrations (and SQLite batch mode) refer to them by name.
@@ -37,6 +38,19 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# Partial-index predicates (same text on SQLite and PostgreSQL). The claims repeat them literally
+# (not as bound parameters) so that even a generic plan can prove it may use the index.
+QUEUED_SUBMISSION = "status IN ('received', 'processing')"
+PENDING_DELIVERY = "status = 'pending'"
+IN_FLIGHT_DELIVERY = "status = 'in_flight'"
+# a delivery in one of these still holds back the next version of its series (outbox.ENDED complement)
+OPEN_DELIVERY = "status IN ('pending', 'in_flight', 'sent')"
+
+
+def _partial(name: str, *columns: str, where: str) -> Index:
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
 def _ts() -> Mapped[datetime]:
@@ -148,9 +162,21 @@ class Submission(Base):
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="submission", order_by="Delivery.created_at")
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_submission_idempotency"),
-        Index("ix_submissions_status_created", "status", "created_at"),
         Index("ix_submissions_tenant_created", "tenant_id", "created_at"),
         Index("ix_submissions_person", "tenant_id", "person_ref"),
+        # the pipeline's claim walks the queue in arrival order; older work of the same series blocks.
+        # (No plain index on (status, created_at): without statistics the planner used it to
+        # collect the whole queue and sort it.)
+        _partial("ix_submissions_queue", "created_at", "id", where=QUEUED_SUBMISSION),
+        _partial(
+            "ix_submissions_queue_series",
+            "tenant_id",
+            "person_ref",
+            "essms_finess",
+            "document_type",
+            "created_at",
+            where=QUEUED_SUBMISSION,
+        ),
     )
 
 
@@ -213,6 +239,10 @@ class Delivery(Base):
         Index("ix_deliveries_series_seq", "series_key", "seq"),
         Index("ix_deliveries_ack_ref", "ack_ref"),
         Index("ix_deliveries_receipt_due", "status", "receipt_due_at"),
+        # the delivery claims walk these in due order; an earlier open version blocks (outbox._due_queries)
+        _partial("ix_deliveries_pending_due", "next_attempt_at", "seq", where=PENDING_DELIVERY),
+        _partial("ix_deliveries_lease", "lease_until", where=IN_FLIGHT_DELIVERY),
+        _partial("ix_deliveries_open_series", "destination", "series_key", "seq", where=OPEN_DELIVERY),
     )
 
 
