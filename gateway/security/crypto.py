@@ -20,6 +20,7 @@ import base64
 import binascii
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -131,6 +132,10 @@ class KeyRing:
         self._masters: dict[str, AESGCM] = {key_id: AESGCM(key) for key_id, key in master_keys}
         self.current_id: str = master_keys[0][0]
         self._cache: dict[str, AESGCM] = {}
+        # tenant id -> (data key id for new writes, monotonic time it was read): one query per
+        # tenant and ``current_ttl`` instead of one per encryption (issue 15)
+        self._current: dict[str, tuple[str, float]] = {}
+        self.current_ttl = _CURRENT_TTL_SECONDS
         self._lock = threading.Lock()
 
     @classmethod
@@ -181,6 +186,21 @@ class KeyRing:
         """Drop every cached data key (tests; or after revoking a key)."""
         with self._lock:
             self._cache.clear()
+            self._current.clear()
+
+    def _current_cached(self, tenant_id: str) -> str | None:
+        entry = self._current.get(tenant_id)
+        if entry is None or time.monotonic() - entry[1] > self.current_ttl:
+            return None
+        return entry[0]
+
+    def _remember_current(self, tenant_id: str, data_key_id: str) -> None:
+        with self._lock:
+            self._current[tenant_id] = (data_key_id, time.monotonic())
+
+    def _forget_current(self, tenant_id: str) -> None:
+        with self._lock:
+            self._current.pop(tenant_id, None)
 
     def data_key(self, session: Session, data_key_id: str) -> AESGCM:
         """The AEAD for a data key, unwrapping (and caching) it on first use."""
@@ -195,6 +215,17 @@ class KeyRing:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# How long a process keeps using the data key it last read as a tenant's current one: a
+# rotation done by another process reaches this one's new writes within this delay (the
+# previous version stays readable, so nothing breaks meanwhile). The rotating process itself
+# switches at once.
+_CURRENT_TTL_SECONDS = 30.0
+# Session.info key: data keys this session's (uncommitted) transaction created; never cached as
+# a tenant's current key before they are committed, or a rollback would leave the cache
+# pointing at a key that does not exist.
+_NEW_KEYS_INFO = "dui_gateway.new_data_keys"
 
 
 def _new_data_key(session: Session, *, tenant_id: str, version: int, keyring: KeyRing) -> DataKey:
@@ -216,6 +247,8 @@ def _new_data_key(session: Session, *, tenant_id: str, version: int, keyring: Ke
         session.add(row)
         session.flush()
     keyring._remember(key_id, key)
+    session.info.setdefault(_NEW_KEYS_INFO, set()).add(key_id)
+    keyring._forget_current(tenant_id)
     return row
 
 
@@ -243,14 +276,25 @@ def current_data_key(session: Session, *, tenant_id: str, keyring: KeyRing) -> D
         return row
 
 
+def _current_key_id(session: Session, *, tenant_id: str, keyring: KeyRing) -> str:
+    """The id of the tenant's data key for new writes, from the key ring's cache when fresh."""
+    cached = keyring._current_cached(tenant_id)
+    if cached is not None:
+        return cached
+    row = current_data_key(session, tenant_id=tenant_id, keyring=keyring)
+    if row.id not in session.info.get(_NEW_KEYS_INFO, ()):
+        keyring._remember_current(tenant_id, row.id)
+    return row.id
+
+
 def encrypt(
     session: Session, *, tenant_id: str, plaintext: bytes, keyring: KeyRing, aad: bytes = b""
 ) -> tuple[bytes, str]:
     """Encrypt under the tenant's current data key: (ciphertext incl. nonce, data_key_id)."""
-    row = current_data_key(session, tenant_id=tenant_id, keyring=keyring)
-    aead = keyring.data_key(session, row.id)
+    key_id = _current_key_id(session, tenant_id=tenant_id, keyring=keyring)
+    aead = keyring.data_key(session, key_id)
     nonce = os.urandom(_NONCE_BYTES)
-    return _FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(row.id, aad)), row.id
+    return _FORMAT_V1 + nonce + aead.encrypt(nonce, plaintext, _data_aad(key_id, aad)), key_id
 
 
 def encrypt_many(
