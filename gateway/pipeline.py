@@ -82,61 +82,63 @@ _QUEUED = ("received", "processing")
 
 
 def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Submission | None:
-    """The oldest claimable queued submission, walking ``ix_submissions_queue`` in order (no sort
-    of the queue); "an older one of the same series is queued" probes ``ix_submissions_queue_series``."""
+    """Lease the oldest claimable queued submission, in one statement (UPDATE … RETURNING).
+
+    The candidate walks ``ix_submissions_queue`` in order (no sort of the queue); "an older one of
+    the same series is queued" probes ``ix_submissions_queue_series``. PostgreSQL: the candidate
+    is locked with SKIP LOCKED (rows other workers hold are passed over); SQLite: the transaction
+    holds the database write lock (BEGIN IMMEDIATE).
+    """
+    cand = aliased(Submission)
     older = aliased(Submission)
     queued = [_lit(s) for s in _QUEUED]
     blocked = exists().where(
         and_(
-            older.tenant_id == Submission.tenant_id,
-            older.person_ref == Submission.person_ref,
-            older.essms_finess == Submission.essms_finess,
-            older.document_type == Submission.document_type,
+            older.tenant_id == cand.tenant_id,
+            older.person_ref == cand.person_ref,
+            older.essms_finess == cand.essms_finess,
+            older.document_type == cand.document_type,
             older.status.in_(queued),
             or_(
-                older.created_at < Submission.created_at,
-                and_(older.created_at == Submission.created_at, older.id < Submission.id),
+                older.created_at < cand.created_at,
+                and_(older.created_at == cand.created_at, older.id < cand.id),
             ),
         )
     )
-    query = (
-        select(Submission)
+    candidate = (
+        select(cand.id)
         .where(
-            Submission.status.in_(queued),
+            cand.status.in_(queued),
             or_(
-                and_(
-                    Submission.status == _lit("received"),
-                    or_(Submission.lease_until.is_(None), Submission.lease_until <= now),
-                ),
-                and_(Submission.status == _lit("processing"), Submission.lease_until <= now),
+                and_(cand.status == _lit("received"), or_(cand.lease_until.is_(None), cand.lease_until <= now)),
+                and_(cand.status == _lit("processing"), cand.lease_until <= now),
             ),
             ~blocked,
         )
-        .order_by(Submission.created_at, Submission.id)
+        .order_by(cand.created_at, cand.id)
         .limit(1)
+    )
+    if _is_postgres(session):
+        candidate = candidate.with_for_update(skip_locked=True, of=cand)
+    stmt = (
+        update(Submission)
+        .where(Submission.id == candidate.scalar_subquery())
+        .values(
+            status="processing",
+            lease_owner=worker_id,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(Submission)
         .execution_options(populate_existing=True)
     )
-    # PostgreSQL: lock the row, skipping rows other workers hold; SQLite: the transaction holds
-    # the database write lock (BEGIN IMMEDIATE), nobody can take the row between read and write.
-    if _is_postgres(session):
-        query = query.with_for_update(skip_locked=True, of=Submission)
-    sub = session.scalars(query).first()
-    if sub is None:
-        return None
-    sub.status = "processing"
-    sub.lease_owner = worker_id
-    sub.lease_until = now + timedelta(seconds=lease_seconds)
-    sub.updated_at = now
-    return sub
+    return session.scalars(stmt).first()
 
 
 def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> str | None:
     """:func:`_claim_row`, giving the claimed submission's id."""
     sub = _claim_row(session, worker_id=worker_id, now=now, lease_seconds=lease_seconds)
-    if sub is None:
-        return None
-    session.flush()
-    return sub.id
+    return sub.id if sub is not None else None
 
 
 # -- work ------------------------------------------------------------------------------------

@@ -290,38 +290,32 @@ def _lit(value: str) -> Any:
 OPEN: tuple[str, ...] = ("pending", "in_flight", "sent")
 
 
-def _due_queries(now: datetime, destinations: list[str]) -> list[Any]:
-    """Expired leases first (work of a dead worker), then pending deliveries that are due.
+def _claimable(now: datetime, destinations: list[str], *, expired: bool) -> tuple[Any, Any]:
+    """Expired leases (work of a dead worker), or pending deliveries that are due, in due order.
 
     Each query walks a partial index in its ORDER BY (``ix_deliveries_lease``,
     ``ix_deliveries_pending_due``) and stops at the first rows it can lock, and "an earlier
     version is still open" is a probe of ``ix_deliveries_open_series``: the cost does not grow
     with the table, with or without planner statistics (tests/gateway/test_plans_at_scale.py).
     """
+    cand = aliased(Delivery)
     earlier = aliased(Delivery)
     blocked = exists().where(
         and_(
-            earlier.destination == Delivery.destination,
-            earlier.series_key == Delivery.series_key,
-            earlier.seq < Delivery.seq,
+            earlier.destination == cand.destination,
+            earlier.series_key == cand.series_key,
+            earlier.seq < cand.seq,
             earlier.status.in_([_lit(s) for s in OPEN]),
         )
     )
-    expired = (
-        select(Delivery)
-        .where(Delivery.status == _lit("in_flight"), Delivery.lease_until <= now)
-        .where(Delivery.destination.in_(destinations))
-        .where(~blocked)
-        .order_by(Delivery.lease_until)
-    )
-    due = (
-        select(Delivery)
-        .where(Delivery.status == _lit("pending"), Delivery.next_attempt_at <= now)
-        .where(Delivery.destination.in_(destinations))
-        .where(~blocked)
-        .order_by(Delivery.next_attempt_at, Delivery.seq)
-    )
-    return [expired, due]
+    query: Any
+    if expired:
+        query = select(cand).where(cand.status == _lit("in_flight"), cand.lease_until <= now)
+        query = query.order_by(cand.lease_until)
+    else:
+        query = select(cand.id).where(cand.status == _lit("pending"), cand.next_attempt_at <= now)
+        query = query.order_by(cand.next_attempt_at, cand.seq)
+    return query.where(cand.destination.in_(destinations)).where(~blocked).limit(1), cand
 
 
 @dataclass(frozen=True)
@@ -364,23 +358,41 @@ def claim(
     if not names:
         return None
     postgres = _is_postgres(session)
-    for query in _due_queries(now, names):
-        # PostgreSQL: lock one row, skipping rows other workers hold. SQLite: the transaction
-        # holds the database write lock (BEGIN IMMEDIATE), so the row read is the row written.
-        query = query.limit(1).execution_options(populate_existing=True)
-        if postgres:
-            query = query.with_for_update(skip_locked=True, of=Delivery)
-        row = session.scalars(query).first()
-        if row is not None:
-            return _take(
-                session,
-                row,
-                worker_id=worker_id,
-                now=now,
-                lease_seconds=lease_seconds,
-                max_attempts=max_attempts,
-                prepare=prepare,
-            )
+    common: dict[str, Any] = {
+        "worker_id": worker_id,
+        "now": now,
+        "lease_seconds": lease_seconds,
+        "max_attempts": max_attempts,
+        "prepare": prepare,
+    }
+    # PostgreSQL: lock the row, skipping rows other workers hold. SQLite: the transaction holds
+    # the database write lock (BEGIN IMMEDIATE), so the row read is the row written.
+    query, cand = _claimable(now, names, expired=True)
+    query = query.execution_options(populate_existing=True)
+    if postgres:
+        query = query.with_for_update(skip_locked=True, of=cand)
+    row = session.scalars(query).first()
+    if row is not None:
+        return _take(session, row, **common)
+    # the common case, one statement: lease the first due pending delivery and read it back
+    query, cand = _claimable(now, names, expired=False)
+    if postgres:
+        query = query.with_for_update(skip_locked=True, of=cand)
+    leased = session.scalars(
+        update(Delivery)
+        .where(Delivery.id == query.scalar_subquery())
+        .values(
+            status="in_flight",
+            lease_owner=worker_id,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempt_count=Delivery.attempt_count + 1,
+            updated_at=now,
+        )
+        .returning(Delivery)
+        .execution_options(populate_existing=True)
+    ).first()
+    if leased is not None:
+        return _opened(session, leased, [], **common)
     return None
 
 
@@ -412,6 +424,31 @@ def _take(
     row.lease_until = now + timedelta(seconds=lease_seconds)
     row.attempt_count = row.attempt_count + 1
     row.updated_at = now
+    return _opened(
+        session,
+        row,
+        abandoned,
+        worker_id=worker_id,
+        now=now,
+        lease_seconds=lease_seconds,
+        max_attempts=max_attempts,
+        prepare=prepare,
+    )
+
+
+def _opened(
+    session: Session,
+    row: Delivery,
+    abandoned: Sequence[Attempt],
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    max_attempts: int,
+    prepare: Callable[[Claimed], None] | None,
+) -> Claimed:
+    """``row`` is leased to ``worker_id``: open its attempt, let ``prepare`` read, then audit."""
+    actor = f"worker:{worker_id}"
     attempt = Attempt(
         id=str(uuid.uuid4()),
         delivery_id=row.id,
@@ -527,11 +564,22 @@ def finish(
     without using up the delivery's attempts). ``backoff(n)`` is the delay after the n-th attempt.
     """
     actor = f"worker:{token.owner}"
-    row = _lock_delivery(session, token.delivery_id)
-    attempt = session.get(Attempt, token.attempt_id)
-    if row is None or attempt is None:  # deleted under us: nothing sensible to record
+    # One statement: the delivery and its submission locked (in that order: the rows of one
+    # joined tuple are locked in FROM order), and the attempt, which only the delivery's lock
+    # holder changes.
+    query = (
+        select(Delivery, Submission, Attempt)
+        .join(Submission, Submission.id == Delivery.submission_id)
+        .outerjoin(Attempt, and_(Attempt.id == token.attempt_id, Attempt.delivery_id == Delivery.id))
+        .where(Delivery.id == token.delivery_id)
+        .execution_options(populate_existing=True)
+    )
+    if _is_postgres(session):
+        query = query.with_for_update(of=[Delivery, Submission])
+    found = session.execute(query).first()
+    if found is None or found[2] is None:  # deleted under us: nothing sensible to record
         return Finished(token.delivery_id, "lease_lost", token.attempt, error)
-    sub = _lock_submission(session, row.submission_id)
+    row, sub, attempt = found
     person_ref = sub.person_ref if sub is not None else None
     attempt.finished_at = now
     attempt.outcome = outcome
