@@ -32,7 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
 from gateway.storage.models import Delivery  # noqa: E402
 from tests.peers.gateway import (  # noqa: E402
@@ -44,6 +44,18 @@ from tests.peers.gateway import (  # noqa: E402
 )
 
 FINESS = "750000010"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 RECORD = ROOT / "gateway" / "demo_data" / "01-dlu-qualified-ins.json"
 
 
@@ -105,10 +117,25 @@ def run(*, pg_url: str | None, documents: int, workers: int, concurrency: int, e
         dep.wait_until(lambda: delivered() >= documents, timeout=documents * 2 + 120, what="all delivered")
         drain = time.perf_counter() - started
         load_after = os.getloadavg()
+        # CPU per DLU, less sensitive than DLU/s to what else the machine runs: the worker
+        # processes, and the PostgreSQL backends connected to this database (their pools)
+        worker_cpu = sum(_cpu_seconds(p.proc.pid) for p in dep.processes[-max(1, workers) :])
+        backend_cpu = 0.0
+        if db_url:
+            with dep.engine.connect() as conn:
+                pids = conn.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalars()
+                backend_cpu = sum(_cpu_seconds(int(pid)) for pid in pids)
         mode = f"embedded 1x{concurrency}" if embedded else f"workers={workers}x{concurrency}"
         print(
             f"{backend:<10} DLUs={documents} {mode} "
             f"intake={documents / posted:.0f}/s drain={drain:.1f}s -> {documents / drain:.1f} DLU/s "
+            f"CPU/DLU: workers {1000 * worker_cpu / documents:.0f} ms, "
+            f"PG backends {1000 * backend_cpu / documents:.0f} ms "
             f"(load avg 1 min before/after: {load_before[0]:.1f}/{load_after[0]:.1f}) "
             f"accepted_at_receiver={len(sandbox.accepted())}",
             flush=True,
