@@ -99,7 +99,7 @@ def run(*, pg_url: str | None, documents: int, workers: int, concurrency: int, e
         started = time.perf_counter()
         if embedded:
             # one process serving and working (the embedded mode): a second API with its workers
-            dep.processes[-1].stop()
+            dep.processes.pop().stop()  # stopped on purpose: not a process that died
             dep.env["DUI_GATEWAY_WORKER_CONCURRENCY"] = str(concurrency)
             dep.start_api("api-embedded", embedded_worker=True)
         else:
