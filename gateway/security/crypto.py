@@ -307,7 +307,7 @@ def encrypt_many(
 ) -> tuple[list[bytes], str]:
     """``encrypt`` of several (plaintext, aad) pairs under one lookup of the current data key
     (or under ``data_key_id``, a key of this tenant the caller looked up recently)."""
-    key_id = data_key_id or current_data_key(session, tenant_id=tenant_id, keyring=keyring).id
+    key_id = data_key_id or _current_key_id(session, tenant_id=tenant_id, keyring=keyring)
     aead = keyring.data_key(session, key_id)
     out = []
     for plaintext, aad in items:

@@ -1,7 +1,7 @@
 """HL7 v2: the person identifier index, sharing choices learnt from peers, unmatched persons.
 
 Revision ID: 0004
-Revises: 0002 (the lead re-chains on merge)
+Revises: 0003 (re-chained after 0003_throughput landed next to it)
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
