@@ -241,6 +241,11 @@ _HEAD_INFO = "dui_gateway.audit_head"
 
 def _lock_head(session: Session) -> AuditHead:
     transaction = session.get_transaction()
+    if transaction is None:
+        # Nothing ran yet in this session: begin now, so the lock is keyed by the transaction
+        # that holds it (keyed by None, a second append would reload the head and reuse a seq).
+        session.connection()
+        transaction = session.get_transaction()
     held = session.info.get(_HEAD_INFO)
     if transaction is not None and held is not None and held[0] is transaction:
         return held[1]  # type: ignore[no-any-return]
@@ -273,7 +278,7 @@ def append(
 
     Locks the chain head until that transaction ends (once: later appends in the same
     transaction reuse the lock): call it late in the transaction, and do no network I/O between
-    ``append`` and the commit. The event is written at the session's next flush. ``sealer`` defaults to the one built
+    ``append`` and the commit. The event and the head's update are flushed at once. ``sealer`` defaults to the one built
     from ``Settings.audit_keys``.
 
     ``detail`` is written by the gateway and checked for identity traits (a mistake raises).
@@ -318,8 +323,10 @@ def append(
     session.add(event)
     head.last_seq = event.seq
     head.last_hash = event.hash
-    # Not flushed here: the events and the head's one UPDATE go out together at the next flush
-    # (at the latest the commit), a few statements fewer per transaction.
+    # Flushed now, not at the commit: a caller that expires the session before committing
+    # (``expire_all`` to re-read what it changed) would otherwise drop the head's pending update
+    # and the next append would reuse this seq.
+    session.flush()
     return event
 
 
