@@ -56,6 +56,12 @@ OID_URIS = {
     "2.16.840.1.113883.5.25": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
     "1.2.250.1.213.1.1.4.322": "https://smt.esante.gouv.fr/fhir/CodeSystem/terminologie-cisis",
     "1.2.250.1.213.3.3.60": "https://smt.esante.gouv.fr/terminologie-SERAFINPH",
+    # ROR / MDPH nomenclatures bound by SDO (NOS CodeSystems' identifier urn:oid:…, read in the NOS FHIR
+    # definitions; TRE_R240 from the FHIR JDV_J30, which lists the kit's JDV_J30 codes under it)
+    "1.2.250.1.213.3.3.13": "https://mos.esante.gouv.fr/NOS/TRE_R213-ModePriseEnCharge/FHIR/TRE-R213-ModePriseEnCharge",
+    "1.2.250.1.213.3.3.31": "https://mos.esante.gouv.fr/NOS/TRE_R240-TemporaliteAccueil/FHIR/TRE-R240-TemporaliteAccueil",
+    "1.2.250.1.213.3.3.39": "https://mos.esante.gouv.fr/NOS/TRE_R244-CategorieOrganisation/FHIR/TRE-R244-CategorieOrganisation",
+    "1.2.250.1.213.1.6.1.8": "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement",
 }
 
 TRE_R216 = "https://mos.esante.gouv.fr/NOS/TRE_R216-HL7RoleCode/FHIR/TRE-R216-HL7RoleCode"
@@ -481,11 +487,30 @@ def _element_rules(gen: _Profile, element_id: str, path: str, prefix: str) -> It
         yield {
             "kind": "invariant",
             "key": key,
-            "expression": constraint["expression"],
+            "expression": _typed_choices(gen, element_id, str(constraint["expression"])),
             "human": constraint.get("human", key),
             "severity": "warning" if constraint.get("severity") == "warning" else "error",
             "context": full,
         }
+
+
+def _typed_choices(gen: _Profile, element_id: str, expression: str) -> str:
+    """``expression`` with each choice child of ``element_id`` restricted to one type named in full
+    (``value.coding`` -> ``valueCodeableConcept.coding``): the FHIRPath engine runs without a type
+    model, so it does not resolve ``value`` to ``value[x]``'s single allowed type."""
+    for child_id, child in gen.merged.items():
+        if not (child_id.startswith(element_id + ".") and child_id.endswith("[x]")):
+            continue
+        name = child_id[len(element_id) + 1 : -3]
+        types = [str(t["code"]) for t in child.get("type", [])]
+        if "." in name or len(types) != 1:
+            continue
+        typed = name + types[0][0].upper() + types[0][1:]
+        rewritten = re.sub(rf"(?<![\w.%$]){re.escape(name)}(?=\.)", typed, expression)
+        if rewritten != expression:
+            gen.notes.append(f"{gen.url} {element_id}: '{name}' read as '{typed}' in an invariant (its only type)")
+            expression = rewritten
+    return expression
 
 
 def _declare_slices(gen: _Profile, element_ids: list[str], prefix: str) -> None:
@@ -510,8 +535,8 @@ def _declare_slices(gen: _Profile, element_ids: list[str], prefix: str) -> None:
 def _emit(gen: _Profile, element_ids: list[str], prefix: str, depth: int) -> None:
     _declare_slices(gen, element_ids, prefix)
     for element_id in element_ids:
-        if element_id.split(".")[1:2] == ["meta"] or ".meta.profile" in element_id:
-            continue
+        if ".meta.profile" in element_id:
+            continue  # declared profiles: how the validator picks the profile, not a rule
         path = gen.rule_path(element_id)
         if path is None:
             gen.notes.append(f"{gen.url} {element_id}: path not resolved, not checked")

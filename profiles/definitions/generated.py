@@ -1,8 +1,8 @@
 """Profiles generated from the IGs' StructureDefinitions (``profiles/data/generated.json``).
 
 The data is produced at authoring time by ``scripts/gen_profiles.py`` (see
-``profiles/_generator.py``) from FR Core 2.2.0-ballot-2, TDDUI 2.0.0 (packages), TDDUI 2.2.0 and
-IHE MHD 4.2 (transcribed differentials, ``profiles/sources/``). The gateway's own rules (keys
+``profiles/_generator.py``) from FR Core 2.2.0-ballot-2, TDDUI 2.0.0 (packages), TDDUI 2.2.0,
+IHE MHD 4.2 and SDO 4.0.5 (transcribed differentials, ``profiles/sources/``). The gateway's own rules (keys
 ``dui-*``) are added on top by :func:`overlay`.
 """
 

@@ -139,7 +139,8 @@ Mutation = Callable[[dict[str, Any]], tuple[str, str] | None]  # -> (expected pa
 
 
 def _drop(resource: dict[str, Any], children: list[Node]) -> None:
-    for child in sorted(children, key=lambda n: n.path, reverse=True):
+    # the last first, by index ("[9]" sorts after "[10]" as text)
+    for child in sorted(children, key=lambda n: [int(i) for i in re.findall(r"\[(\d+)\]", n.path)], reverse=True):
         container, key = _locate(resource, child.path)
         del container[key]
         if isinstance(container, list) and not container:
@@ -195,7 +196,7 @@ def _mutations(rule: Rule, checker: _Checker) -> Iterator[Mutation]:
         def children_of(parent: Node) -> list[Node]:
             return select(parent, last, checker.lookup, prefix=parent_path)
 
-        if rule.min > 0 and not _is_discriminator(rule.path, checker):
+        if rule.min > 0 and not _is_discriminator(rule.path, checker) and rule.path != "meta":
 
             def drop(resource: dict[str, Any]) -> tuple[str, str] | None:
                 for parent in nodes(parent_path):
@@ -244,7 +245,7 @@ def _mutations(rule: Rule, checker: _Checker) -> Iterator[Mutation]:
             return found[0].path, "pattern" if rule.pattern else "fixed"
 
         yield change
-    elif isinstance(rule, Binding):
+    elif isinstance(rule, Binding) and rule.valueset.available and not rule.valueset.partial:
 
         def recode(resource: dict[str, Any]) -> tuple[str, str] | None:
             found = nodes(rule.path)
@@ -309,7 +310,7 @@ def run(samples: list[dict[str, Any]], generated: tuple[Profile, ...]) -> Result
     the rule (``_synthesized``: a code outside the value set, another pattern, a forbidden type,
     one extension too many). What cannot be exercised keeps the reason in ``Outcome.detail``."""
     result = Result()
-    baselines = {id(s): {(i.expression, i.rule) for i in validate(s).issues} for s in samples}
+    baselines = {id(s): {(i.expression, i.rule, i.message) for i in validate(s).issues} for s in samples}
     for profile in generated:
         users = [s for s in samples if profile.url in {p.url for p in _chain_of(s)}]
         for rule in profile.rules:
@@ -340,10 +341,12 @@ def run(samples: list[dict[str, Any]], generated: tuple[Profile, ...]) -> Result
     return result
 
 
-def _new_findings(resource: dict[str, Any], baseline: set[tuple[str, str]]) -> set[tuple[str, str]]:
+def _new_findings(resource: dict[str, Any], baseline: set[tuple[str, str, str]]) -> set[tuple[str, str]]:
     report = validate(resource)
-    new = {(i.expression, i.rule) for i in report.issues if i.severity in ("error", "warning")}
-    return {f for f in new if f not in baseline}
+    # compared with the message: a slice's cardinality finding on a sliced element that already has
+    # one for another slice (Task.input) is a new finding
+    new = {(i.expression, i.rule, i.message) for i in report.issues if i.severity in ("error", "warning")}
+    return {(p, r) for p, r, m in new if (p, r, m) not in baseline}
 
 
 def _try_synthesized(
@@ -380,6 +383,8 @@ def _reason(rule: Rule, users: list[dict[str, Any]]) -> str:
     if isinstance(rule, Binding) and (not rule.valueset.available or rule.valueset.partial):
         return "value set without (complete) code list here: a code outside it is a warning, not checked"
     path = getattr(rule, "path", "")
+    if isinstance(rule, Card) and path == "meta":
+        return "meta holds the declared profile (removing it takes the resource out of the profile)"
     segments = split_path(path)
     parent_path = ".".join(segments[:-1])
     parents = [n for s in users for n in _nodes(_selector(s, _chain_of(s)))(parent_path)]

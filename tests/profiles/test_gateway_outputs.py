@@ -173,3 +173,60 @@ def test_tddui_export_rendition_passes_the_tddui_gate() -> None:
 
     rendition = EXPORT.render(TdduiExportRecord.model_validate(_export_data()), CTX)[0]
     assert_gate_passes(rendition.content)
+
+
+def sdo_outputs() -> list[dict[str, Any]]:
+    """The gateway's SDO renditions (mappings.sdo): the Consent and the status Tasks, without and with
+    the unit's status (every input slice the mapping writes)."""
+    from datetime import date
+
+    from mappings.sdo import SdoConsentRecord, SdoDecision, SdoStatusRecord, SdoUnit, consent_resource, task_resource
+
+    decision = SdoDecision(id_decision="MDPH75-D-1", id_nat_decision="VT-000123")
+    common = {"essms_finess": "750000001", "person_ref": "p-1", "decision": decision}
+    unit = SdoUnit(
+        id_unite="ROR-U-1",
+        nom_unite="Unité A",
+        categorie_organisation="01",
+        mode_prise_charge="46",
+        statut_unite="12",
+        date_statut_unite=date(2026, 1, 2),
+        motif_unite="3",
+        temporalite_accueil="01",
+        accueil_sequentiel=True,
+    )
+    statuses = [
+        SdoStatusRecord(**common, essms_name="ESSMS", statut_esms="42", date_statut=date(2026, 1, 2)),
+        SdoStatusRecord(**common, essms_name="ESSMS", statut_esms="45", motif_esms="109", date_statut=date(2026, 1, 2)),
+        SdoStatusRecord(**common, essms_name="ESSMS", statut_esms="47", date_statut=date(2026, 1, 2), unit=unit),
+    ]
+    set_id = "urn:uuid:00000000-0000-0000-0000-000000000001"
+    return [
+        consent_resource(SdoConsentRecord(**common, collected_on=date(2026, 1, 2))),
+        *(task_resource(s, last_updated="2026-01-05T09:00:00Z", set_id=set_id) for s in statuses),
+    ]
+
+
+#: what the gateway's SDO outputs may warn about: the value sets without a code list here (the unit's
+#: status and motif, JDV_J253/J250) and the typeDroitPrestation slice (placeholder value set in the IG)
+SDO_DOCUMENTED_WARNINGS = {
+    ("binding-unchecked", "JDV-J253-StatutPersonnePriseChargeUnite"),
+    ("binding-unchecked", "JDV-J250-MotifStatutPersonnePriseChargeUnite"),
+    ("card", "Task.input (slice typeDroitPrestation)"),
+}
+
+
+@pytest.mark.parametrize("resource", sdo_outputs(), ids=lambda r: f"{r['resourceType']}-{len(r.get('input', []))}")
+def test_sdo_outputs_conform_to_the_generated_sdo_profiles(resource: dict[str, Any]) -> None:
+    content = json.dumps(resource).encode()
+    report = check_rendition(content, "fhir:r4")
+    assert report.ok, [(i.expression, i.message) for i in report.errors]
+    assert set(report.profiles) >= set(resource["meta"]["profile"])
+    warnings = {
+        (i.rule, next((w for _, w in SDO_DOCUMENTED_WARNINGS if w in i.message), i.message))
+        for i in report.issues
+        if i.severity == "warning"
+    }
+    assert warnings <= SDO_DOCUMENTED_WARNINGS
+    # every declared profile is known (an unknown one is "not-supported" too)
+    assert [i for i in report.issues if i.code == "not-supported" and i.rule != "binding-unchecked"] == []

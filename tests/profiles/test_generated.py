@@ -36,6 +36,27 @@ def test_ig_versions_are_recorded() -> None:
     versions = {p["url"].rsplit("/", 1)[1]: p["version"] for p in data["profiles"]}
     assert versions["tddui-patient"] == versions["tddui-careplan-projet-personnalise"] == "2.2.0"
     assert versions["fr-core-patient"] == "2.2.0-ballot-2"
+    assert any(s.startswith("ans.fhir.fr.sdo#4.0.5") for s in sources)
+    assert {versions[n] for n in ("sdo-document-reference", "esms-document-reference", "esms-consent", "sdo-task")} == {
+        "4.0.5"
+    }
+
+
+def test_sdo_code_lists_the_mapping_writes_from_are_the_generated_ones() -> None:
+    """The SDO mapping picks statut/motif codes from ``profiles.definitions.sdo``; the validator
+    checks them against the transcribed JDV_J252/J251: both must be the same lists."""
+    from profiles.definitions.sdo import MOTIF_ESMS, STATUT_ESMS, TRE_R357, TRE_R358
+
+    data = json.loads((ROOT / "profiles" / "data" / "generated.json").read_text(encoding="utf-8"))
+    nos = "https://mos.esante.gouv.fr/NOS/"
+    statut = data["valuesets"][
+        nos + "JDV_J252-StatutPersonnePriseChargeESMS/FHIR/JDV-J252-StatutPersonnePriseChargeESMS"
+    ]
+    motif = data["valuesets"][
+        nos + "JDV_J251-MotifStatutPersonnePriseChargeESMS/FHIR/JDV-J251-MotifStatutPersonnePriseChargeESMS"
+    ]
+    assert (set(statut["codes"]), statut["systems"]) == (set(STATUT_ESMS), [TRE_R357])
+    assert (set(motif["codes"]), motif["systems"]) == (set(MOTIF_ESMS), [TRE_R358])
 
 
 def test_transcriptions_are_pinned() -> None:
@@ -51,6 +72,10 @@ def test_every_binding_has_a_code_list_or_is_declared_unavailable() -> None:
     assert used == set(data["valuesets"])
     unavailable = sorted(url for url, vs in data["valuesets"].items() if not vs["available"])
     assert unavailable == [
+        # SDO: JDV_J250/J253 (NOS, not in the CI-SIS kit) and the IG's placeholder JDV_JXX
+        "https://mos.esante.gouv.fr/NOS/JDV_J250-MotifStatutPersonnePriseChargeUnite/FHIR/JDV-J250-MotifStatutPersonnePriseChargeUnite",
+        "https://mos.esante.gouv.fr/NOS/JDV_J253-StatutPersonnePriseChargeUnite/FHIR/JDV-J253-StatutPersonnePriseChargeUnite",
+        "https://mos.esante.gouv.fr/NOS/JDV_JXX-typeDroitPrestation/FHIR/JDV_JXX-typeDroitPrestation",
         "https://smt.esante.gouv.fr/fhir/ValueSet/jdv-j367-type-projet-personnalise-ms",
         "https://smt.esante.gouv.fr/fhir/ValueSet/jdv-j384-role-membre-famille-ms",
     ]

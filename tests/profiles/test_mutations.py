@@ -32,7 +32,7 @@ def _with_entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 def samples() -> list[dict[str, Any]]:
     """Valid carriers: the IG examples (TDDUI, PDSm/MHD, SDO) and every FHIR output of the gateway
-    (PPA TDDUI bundle, TDDUI export, DLU document bundle), with their entries."""
+    (PPA TDDUI bundle, TDDUI export, DLU document bundle, SDO Consent and Tasks), with their entries."""
     from mappings.record import DluRecord
     from mappings.tddui import EXPORT, TdduiExportRecord
     from tests.mappings.test_tddui import _ctx as tddui_ctx
@@ -54,6 +54,9 @@ def samples() -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if "dlu" in data:
             out += _with_entries(json.loads(to_fhir(DluRecord.model_validate(data), CTX).content))
+    from tests.profiles.test_gateway_outputs import sdo_outputs
+
+    out += sdo_outputs()
     return [s for s in out if validate(s).ok]  # a carrier must be valid to begin with
 
 
@@ -78,6 +81,7 @@ NOT_EXERCISABLE = {
     "absent from every carrier, and a valid item cannot be made up",
     "absent from every carrier, and no value breaking it can be made up",
     "value set without (complete) code list here: a code outside it is a warning, not checked",
+    "meta holds the declared profile (removing it takes the resource out of the profile)",
 }
 
 #: the issue's kinds, each of which must be exercised by the suite
