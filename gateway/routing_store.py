@@ -27,6 +27,7 @@ from gateway.errors import Conflict, FieldError, ValidationFailed
 from gateway.logging import get_logger
 from gateway.routing import RoutingConfigError, RoutingTable, parse_config
 from gateway.runtime import Runtime
+from gateway.storage.db import snapshot_engine
 from gateway.storage.models import RoutingVersion
 
 __all__ = ["StoredRules", "current_table", "history", "latest", "save_rules"]
@@ -167,7 +168,10 @@ def current_table(runtime: Runtime) -> RoutingTable:
     if now - state.get("checked", -1e9) >= runtime.settings.routing_refresh_seconds:
         state["checked"] = now
         try:
-            with runtime.session_factory() as session:
+            # a read-only snapshot: on SQLite a deferred transaction, which never waits for the
+            # write lock (a caller inside its own write transaction would otherwise wait for
+            # itself for the whole busy timeout)
+            with Session(snapshot_engine(runtime.engine)) as session:
                 newest = session.scalar(select(func.max(RoutingVersion.version)))
                 stored = latest(session) if newest is not None and newest > state.get("version", 0) else None
                 session.rollback()

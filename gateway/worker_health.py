@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from gateway.conformance import gate_problems
 from gateway.runtime import Runtime
+from gateway.storage.db import snapshot_engine
 
 __all__ = ["start_health_server"]
 
@@ -26,7 +27,7 @@ __all__ = ["start_health_server"]
 def _ready(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     try:
-        with runtime.engine.connect() as conn:
+        with snapshot_engine(runtime.engine).connect() as conn:  # a reader: never waits for a writer
             conn.execute(text("SELECT 1"))
         checks["database"] = {"ok": True}
     except Exception as exc:  # any driver error means "not ready"; the type is enough

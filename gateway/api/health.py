@@ -15,6 +15,7 @@ from gateway.conformance import gate_problems
 from gateway.credentials import EXPIRY_WARNING_DAYS, audit_expiring, certificate_expiries
 from gateway.inbound import give_credentials
 from gateway.runtime import Runtime
+from gateway.storage.db import snapshot_engine
 
 __all__ = ["router"]
 
@@ -51,7 +52,7 @@ def readyz(request: Request, runtime: RuntimeDep) -> Response:
     """Readiness: the database answers, the conformance gate can run, every destination is healthy."""
     checks: dict[str, dict[str, Any]] = {}
     try:
-        with runtime.engine.connect() as conn:
+        with snapshot_engine(runtime.engine).connect() as conn:  # a reader: never waits for a writer
             conn.execute(text("SELECT 1"))
         checks["database"] = {"ok": True}
     except Exception as exc:  # any driver error means "not ready"; the type is enough

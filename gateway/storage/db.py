@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +26,59 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = structlog.get_logger(__name__)
+
+# SQLite has one write lock per database: a transaction that keeps it long stalls every other
+# writer (and, past the 30 s busy timeout, fails them). Both sides are logged with the code path
+# that began the transaction (module:function:line, never data) so the culprit is named.
+SLOW_WRITE_LOCK_SECONDS = 2.0
+_holders: dict[int, tuple[str, str, int, float]] = {}  # id(DB-API conn) -> (site, thread, ident, since)
+_holders_lock = threading.Lock()
+
+
+def _call_site() -> str:
+    """The first frame outside SQLAlchemy and this module: who began the transaction."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if not (module.startswith(("sqlalchemy", "contextlib")) or module == __name__):
+            return f"{module}:{frame.f_code.co_name}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "?"
+
+
+def _lock_released(dbapi_conn: Any) -> None:
+    with _holders_lock:
+        held = _holders.pop(id(dbapi_conn), None)
+    if held is not None:
+        seconds = time.monotonic() - held[3]
+        if seconds >= SLOW_WRITE_LOCK_SECONDS:
+            _log.warning("sqlite_write_lock_held_long", seconds=round(seconds, 3), site=held[0], thread=held[1])
+
+
+def _begin_immediate(conn: Any) -> None:
+    """BEGIN IMMEDIATE, noting who holds the lock and logging a long wait with who held it."""
+    dbapi_conn = conn.connection.dbapi_connection
+    site = _call_site()
+    with _holders_lock:
+        before = list(_holders.values())
+    started = time.monotonic()
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    now = time.monotonic()
+    me = threading.current_thread()
+    with _holders_lock:
+        _holders[id(dbapi_conn)] = (site, me.name, me.ident or 0, now)
+    waited = now - started
+    if waited >= SLOW_WRITE_LOCK_SECONDS:
+        _log.warning(
+            "sqlite_write_lock_waited",
+            seconds=round(waited, 3),
+            site=site,
+            holders=[f"{h[0]} ({h[1]}, {now - h[3]:.1f} s)" for h in before],
+            # the lock was held by a transaction this very thread began: it waited for itself
+            self_wait=any(h[2] == me.ident for h in before),
+        )
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -56,7 +113,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if conn.get_execution_options().get("dgw_snapshot"):
                 conn.exec_driver_sql("BEGIN")
             else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin_immediate(conn)
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _sqlite_end(conn: Any) -> None:
+            _lock_released(conn.connection.dbapi_connection)
+
+        @event.listens_for(engine.pool, "reset")
+        @event.listens_for(engine.pool, "close")
+        def _sqlite_reset(dbapi_conn: Any, *_args: Any) -> None:
+            _lock_released(dbapi_conn)
 
         return engine
     # No pre-ping: it costs one round trip per checkout (11 per document, issue 15). A connection

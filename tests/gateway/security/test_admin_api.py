@@ -200,3 +200,25 @@ def test_routing_rules_are_validated_versioned_audited_and_hot_reloaded(
     assert json.loads(event.detail["after"])[0]["destinations"] == ["dmp", "hook"]
     versions = client.get("/v1/admin/routing/versions", headers=PLATFORM).json()
     assert [v["version"] for v in versions] == [1] and versions[0]["comment"] == "DMP opens"
+
+
+def test_a_process_inside_its_own_write_transaction_still_picks_up_new_rules(
+    runtime: Runtime, session_factory: sessionmaker[Session], keyring: KeyRing
+) -> None:
+    """The admin routes read the stored rules in the request's transaction, then ask for the table
+    in force. On SQLite that transaction holds the write lock: a refresh that opened a second write
+    transaction waited for itself for the whole busy timeout (30 s), then kept the old rules."""
+    runtime.routing = RoutingTable(config=parse_config(ROUTING), source="routing.yaml")
+    worker_settings = Settings(**{**runtime.settings.model_dump(), "routing_refresh_seconds": 0})
+    worker = Runtime(settings=worker_settings, engine=runtime.engine, session_factory=session_factory, keyring=keyring)
+    worker.routing = RoutingTable(config=parse_config(ROUTING), source="routing.yaml")
+    assert _decide(worker) == ("hook",)
+    new_rules = [{"name": "notes to DMP", "document_types": ["test-note"], "destinations": ["dmp", "hook"]}]
+    with session_scope(session_factory) as session:
+        routing_store.save_rules(session, runtime=runtime, rules=new_rules, actor="admin", expected_version=0)
+    with session_factory() as session, session.begin():
+        assert routing_store.latest(session) is not None  # this transaction now holds SQLite's write lock
+        table = routing_store.current_table(worker)
+    facts = RecordFacts(person_ref="P", essms_finess="750000010", ins_qualified=True)
+    decided = table.decide(tenant_code="og-test", tenant_id="t", document_type="test-note", facts=facts)
+    assert decided.destinations == ("dmp", "hook")
