@@ -6,6 +6,7 @@ handlers, metrics and the lifespan (embedded workers started and drained).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from gateway.logging import configure_logging, get_logger
 from gateway.runtime import Runtime
 from gateway.services.group_commit import GroupCommitter
 from gateway.settings import Settings, get_settings
+from gateway.storage.db import serving_loop
 from mappings import registry
 
 __all__ = ["create_app", "openapi_document"]
@@ -151,9 +153,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             if exc.name != "gateway.worker":
                 raise
             _log.warning("embedded_workers_unavailable", reason="gateway.worker is not installed")
+    loop = asyncio.get_running_loop()
+    serving_loop(loop)  # from here on, a coroutine writing to SQLite directly is refused (storage.db)
     try:
         yield
     finally:
+        serving_loop(loop, serving=False)
         committer: GroupCommitter | None = getattr(app.state, "intake_committer", None)
         if committer is not None:
             await run_in_threadpool(committer.close)  # the submissions handed over are committed

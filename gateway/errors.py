@@ -35,6 +35,9 @@ Outside the tree, on purpose:
   into ``Unauthorized`` (401) without its reason, which only logs may see.
 - ``gateway.console.oidc.OidcError``: an OpenID Connect provider's answer the console cannot trust
   (bad token, refused exchange); the console answers its own 401 page, never a problem document.
+- ``gateway.storage.db.NestedWriteTransaction`` (a ``RuntimeError``): a programming error caught
+  by the SQLite engine (a write transaction inside another of the same flow of control, or on the
+  API's event loop); a 500 like any bug, never an answer to a client's input.
 - ``gateway.console.routes.Stop``: internal to the console's routes, carrying the HTML response
   (login redirect, 403/404 page) to send instead of the page.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from connectors.base import InboundRejected
@@ -41,7 +42,7 @@ async def receive(source: str, request: Request, runtime: RuntimeDep) -> Respons
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        message = accept(headers, body)
+        message = await run_in_threadpool(accept, headers, body)  # a signature check: CPU, off the loop
     except InboundRejected as exc:
         return problem_response(
             request,
@@ -52,7 +53,9 @@ async def receive(source: str, request: Request, runtime: RuntimeDep) -> Respons
         )
     _source, sink = sink_for(runtime, source)
     try:
-        stored = sink.store(message)
+        # a database write: never on the event loop (on SQLite it waited for the write lock while
+        # the loop could not finish the request holding it: 30 s, then both failed)
+        stored = await run_in_threadpool(sink.store, message)
     except InboundTooLarge as exc:
         return problem_response(
             request, status=413, title="Payload too large", detail=str(exc), type_uri=PROBLEM_BASE + "too-large"

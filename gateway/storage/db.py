@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,11 +21,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
+    "NestedWriteTransaction",
     "is_disconnect",
     "is_sqlite",
     "make_engine",
     "make_sessionmaker",
     "run_unit",
+    "serving_loop",
     "session_scope",
     "snapshot_engine",
 ]
@@ -33,8 +40,28 @@ _log = structlog.get_logger(__name__)
 # writer (and, past the 30 s busy timeout, fails them). Both sides are logged with the code path
 # that began the transaction (module:function:line, never data) so the culprit is named.
 SLOW_WRITE_LOCK_SECONDS = 2.0
-_holders: dict[int, tuple[str, str, int, float]] = {}  # id(DB-API conn) -> (site, thread, ident, since)
+
+
+@dataclass(frozen=True)
+class _Held:
+    database: str
+    site: str
+    thread: str
+    since: float
+
+
+_holders: dict[int, _Held] = {}  # id(DB-API connection) -> its write transaction
 _holders_lock = threading.Lock()
+# the write transaction the current flow of control began (a thread, or a request's context):
+# (id of its DB-API connection, its _Held) while it lasts
+_flow: ContextVar[tuple[int, _Held] | None] = ContextVar("dgw_sqlite_write", default=None)
+
+
+class NestedWriteTransaction(RuntimeError):
+    """A flow of control that holds SQLite's write lock asked for it again on another connection
+    (a second session opened inside the first one's transaction), or asked for it on the event
+    loop's thread. Either waits for a lock that only the waiter can release: everything writing to
+    the database stalls for the whole busy timeout (30 s), then fails. Refused at once instead."""
 
 
 def _call_site() -> str:
@@ -52,33 +79,63 @@ def _lock_released(dbapi_conn: Any) -> None:
     with _holders_lock:
         held = _holders.pop(id(dbapi_conn), None)
     if held is not None:
-        seconds = time.monotonic() - held[3]
+        seconds = time.monotonic() - held.since
         if seconds >= SLOW_WRITE_LOCK_SECONDS:
-            _log.warning("sqlite_write_lock_held_long", seconds=round(seconds, 3), site=held[0], thread=held[1])
+            _log.warning("sqlite_write_lock_held_long", seconds=round(seconds, 3), site=held.site, thread=held.thread)
 
 
-def _begin_immediate(conn: Any) -> None:
+def _begin_immediate(conn: Any, database: str) -> None:
     """BEGIN IMMEDIATE, noting who holds the lock and logging a long wait with who held it."""
     dbapi_conn = conn.connection.dbapi_connection
     site = _call_site()
+    mine = _flow.get()
     with _holders_lock:
         before = list(_holders.values())
+        outer = _holders.get(mine[0]) if mine is not None and mine[0] != id(dbapi_conn) else None
+    if outer is not None and mine is not None and outer is mine[1] and outer.database == database:
+        raise NestedWriteTransaction(
+            f"{site} began a write transaction inside the one {outer.site} began on another connection:"
+            " it would wait for itself (use the outer session, or open this one after it ends)"
+        )
+    if asyncio_running():
+        raise NestedWriteTransaction(
+            f"{site} began a write transaction on the event loop's thread: it would block the loop while"
+            " it waits for the lock, and the request holding the lock needs the loop to commit (run it in"
+            " the thread pool)"
+        )
     started = time.monotonic()
     conn.exec_driver_sql("BEGIN IMMEDIATE")
     now = time.monotonic()
-    me = threading.current_thread()
+    held = _Held(database=database, site=site, thread=threading.current_thread().name, since=now)
     with _holders_lock:
-        _holders[id(dbapi_conn)] = (site, me.name, me.ident or 0, now)
+        _holders[id(dbapi_conn)] = held
+    _flow.set((id(dbapi_conn), held))
     waited = now - started
     if waited >= SLOW_WRITE_LOCK_SECONDS:
         _log.warning(
             "sqlite_write_lock_waited",
             seconds=round(waited, 3),
             site=site,
-            holders=[f"{h[0]} ({h[1]}, {now - h[3]:.1f} s)" for h in before],
-            # the lock was held by a transaction this very thread began: it waited for itself
-            self_wait=any(h[2] == me.ident for h in before),
+            holders=[f"{h.site} ({h.thread}, {now - h.since:.1f} s)" for h in before if h.database == database],
         )
+
+
+_serving_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def serving_loop(loop: asyncio.AbstractEventLoop, *, serving: bool = True) -> None:
+    """Mark (or unmark) the event loop that serves the API: no write transaction may begin on it."""
+    if serving:
+        _serving_loops.add(loop)
+    else:
+        _serving_loops.discard(loop)
+
+
+def asyncio_running() -> bool:
+    """Is this thread running the API's event loop (a coroutine calling the database directly)?
+    Other loops (a browser driver's in tests, a CLI's) are not the server's and are let be."""
+    loop = asyncio._get_running_loop()
+    return loop is not None and loop in _serving_loops
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -93,6 +150,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
         engine = create_engine(url, **kwargs)
+        # the lock is the file's: every connection of a :memory: database is a database of its own
+        database = os.path.realpath(path) if path and path != ":memory:" else f":memory:{id(engine)}"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -113,7 +172,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if conn.get_execution_options().get("dgw_snapshot"):
                 conn.exec_driver_sql("BEGIN")
             else:
-                _begin_immediate(conn)
+                _begin_immediate(conn, database)
 
         @event.listens_for(engine, "commit")
         @event.listens_for(engine, "rollback")
