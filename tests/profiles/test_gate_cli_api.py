@@ -195,4 +195,6 @@ def test_pdsm_gate_checks_the_provide_bundle_and_its_entries() -> None:
     assert ("Bundle.entry[1].resource.meta.profile", "required") in {(i.expression, i.code) for i in report.errors}
     bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "List"]
     report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
-    assert ("Bundle", "dui-pdsm-bundle-1") in {(i.expression, i.rule) for i in report.errors}
+    # the SubmissionSet slice (IHE MHD ProvideBundle, 1..1) is missing
+    assert ("Bundle.entry", "card") in {(i.expression, i.rule) for i in report.errors}
+    assert any("slice SubmissionSet" in i.message for i in report.errors)

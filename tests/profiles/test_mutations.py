@@ -32,7 +32,8 @@ def _with_entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 def samples() -> list[dict[str, Any]]:
     """Valid carriers: the IG examples (TDDUI, PDSm/MHD, SDO) and every FHIR output of the gateway
-    (PPA TDDUI bundle, TDDUI export, DLU document bundle, SDO Consent and Tasks), with their entries."""
+    (PPA TDDUI bundle, TDDUI export, DLU document bundle, SDO Consent and Tasks, the DMP's MHD ITI-65
+    Provide Document Bundles), with their entries."""
     from mappings.record import DluRecord
     from mappings.tddui import EXPORT, TdduiExportRecord
     from tests.mappings.test_tddui import _ctx as tddui_ctx
@@ -54,9 +55,11 @@ def samples() -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if "dlu" in data:
             out += _with_entries(json.loads(to_fhir(DluRecord.model_validate(data), CTX).content))
-    from tests.profiles.test_gateway_outputs import sdo_outputs
+    from tests.profiles.test_gateway_outputs import mhd_outputs, sdo_outputs
 
     out += sdo_outputs()
+    for bundle in mhd_outputs():
+        out += _with_entries(bundle)
     return [s for s in out if validate(s).ok]  # a carrier must be valid to begin with
 
 
