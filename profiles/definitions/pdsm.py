@@ -50,7 +50,7 @@ _GATEWAY_RULES: dict[str, tuple[Rule, ...]] = {
         Invariant(
             "dui-pdsm-confidentiality",
             f"securityLabel.coding.where(system = '{_V3_CONFIDENTIALITY}' and ({_LEVELS})).count() = 1",
-            "exactly one HL7 v3 confidentiality level (U/L/M/N/R/V) among the security labels (DMP confidentialityCode)",
+            "exactly one HL7 v3 confidentiality level (U/L/M/N/R/V) in securityLabel (the DMP confidentialityCode)",
         ),
     ),
     "pdsm-simplified-publish": (RefTarget("custodian", ("Organization",)),),
