@@ -93,6 +93,17 @@ def _author(entry: DocumentEntry) -> dict[str, Any]:
     }
 
 
+def _author_role(entry: DocumentEntry, finess: str) -> dict[str, Any]:
+    """The SubmissionSet's author as PDSm wants it (``source`` is a PractitionerRole, Device or Patient):
+    the contained author Practitioner (``#author``) acting for the ESSMS."""
+    return {
+        "resourceType": "PractitionerRole",
+        "id": "author-role",
+        "practitioner": {"reference": "#author"},
+        "organization": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": f"1{finess}"}},
+    }
+
+
 def provide_bundle(
     envelope: Envelope,
     entries: list[DocumentEntry],
@@ -168,8 +179,8 @@ def provide_bundle(
     submission_set = {
         "resourceType": "List",
         "meta": {"profile": [PROFILE_LIST]},
-        "contained": [_author(first)],
-        "source": {"reference": "#author"},
+        "contained": [_author(first), _author_role(first, envelope.facts.essms_finess)],
+        "source": {"reference": "#author-role"},
         "extension": [
             {"url": EXT_DESIGNATION, "valueCodeableConcept": _coding(first.facility_type_code)},
             {"url": EXT_SOURCE, "valueIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{source_id}"}},
