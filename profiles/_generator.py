@@ -45,6 +45,11 @@ KNOWN_TYPES = {
     "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-task-prestation": "Task",
     "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-task-transport-professionnel": "Task",
     "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-task-transport-usager": "Task",
+    # RASS (ans.fhir.fr.annuaire 1.1.0) profiles PDSm references: not transcribed, checked as plain types
+    "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-practitioner": "Practitioner",
+    "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-practitionerrole": "PractitionerRole",
+    "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-organization": "Organization",
+    "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-folder-comprehensive": "List",
 }
 
 #: OIDs of the kit's JDV code systems -> their FHIR canonical URI (others are expected as ``urn:oid:``)
@@ -398,7 +403,13 @@ def _slice_matches(gen: _Profile, sliced_id: str, slicing: Mapping[str, Any]) ->
                     for t in gen.merged.get(sid + ".resource", {}).get("type", [])
                     for p in t.get("profile", [])
                 ]
-                values[sid] = [["resource.meta.profile", p] for p in profiles]
+                # a base resource "profile" (``Canonical(Binary)``) is met by any resource of that type
+                values[sid] = [
+                    ["resource.resourceType", p[len(BASE_SD) :]]
+                    if p.startswith(BASE_SD)
+                    else ["resource.meta.profile", p]
+                    for p in profiles
+                ]
             else:
                 values[sid] = []
         # a value shared by two slices discriminates nothing
@@ -427,6 +438,12 @@ def _discriminator_values(gen: _Profile, slice_id: str, dpath: str) -> list[list
         return []
     element = gen.merged.get(f"{slice_id}.{sub}", {})
     fixed = _fixed(element)
+    if fixed is None:  # the value may come from the data-type profile of the slice (``only UniqueIdIdentifier``)
+        for t in gen.merged.get(slice_id, {}).get("type", []):
+            for profile in t.get("profile", []):
+                sub_sd = gen.lib.sds.get(_bare(profile))
+                if sub_sd is not None and sub_sd.get("kind") == "complex-type":
+                    fixed = fixed or _fixed(gen.lib.merged(_bare(profile)).get(f"{sub_sd['type']}.{sub}", {}))
     if fixed is None:
         return []
     return _with_code(sub, fixed[0])
@@ -449,7 +466,9 @@ def _element_rules(gen: _Profile, element_id: str, path: str, prefix: str) -> It
     declared = own if own is not None else element
     full = f"{prefix}.{path}" if prefix and path else (prefix or path)
     last = element_id.rsplit(".", 1)[-1]
-    is_url = last == "url"
+    parent = element_id.rsplit(".", 2)[-2] if element_id.count(".") >= 1 else ""
+    # an extension's url (checked by the slice's url, not as a rule); Attachment.url and the like are rules
+    is_url = last == "url" and (parent == "Extension" or parent.partition(":")[0] in ("extension", "modifierExtension"))
     unsliced_extension = last in ("extension", "modifierExtension")
     if full and ("min" in declared or "max" in declared) and not is_url:
         low = int(element.get("min", 0))
@@ -473,6 +492,15 @@ def _element_rules(gen: _Profile, element_id: str, path: str, prefix: str) -> It
             yield {"kind": "reference", "path": full, "types": sorted({str(k) for k in kinds})}
         else:
             gen.notes.append(f"{gen.url} {element_id}: target profile type unknown, reference not checked")
+    if full and any(t.get("code") == "Reference" and t.get("aggregation") == ["contained"] for t in types):
+        yield {
+            "kind": "invariant",
+            "key": "aggregation-contained",
+            "expression": "reference.exists() implies reference.startsWith('#')",
+            "human": "aggregation 'contained': the reference points at a contained resource",
+            "severity": "error",
+            "context": full,
+        }
     if full.endswith("[x]") and types and not fixed:
         codes = sorted({str(t["code"]) for t in types})
         yield {"kind": "types", "path": full, "types": codes}

@@ -183,8 +183,8 @@ _CONDITIONAL_TYPE = re.compile(r"^([A-Z][A-Za-z]+)\?")
 
 def reference_type(reference: str, resolve: Resolver | None) -> str | None:
     """The resource type a reference points to, or ``None`` when it cannot be told."""
-    if reference.startswith("#"):
-        return None
+    if reference.startswith("#"):  # a contained resource (its type when the container holds it)
+        return resolve(reference) if resolve is not None else None
     if resolve is not None:
         resolved = resolve(reference)
         if resolved is not None:

@@ -36,6 +36,28 @@ EXT_SOURCE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
 
 
 V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+MHD_ID_TYPE = "https://profiles.ihe.net/ITI/MHD/CodeSystem/IHE.MHD.MHDIdentifierType"
+RFC3986 = "urn:ietf:rfc:3986"
+
+
+def _unique_id(value: str) -> dict[str, Any]:
+    """An XDS uniqueId as MHD identifies it: ``type`` uniqueId (MHD 4.2.4) and ``use`` usual (MHD 4.2.3)."""
+    return {
+        "use": "usual",
+        "type": {"coding": [{"system": MHD_ID_TYPE, "code": "uniqueId"}]},
+        "system": RFC3986,
+        "value": value,
+    }
+
+
+def _entry_uuid(value: str) -> dict[str, Any]:
+    """An XDS entryUUID as MHD identifies it: ``type`` entryUUID (MHD 4.2.4) and ``use`` official (MHD 4.2.3)."""
+    return {
+        "use": "official",
+        "type": {"coding": [{"system": MHD_ID_TYPE, "code": "entryUUID"}]},
+        "system": RFC3986,
+        "value": value,
+    }
 
 
 def _coding(c: Coded) -> dict[str, Any]:
@@ -71,6 +93,17 @@ def _author(entry: DocumentEntry) -> dict[str, Any]:
     }
 
 
+def _author_role(entry: DocumentEntry, finess: str) -> dict[str, Any]:
+    """The SubmissionSet's author as PDSm wants it (``source`` is a PractitionerRole, Device or Patient):
+    the contained author Practitioner (``#author``) acting for the ESSMS."""
+    return {
+        "resourceType": "PractitionerRole",
+        "id": "author-role",
+        "practitioner": {"reference": "#author"},
+        "organization": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": f"1{finess}"}},
+    }
+
+
 def provide_bundle(
     envelope: Envelope,
     entries: list[DocumentEntry],
@@ -91,8 +124,8 @@ def provide_bundle(
             "resourceType": "DocumentReference",
             "meta": {"profile": [PROFILE_DOCREF]},
             "contained": [_author(entry), _source_patient(entry)],
-            "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{entry.unique_id}"},
-            "identifier": [{"use": "usual", "system": "urn:ietf:rfc:3986", "value": entry.entry_id}],
+            "masterIdentifier": _unique_id(f"urn:oid:{entry.unique_id}"),
+            "identifier": [_entry_uuid(entry.entry_id)],
             "status": "current",
             "type": _coding(entry.type_code),
             "category": [_coding(entry.class_code)],
@@ -146,16 +179,13 @@ def provide_bundle(
     submission_set = {
         "resourceType": "List",
         "meta": {"profile": [PROFILE_LIST]},
-        "contained": [_author(first)],
-        "source": {"reference": "#author"},
+        "contained": [_author(first), _author_role(first, envelope.facts.essms_finess)],
+        "source": {"reference": "#author-role"},
         "extension": [
             {"url": EXT_DESIGNATION, "valueCodeableConcept": _coding(first.facility_type_code)},
             {"url": EXT_SOURCE, "valueIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{source_id}"}},
         ],
-        "identifier": [
-            {"use": "official", "system": "urn:ietf:rfc:3986", "value": f"urn:oid:{ss_uid}"},
-            {"use": "usual", "system": "urn:ietf:rfc:3986", "value": list_url},
-        ],
+        "identifier": [_unique_id(f"urn:oid:{ss_uid}"), _entry_uuid(list_url)],
         "status": "current",
         "mode": "working",
         "code": {

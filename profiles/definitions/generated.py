@@ -2,8 +2,8 @@
 
 The data is produced at authoring time by ``scripts/gen_profiles.py`` (see
 ``profiles/_generator.py``) from FR Core 2.2.0-ballot-2, TDDUI 2.0.0 (packages), TDDUI 2.2.0,
-IHE MHD 4.2 and SDO 4.0.5 (transcribed differentials, ``profiles/sources/``). The gateway's own rules (keys
-``dui-*``) are added on top by :func:`overlay`.
+IHE MHD 4.2.4-current, PDSm 3.1.1 and SDO 4.0.5 (transcribed differentials, ``profiles/sources/``).
+The gateway's own rules (keys ``dui-*``) are added on top by :func:`overlay`.
 """
 
 from __future__ import annotations

@@ -1,131 +1,82 @@
-"""PDSm (ans.fhir.fr.pdsm 3.x, IHE MHD 4.2) DocumentReference, SubmissionSet and provide
-Bundle, declared from the PDSm profile definitions (comprehensive and simplified publish)."""
+"""PDSm (ans.fhir.fr.pdsm 3.1.1) and IHE MHD (4.2.4-current) profiles: the ITI-65 Provide Document
+Bundle, its SubmissionSet and DocumentReference, and the ITI-105 simplified publish.
+
+Generated from the IGs (``generated.py``): the PDSm FSH profiles and their IHE MHD parents
+(Minimal -> UnContained Comprehensive -> Comprehensive ProvideBundle / SubmissionSet /
+DocumentReference, SimplifiedPublish, the MHD identifier data types and extensions), transcribed in
+``profiles/sources/pdsm-3.1.1`` and ``profiles/sources/ihe-mhd-4.2.4`` and pinned by digest.
+The IHE MHD profiles are registered too: they apply as parents (of PDSm, of
+``tddui-document-reference``) and to resources that declare them.
+
+The gateway's own rules, each with its reason (``docs/profiles.md``):
+
+- ``dui-pdsm-relates`` (error): a replacement carries one ``relatesTo`` — PDSm states it in prose
+  only (``constr-bind-relatesTo``/``constr-cdr-rempl``, no FHIRPath);
+- ``dui-pdsm-confidentiality`` (error): exactly one HL7 v3 confidentiality level (U/L/M/N/R/V)
+  among the security labels — the DMP's ``confidentialityCode`` needs it; PDSm binds
+  ``securityLabel`` to JDV_J08 as *extensible* only;
+- ``dui-pdsm-bundle-2`` (error): the ITI-65 bundle carries at least one DocumentReference — PDSm's
+  description says "une à plusieurs"; its slice stays ``0..*`` as in MHD;
+- ``custodian`` targets an Organization: the base R4 element's target, which the generated rules
+  do not restate (not a deviation).
+
+Not checked (``docs/profiles.md``): the ``constr-*`` prose invariants, aggregation other than
+``contained``, the closed slicing of ``Bundle.entry`` (an entry in no slice is not reported), the
+RASS (annuaire) target profiles beyond their resource type, ``context.related:referenceIdList``
+(discriminated by a ``type`` pattern the slice does not set).
+"""
 
 from __future__ import annotations
 
-from profiles._rules import Binding, Card, Fixed, Invariant, Profile, RefTarget, Slice
-from profiles.definitions.valuesets import CONFIDENTIALITY
+from profiles._rules import Invariant, Profile, RefTarget, Rule
+from profiles.definitions.generated import load, overlay
 
-__all__ = ["PDSM", "PDSM_ALIASES", "PROFILES"]
+__all__ = ["MHD", "PDSM", "PDSM_ALIASES", "PDSM_PROVIDE_BUNDLE", "PROFILES"]
 
 PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
+MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
 _V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+_LEVELS = " or ".join(f"code = '{c}'" for c in ("U", "L", "M", "N", "R", "V"))
 
-PDSM_COMPREHENSIVE_DOCUMENT_REFERENCE = Profile(
-    url=PDSM + "pdsm-comprehensive-document-reference",
-    type="DocumentReference",
-    title="PDSm Comprehensive DocumentReference",
-    slices=(Slice("securityLabel:confidentiality", (("coding.system", _V3_CONFIDENTIALITY),)),),
-    rules=(
-        # IHE MHD Comprehensive DocumentReference
-        Card("masterIdentifier", 1, 1),
-        Card("type", 1, 1),
-        Card("category", 1, 1),
-        Card("subject", 1, 1),
-        RefTarget("subject", ("Patient",)),
-        Card("content.attachment.contentType", 1, 1),
-        Card("content.format", 1, 1),
-        Card("context", 1, 1),
-        Card("context.facilityType", 1, 1),
-        Card("context.practiceSetting", 1, 1),
-        Card("context.sourcePatientInfo", 1, 1),
-        RefTarget("context.sourcePatientInfo", ("Patient",)),
-        # PDSm
-        Card("contained", 1, None),
-        Card("custodian", 1, 1),
+#: generated profile id -> the gateway's own rules on it
+_GATEWAY_RULES: dict[str, tuple[Rule, ...]] = {
+    "pdsm-comprehensive-document-reference": (
         RefTarget("custodian", ("Organization",)),
-        Card("date", 1, 1),
-        Card("author", 1, None),
-        RefTarget("author", ("Practitioner", "PractitionerRole", "Device", "Patient")),
-        RefTarget("authenticator", ("Practitioner", "PractitionerRole", "Organization")),
-        Card("securityLabel:confidentiality", 1, 1),
-        Binding("securityLabel:confidentiality", CONFIDENTIALITY),
-        Card("content.attachment.size", 1, 1),
-        Card("content.attachment.hash", 1, 1),
-        Card("content.attachment.title", 1, 1),
-        Card("context.period", 1, 1),
-        Card("context.period.start", 1, 1),
         Invariant(
             "dui-pdsm-relates",
             "relatesTo.exists() implies relatesTo.count() = 1",
-            "relatesTo is 1..1 when the submission replaces a document",
+            "relatesTo is 1..1 when the submission replaces a document (PDSm constr-bind-relatesTo, prose)",
         ),
-    ),
-)
-
-PDSM_SIMPLIFIED_PUBLISH = Profile(
-    url=PDSM + "pdsm-simplified-publish",
-    type="DocumentReference",
-    title="PDSm Simplified Publish DocumentReference",
-    rules=(
-        Card("modifierExtension", 0, 0),
-        Card("masterIdentifier", 1, 1),
-        Card("status", 1, 1),
-        Fixed("status", "current"),
-        Card("subject", 1, 1),
-        RefTarget("subject", ("Patient",)),
-        Card("author", 1, None),
-        RefTarget("author", ("PractitionerRole", "Practitioner", "Organization", "Device", "Patient", "RelatedPerson")),
-        Card("authenticator", 0, 1),
-        Card("content.attachment.contentType", 1, 1),
-        Card("content.attachment.data", 1, 1),
-        Card("content.attachment.url", 0, 0),
-        Card("content.attachment.title", 1, 1),
-        Card("content.attachment.language", 0, 1),
-        Card("content.format", 0, 1),
-        Card("context.event", 0, 1),
-        Card("context.period", 0, 1),
-        Card("context.practiceSetting", 0, 1),
-    ),
-)
-
-PDSM_SUBMISSIONSET = Profile(
-    url=PDSM + "pdsm-submissionset-comprehensive",
-    type="List",
-    title="PDSm SubmissionSet (comprehensive)",
-    rules=(
-        Fixed("mode", "working"),
-        Fixed("status", "current"),
-        Fixed(
-            "code",
-            {
-                "coding": [
-                    {"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}
-                ]
-            },
-            pattern=True,
-        ),
-        Card("extension(https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId)", 1, 1),
-        Card("extension(https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType)", 1, 1),
-        Card("date", 1, 1),
-        Card("source", 1, 1),
-        Card("subject", 1, 1),
-        RefTarget("subject", ("Patient",)),
-    ),
-)
-
-PDSM_PROVIDE_BUNDLE = Profile(
-    url=PDSM + "pdsm-comprehensive-provide-document-bundle",
-    type="Bundle",
-    title="PDSm Comprehensive Provide Document Bundle (ITI-65)",
-    rules=(
-        Fixed("type", "transaction"),
-        Card("entry.request", 1, 1),
-        Card("entry.resource", 1, 1),
         Invariant(
-            "dui-pdsm-bundle-1",
-            "entry.resource.where(is(List) and code.coding.where(code = 'submissionset').exists()).count() = 1",
-            "exactly one SubmissionSet List",
+            "dui-pdsm-confidentiality",
+            f"securityLabel.coding.where(system = '{_V3_CONFIDENTIALITY}' and ({_LEVELS})).count() = 1",
+            "exactly one HL7 v3 confidentiality level (U/L/M/N/R/V) in securityLabel (the DMP confidentialityCode)",
         ),
+    ),
+    "pdsm-simplified-publish": (RefTarget("custodian", ("Organization",)),),
+    "pdsm-comprehensive-provide-document-bundle": (
         Invariant(
             "dui-pdsm-bundle-2",
             "entry.resource.where(is(DocumentReference)).exists()",
-            "at least one DocumentReference",
+            "at least one DocumentReference (PDSm: 'une à plusieurs' fiches)",
         ),
     ),
-)
+}
 
-PROFILES = (PDSM_COMPREHENSIVE_DOCUMENT_REFERENCE, PDSM_SIMPLIFIED_PUBLISH, PDSM_SUBMISSIONSET, PDSM_PROVIDE_BUNDLE)
+
+def _generated() -> dict[str, Profile]:
+    out = {}
+    for profile in load():
+        if profile.url.startswith(PDSM):
+            out[profile.url] = overlay(profile, (), _GATEWAY_RULES.get(profile.url[len(PDSM) :], ()))
+        elif profile.url.startswith(MHD):
+            out[profile.url] = profile
+    return out
+
+
+_BY_URL = _generated()
+PDSM_PROVIDE_BUNDLE = _BY_URL[PDSM + "pdsm-comprehensive-provide-document-bundle"]
+PROFILES: tuple[Profile, ...] = tuple(_BY_URL.values())
 
 #: the FSH ids differ from the canonical urls used by the examples
-PDSM_ALIASES = {PDSM + "PDSm-SimplifiedPublish": PDSM_SIMPLIFIED_PUBLISH.url}
+PDSM_ALIASES = {PDSM + "PDSm-SimplifiedPublish": PDSM + "pdsm-simplified-publish"}

@@ -32,6 +32,15 @@ KIND_LABELS = {
     "types": "choice types",
 }
 
+#: canonical prefix -> IG label of the coverage table's "by IG" part
+FAMILY_LABELS = (
+    ("https://hl7.fr/ig/fhir/core/", "FR Core"),
+    ("https://interop.esante.gouv.fr/ig/fhir/tddui/", "TDDUI"),
+    ("https://interop.esante.gouv.fr/ig/fhir/sdo/", "SDO"),
+    ("https://profiles.ihe.net/ITI/MHD/", "IHE MHD (ITI-65, ITI-105)"),
+    ("https://interop.esante.gouv.fr/ig/fhir/pdsm/", "PDSm"),
+)
+
 _SEGMENT = re.compile(r"^([^\[]+)(?:\[(\d+)\])?$")
 
 
@@ -118,6 +127,18 @@ class Result:
         kinds = sorted(set(tried) | set(skipped))
         return {k: (caught[k], tried[k], skipped[k]) for k in kinds}
 
+    def by_family(self) -> dict[str, tuple[int, int, int]]:
+        """IG -> (caught, tried, not exercised), as :meth:`by_kind`."""
+        out: dict[str, tuple[int, int, int]] = {}
+        for outcome in self.outcomes:
+            family = next((name for prefix, name in FAMILY_LABELS if outcome.profile.startswith(prefix)), "other")
+            c, t, s = out.get(family, (0, 0, 0))
+            if outcome.status == "not-exercised":
+                out[family] = (c, t, s + 1)
+            else:
+                out[family] = (c + (outcome.status == "caught"), t + 1, s)
+        return {name: out[name] for _, name in FAMILY_LABELS if name in out}
+
     def table(self) -> str:
         lines = [f"{'kind':28} caught/tried  not exercised"]
         total_c = total_t = total_s = 0
@@ -126,6 +147,9 @@ class Result:
             total_c, total_t, total_s = total_c + c, total_t + t, total_s + s
         pct = 100.0 * total_c / total_t if total_t else 0.0
         lines.append(f"{'total':28} {total_c:4}/{total_t:<4} ({pct:.1f} %)  not exercised {total_s}")
+        lines.append(f"{'by IG':28} caught/tried  not exercised")
+        for family, (c, t, s) in self.by_family().items():
+            lines.append(f"{family:28} {c:4}/{t:<4}      {s}")
         lines.append("not exercised, by reason:")
         for reason, count in self.reasons().most_common():
             lines.append(f"  {count:4}  {reason}")

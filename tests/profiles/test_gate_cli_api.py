@@ -185,9 +185,11 @@ def test_pdsm_gate_checks_the_provide_bundle_and_its_entries() -> None:
     bundle = example("Bundle-example-td2-iti65-lot-soumission.json")
     bundle["entry"][1]["resource"]["custodian"] = {"reference": "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001"}
     report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
-    # the custodian points at the SubmissionSet List: a reference of the wrong type
+    # the custodian points at the SubmissionSet List: a reference of the wrong type (and the draft's
+    # SubmissionSet source is a contained Practitioner, which PDSm does not allow)
     assert [(i.expression, i.rule) for i in report.errors] == [
-        ("Bundle.entry[1].resource.custodian.reference", "reference")
+        ("Bundle.entry[0].resource.source.reference", "reference"),
+        ("Bundle.entry[1].resource.custodian.reference", "reference"),
     ]
     del bundle["entry"][1]["resource"]["meta"]
     del bundle["entry"][1]["resource"]["custodian"]
@@ -195,4 +197,6 @@ def test_pdsm_gate_checks_the_provide_bundle_and_its_entries() -> None:
     assert ("Bundle.entry[1].resource.meta.profile", "required") in {(i.expression, i.code) for i in report.errors}
     bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "List"]
     report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
-    assert ("Bundle", "dui-pdsm-bundle-1") in {(i.expression, i.rule) for i in report.errors}
+    # the SubmissionSet slice (IHE MHD ProvideBundle, 1..1) is missing
+    assert ("Bundle.entry", "card") in {(i.expression, i.rule) for i in report.errors}
+    assert any("slice SubmissionSet" in i.message for i in report.errors)

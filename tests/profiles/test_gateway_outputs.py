@@ -207,6 +207,46 @@ def sdo_outputs() -> list[dict[str, Any]]:
     ]
 
 
+def mhd_outputs() -> list[dict[str, Any]]:
+    """The gateway's ITI-65 Provide Document Bundles (connectors.dmp.mhd, the DMP's PDSm route) for a
+    DLU's CDA: a new document and a replacement, with a visibility code among the security labels."""
+    from types import SimpleNamespace
+
+    from connectors.dmp.metadata import document_entry, visibility_codes
+    from connectors.dmp.mhd import provide_bundle
+    from tests.connectors.dmp.conftest import render
+
+    rendition, facts = render(seed=7)
+    assert rendition.metadata is not None
+    envelope: Any = SimpleNamespace(idempotency_key="delivery-mhd-1", facts=facts)
+    entry = document_entry(
+        rendition.content,
+        rendition.metadata,
+        document_id=rendition.document_id,
+        entry_id="urn:uuid:6b3c3ad5-6a26-4a6e-9a1e-5d4d9c2b2f10",
+        document_ref="d",
+        visibility=visibility_codes(["invisible_to_person"]),
+    )
+    source = "1.2.250.1.999.1.1"
+    return [
+        provide_bundle(envelope, [entry], [rendition], {}, source),
+        provide_bundle(
+            envelope, [entry], [rendition], {entry.entry_id: "00000000-0000-4000-8000-000000000001"}, source
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["new", "replacement"])
+def test_the_gateways_iti65_bundle_passes_the_pdsm_gate(index: int) -> None:
+    content = json.dumps(mhd_outputs()[index]).encode()
+    report = check_rendition(content, "fhir:pdsm")
+    assert report.ok, [(i.expression, i.message) for i in report.errors]
+    assert [(i.expression, i.message) for i in report.issues if i.severity == "warning"] == []
+    assert_every_declared_profile_checked(content, report)
+    for name in ("IHE.MHD.Comprehensive.ProvideBundle", "IHE.MHD.Comprehensive.SubmissionSet"):
+        assert "https://profiles.ihe.net/ITI/MHD/StructureDefinition/" + name in report.profiles
+
+
 #: what the gateway's SDO outputs may warn about: the value sets without a code list here (the unit's
 #: status and motif, JDV_J253/J250) and the typeDroitPrestation slice (placeholder value set in the IG)
 SDO_DOCUMENTED_WARNINGS = {

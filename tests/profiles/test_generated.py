@@ -40,6 +40,38 @@ def test_ig_versions_are_recorded() -> None:
     assert {versions[n] for n in ("sdo-document-reference", "esms-document-reference", "esms-consent", "sdo-task")} == {
         "4.0.5"
     }
+    assert any(s.startswith("ans.fhir.fr.pdsm#3.1.1") for s in sources)
+    pdsm = ("pdsm-comprehensive-provide-document-bundle", "pdsm-submissionset-comprehensive")
+    assert {versions[n] for n in (*pdsm, "pdsm-comprehensive-document-reference", "pdsm-simplified-publish")} == {
+        "3.1.1"
+    }
+    mhd = ("Minimal", "UnContained.Comprehensive", "Comprehensive")
+    assert {
+        versions[f"IHE.MHD.{m}.{t}"] for m in mhd for t in ("ProvideBundle", "SubmissionSet", "DocumentReference")
+    } == {"4.2.4-current"}
+
+
+def test_pdsm_chains_to_its_ihe_mhd_parents() -> None:
+    """The PDSm profiles the gateway emits are generated, and their IHE MHD parents apply."""
+    from profiles import definitions
+
+    pdsm = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
+    mhd = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD."
+    chain = [p.url for p in definitions.chain(pdsm + "pdsm-comprehensive-provide-document-bundle")]
+    assert chain[1:] == [
+        mhd + "Comprehensive.ProvideBundle",
+        mhd + "UnContained.Comprehensive.ProvideBundle",
+        mhd + "Minimal.ProvideBundle",
+    ]
+    chain = [p.url for p in definitions.chain(pdsm + "pdsm-comprehensive-document-reference")]
+    assert chain[-1] == mhd + "Minimal.DocumentReference"
+    chain = [p.url for p in definitions.chain(pdsm + "pdsm-submissionset-comprehensive")]
+    assert chain[-2:] == [
+        mhd + "Minimal.SubmissionSet",
+        "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.List",
+    ]
+    tddui = "https://interop.esante.gouv.fr/ig/fhir/tddui/StructureDefinition/tddui-document-reference"
+    assert [p.url for p in definitions.chain(tddui)] == [tddui, mhd + "SimplifiedPublish.DocumentReference"]
 
 
 def test_sdo_code_lists_the_mapping_writes_from_are_the_generated_ones() -> None:

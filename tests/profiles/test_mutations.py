@@ -30,9 +30,19 @@ def _with_entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [bundle, *(e["resource"] for e in bundle.get("entry", []) if isinstance(e.get("resource"), dict))]
 
 
+def _with_custodian(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` with a custodian (an ESSMS's FINESS) on each PDSm DocumentReference lacking one."""
+    for item in _with_entries(resource):
+        declared = item.get("meta", {}).get("profile", [])
+        if item.get("resourceType") == "DocumentReference" and "custodian" not in item and declared:
+            item["custodian"] = {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1750000001"}}
+    return resource
+
+
 def samples() -> list[dict[str, Any]]:
     """Valid carriers: the IG examples (TDDUI, PDSm/MHD, SDO) and every FHIR output of the gateway
-    (PPA TDDUI bundle, TDDUI export, DLU document bundle, SDO Consent and Tasks), with their entries."""
+    (PPA TDDUI bundle, TDDUI export, DLU document bundle, SDO Consent and Tasks, the DMP's MHD ITI-65
+    Provide Document Bundles), with their entries."""
     from mappings.record import DluRecord
     from mappings.tddui import EXPORT, TdduiExportRecord
     from tests.mappings.test_tddui import _ctx as tddui_ctx
@@ -44,6 +54,9 @@ def samples() -> list[dict[str, Any]]:
             for path in sorted((EXAMPLES / folder).glob("*.json")):
                 data = json.loads(path.read_text(encoding="utf-8"))
                 out += _with_entries(data) if data.get("resourceType") == "Bundle" else [data]
+                if folder == "pdsm4dmp":  # the PDSm4DMP drafts miss only the custodian PDSm 3.x requires
+                    repaired = _with_custodian(copy.deepcopy(data))
+                    out += _with_entries(repaired) if repaired.get("resourceType") == "Bundle" else [repaired]
     for path in sorted(RECORDS.glob("ppa-*.json")):
         out += _with_entries(
             json.loads(render_fhir(PpaRecord.model_validate_json(path.read_text(encoding="utf-8")), CTX).content)
@@ -54,9 +67,11 @@ def samples() -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if "dlu" in data:
             out += _with_entries(json.loads(to_fhir(DluRecord.model_validate(data), CTX).content))
-    from tests.profiles.test_gateway_outputs import sdo_outputs
+    from tests.profiles.test_gateway_outputs import mhd_outputs, sdo_outputs
 
     out += sdo_outputs()
+    for bundle in mhd_outputs():
+        out += _with_entries(bundle)
     return [s for s in out if validate(s).ok]  # a carrier must be valid to begin with
 
 
@@ -97,6 +112,10 @@ def test_each_generated_constraint_broken_once_is_reported_at_its_path() -> None
     assert all(by_kind.get(k, (0, 0, 0))[1] > 0 for k in KINDS), by_kind
     assert tried >= 350  # every constraint with a valid carrier (IG examples, gateway outputs) is broken once
     assert caught / tried >= 0.95, [o.detail for o in result.outcomes if o.status == "missed"]
+    # every IG has carriers; the PDSm / IHE MHD ITI-65 rules are in the measure too
+    for family, (c, t, _) in result.by_family().items():
+        assert t > 0 and c / t >= 0.95, (family, c, t)
+    assert {"PDSm", "IHE MHD (ITI-65, ITI-105)"} <= set(result.by_family())
     # what cannot be exercised is listed with its reason (printed with the table)
     assert set(result.reasons()) <= NOT_EXERCISABLE, set(result.reasons()) - NOT_EXERCISABLE
     # what is missed is only codes inside whole code systems without a code list here (reported as
@@ -268,3 +287,103 @@ def test_tddui_2_2_drift_is_gone() -> None:
         }
     )
     assert ("Patient.identifier[1].system", "card") in {(i.expression, i.rule) for i in validate(patient).errors}
+
+
+def _docref(bundle: dict[str, Any]) -> dict[str, Any]:
+    resource: dict[str, Any] = bundle["entry"][1]["resource"]
+    return resource
+
+
+def _submission_set(bundle: dict[str, Any]) -> dict[str, Any]:
+    resource: dict[str, Any] = bundle["entry"][0]["resource"]
+    return resource
+
+
+def _second_document(bundle: dict[str, Any]) -> None:
+    doc, binary = copy.deepcopy(bundle["entry"][1]), copy.deepcopy(bundle["entry"][2])
+    doc["fullUrl"] = "urn:uuid:6b3c3ad5-6a26-4a6e-9a1e-5d4d9c2b2f11"
+    doc["resource"]["identifier"][0]["value"] = doc["fullUrl"]
+    doc["resource"]["masterIdentifier"]["value"] += ".2"
+    binary["fullUrl"] = "urn:uuid:6b3c3ad5-6a26-4a6e-9a1e-5d4d9c2b2f12"
+    doc["resource"]["content"][0]["attachment"]["url"] = binary["fullUrl"]
+    bundle["entry"] += [doc, binary]
+    _submission_set(bundle)["entry"].append({"item": {"reference": doc["fullUrl"]}})
+
+
+def _author_org(bundle: dict[str, Any]) -> None:
+    ss = _submission_set(bundle)
+    ss["contained"].append({"resourceType": "Organization", "id": "org", "name": "ESSMS"})
+    ss["source"]["extension"] = [
+        {
+            "url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-authorOrg",
+            "valueReference": {"reference": "#org"},
+        }
+    ]
+
+
+def _intended_recipient(bundle: dict[str, Any]) -> None:
+    ss = _submission_set(bundle)
+    ss["contained"].append({"resourceType": "PractitionerRole", "id": "dest"})
+    ss["extension"].append(
+        {
+            "url": "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-intended-recipient",
+            "valueReference": {"reference": "#dest"},
+        }
+    )
+
+
+#: valid variations of the gateway's ITI-65 bundle (elements PDSm / IHE MHD allow and the gateway does not write)
+PDSM_VARIATIONS = [
+    (
+        "docref-archived-false",
+        lambda b: (
+            _docref(b)
+            .setdefault("extension", [])
+            .append(
+                {
+                    "url": "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived",
+                    "valueBoolean": False,
+                }
+            )
+        ),
+    ),
+    (
+        "docref-home-community-id",
+        lambda b: (
+            _docref(b)
+            .setdefault("extension", [])
+            .append(
+                {
+                    "url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-HomeCommunityId",
+                    "valueOid": "urn:oid:1.2.250.1.1",
+                }
+            )
+        ),
+    ),
+    ("docref-description", lambda b: _docref(b).__setitem__("description", "commentaire")),
+    (
+        "docref-event",
+        lambda b: _docref(b)["context"].__setitem__(
+            "event", [{"coding": [{"system": "urn:oid:1.2.250.1.213.2.5", "code": "DEQP003"}]}]
+        ),
+    ),
+    ("docref-period-end", lambda b: _docref(b)["context"]["period"].__setitem__("end", "2025-03-02T10:00:00Z")),
+    ("docref-authenticator", lambda b: _docref(b).__setitem__("authenticator", {"reference": "#author"})),
+    ("submission-set-title-note", lambda b: _submission_set(b).update(title="Lot", note=[{"text": "note"}])),
+    ("submission-set-identifiers-reordered", lambda b: _submission_set(b)["identifier"].reverse()),
+    ("submission-set-author-org", _author_org),
+    ("submission-set-intended-recipient", _intended_recipient),
+    ("two-documents", _second_document),
+]
+
+
+@pytest.mark.parametrize("mutate", [v[1] for v in PDSM_VARIATIONS], ids=[v[0] for v in PDSM_VARIATIONS])
+def test_valid_pdsm_variations_raise_no_error(mutate: Any) -> None:
+    from profiles import check_rendition
+    from tests.profiles.test_gateway_outputs import mhd_outputs
+
+    bundle = mhd_outputs()[0]
+    mutate(bundle)
+    report = check_rendition(json.dumps(bundle).encode(), "fhir:pdsm")
+    assert report.ok, [(i.expression, i.message) for i in report.errors]
+    assert [i.message for i in report.issues if i.severity == "warning"] == []
