@@ -202,6 +202,14 @@ def load_material(
                 raise CredentialsError(f"{what}.{name}: not a PEM certificate") from None
     if (certificate is None) != (private_key is None):
         raise CredentialsError(f"{what}: a certificate needs its private key (and the other way round)")
+    if certificate is not None and private_key is not None:
+        leaf = x509.load_pem_x509_certificates(certificate)[0]
+        key = serialization.load_pem_private_key(private_key, password=None)
+        raw = serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(serialization.Encoding.DER, raw) != key.public_key().public_bytes(
+            serialization.Encoding.DER, raw
+        ):
+            raise CredentialsError(f"{what}: the private key does not match the (first) certificate")
     return CredentialMaterial(
         certificate_pem=certificate,
         private_key_pem=private_key,

@@ -27,6 +27,7 @@ from mappings.base import RecordFacts
 from tests.gateway.api.live import Api
 from tests.gateway.api.support import ADMIN_TOKEN, audit_events, bearer
 from tests.gateway.security.test_oauth import FORM, basic
+from tests.support.pki import certificate_and_key
 
 PLATFORM = bearer(ADMIN_TOKEN)
 
@@ -222,27 +223,6 @@ def test_a_process_inside_its_own_write_transaction_still_picks_up_new_rules(
     facts = RecordFacts(person_ref="P", essms_finess="750000010", ins_qualified=True)
     decided = table.decide(tenant_code="og-test", tenant_id="t", document_type="test-note", facts=facts)
     assert decided.destinations == ("dmp", "hook")
-
-
-def certificate_and_key(days: int, common_name: str = "EHPAD de test") -> tuple[str, str]:
-    """A self-signed certificate valid ``days`` more days, and its PEM private key."""
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
-    return cert.public_bytes(Encoding.PEM).decode(), key_pem
 
 
 def test_tenant_essms_edits_and_credential_uploads_are_audited_before_after(
