@@ -277,6 +277,8 @@ def _client_row(session: Session, client: ApiClient) -> dict[str, Any]:
         state = "révoqué" if s.revoked_at else "expiré" if expires and expires <= now else "valide"
         if state == "valide" and expires:
             state = "valide jusqu'au délai de grâce"
+        if not client.active:
+            state = "refusé (client révoqué)"
         secrets.append({"prefix": s.prefix, "created_at": s.created_at, "expires_at": s.expires_at, "state": state})
     return {
         "id": client.id,
