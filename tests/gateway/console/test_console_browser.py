@@ -208,7 +208,7 @@ def test_admin_creates_an_api_client_sees_the_secret_once_then_revokes_it(
     page.get_by_label("Nom du client").fill("DUI navigateur")
     page.get_by_label(re.compile("submissions:write")).uncheck()  # checked by default
     page.get_by_label(re.compile("submissions:read")).check()
-    page.get_by_role("button", name="Créer le client").click()
+    page.get_by_label("Nom du client").press("Enter")  # the keyboard submits the form
     page.get_by_role("heading", name=re.compile("Client « DUI navigateur » créé")).wait_for()
     assert "plus jamais affichées" in page.get_by_role("alert").inner_text()
     client_id = page.locator("#client-id").inner_text()
@@ -226,8 +226,11 @@ def test_admin_creates_an_api_client_sees_the_secret_once_then_revokes_it(
     page.get_by_role("heading", name=re.compile("Révoquer le client")).wait_for()
     page.get_by_role("button", name="Révoquer le client").click()  # not confirmed: the browser keeps the form
     assert "/revocation" in page.url and token_status() == 200
-    page.get_by_label(re.compile("Je confirme la révocation")).check()
-    page.get_by_role("button", name="Révoquer le client").click()
+    page.get_by_label(re.compile("Je confirme la révocation")).focus()  # then the keyboard only
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "valider"
+    page.keyboard.press("Enter")
     page.get_by_role("status").filter(has_text="Client révoqué").wait_for()
     shot(page, "admin-clients")
     assert token_status() == 401
