@@ -47,8 +47,8 @@ def _field_error(html: str, name: str) -> str:
     return html_module.unescape(message.group(1))
 
 
-def test_only_administrators_get_the_pages_and_the_menu_entry(
-    browser_for: Any, users: dict[str, str], world: World
+def test_only_administrators_get_the_pages_and_the_menu_entry_every_form_needs_csrf(
+    browser_for: Any, users: dict[str, str], world: World, session_factory: sessionmaker[Session]
 ) -> None:
     for name in ("lea", "oscar"):
         b = browser_for(name)
@@ -63,6 +63,26 @@ def test_only_administrators_get_the_pages_and_the_menu_entry(
     home = adam.get("/console/audit")
     assert f'href="{ADMIN}"' in home.text and ">Administration<" in home.text
     assert adam.get(ADMIN).status_code == 200
+    # every administration form needs the session's CSRF token: without it, or with another's, 403
+    client_a = _client_of(session_factory, world.tenant_a)
+    stranger = browser_for("paula").csrf(ADMIN)
+    tenant = f"{ADMIN}/organismes/{world.tenant_a}"
+    for path, data in (
+        (f"{ADMIN}/organismes", {"code": "og-z", "nom": "Z"}),
+        (tenant, {"nom": "changé"}),
+        (f"{tenant}/essms", {"finess": "750000044", "nom_essms": "X"}),
+        (f"{tenant}/clients", {"nom_client": "X", "portees": "admin"}),
+        (f"{tenant}/clients/{client_a.id}/revocation", {"confirmation": "oui"}),
+        (f"{tenant}/clients/{client_a.id}/secret", {"confirmation": "oui", "delai": "0"}),
+        (f"{tenant}/certificats", {"essms": "*", "usage": "dmp"}),
+        (f"{ADMIN}/routage", {"regles": "[]"}),
+    ):
+        for token in ({}, {"csrf": stranger}):
+            reply = adam.post(path, {**data, **token})
+            assert reply.status_code == 403 and "CSRF" in reply.text, path
+    assert _client_of(session_factory, world.tenant_a).active
+    with session_factory() as session:
+        assert session.get(Tenant, world.tenant_a).name == "Organisme A"  # type: ignore[union-attr]
 
 
 def test_a_tenant_administrator_never_sees_another_tenant_the_platform_operator_does(
