@@ -66,6 +66,7 @@ SCOPE_LABELS = {
 GRACE_CHOICES = {"0": "aucun (l'ancien secret cesse aussitôt)", "3600": "1 heure", "86400": "24 heures",
                  "604800": "7 jours"}  # fmt: skip
 PURPOSES = ("dmp", "mssante", "sdo")
+MAX_RULES = 1000  # as PUT /v1/admin/routing
 _CSRF_REFUSED = ("Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide. Rechargez la page et recommencez.")
 
 
@@ -597,7 +598,11 @@ def routing_change(ctx: CtxDep, form: FormDep) -> Response:
     problems: list[str] = []
     rules: Any = None
     try:
-        rules = yaml.safe_load(text) if text.strip() else None
+        # anchors and aliases refused: a few lines of them would expand into millions of rules
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            problems.append("Les ancres et alias YAML (& et *) ne sont pas acceptés : écrivez chaque règle en entier.")
+        else:
+            rules = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (ligne {mark.line + 1}, colonne {mark.column + 1})" if mark is not None else ""
@@ -606,6 +611,8 @@ def routing_change(ctx: CtxDep, form: FormDep) -> Response:
         rules = rules["rules"]
     if not problems and not (isinstance(rules, list) and all(isinstance(r, dict) for r in rules)):
         problems.append("Le texte doit être une liste de règles (ou un objet dont la seule clé est « rules »).")
+    elif not problems and len(rules) > MAX_RULES:
+        problems.append(f"Trop de règles : {MAX_RULES} au plus.")
     if not problems:
         try:
             with _service(ctx) as session:

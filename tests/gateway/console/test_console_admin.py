@@ -100,6 +100,9 @@ def test_a_tenant_administrator_never_sees_another_tenant_the_platform_operator_
         for path in ("", "/clients", "/certificats", f"/essms/{essms_b}", f"/clients/{client_b.id}/revocation"):
             reply = adam.get(f"{ADMIN}/organismes/{tid}{path}")
             assert reply.status_code == 404 and "Introuvable" in reply.text, (tid, path)
+    for path in (f"{ADMIN}/organismes/{'x' * 300}/clients", f"{ADMIN}/organismes/{world.tenant_a}/essms/{'y' * 300}",
+                 f"{ADMIN}/organismes/{world.tenant_a}/clients/{'z' * 300}/secret"):  # fmt: skip
+        assert adam.get(path).status_code == 404, path
     token = adam.csrf(ADMIN)
     for path, data in (
         (f"/organismes/{world.tenant_b}/clients/{client_b.id}/revocation", {"confirmation": "oui"}),
@@ -273,6 +276,9 @@ def test_routing_rules_edited_validated_in_french_versioned_and_applied_without_
     error = _field_error(invalid.text, "regles")
     assert "Règle n° 1" in error and "destination inconnue" in error and "nulle-part" in error
     assert "nulle-part" in invalid.text.split('id="regles"')[1]  # the text typed is kept to be corrected
+    laughs = "- &a {name: x, document_types: [test-note], destinations: [hook]}\n- *a\n"
+    aliases = paula.post(f"{ADMIN}/routage", {"csrf": token, "regles": laughs, "version_attendue": "0"})
+    assert "alias" in _field_error(aliases.text, "regles")
     missing = paula.post(f"{ADMIN}/routage", {"csrf": token, "regles": "[{name: x}]", "version_attendue": "0"})
     assert "champ « document_types » : champ obligatoire" in _field_error(missing.text, "regles")
     assert _decide(runtime) == ("hook",)
