@@ -119,10 +119,19 @@ def _to(path: str, **query: str) -> Response:
 @router.get("", response_class=HTMLResponse)
 @_guard
 def index(ctx: CtxDep) -> Response:
-    _, principal = _administrator(ctx)
+    user, principal = _administrator(ctx)
     with _service(ctx) as session:
         tenants = admin.list_tenants(session, principal=principal)
-        rows = [{"id": t.id, "code": t.code, "name": t.name, "created_at": t.created_at} for t in tenants]
+        rows: list[dict[str, Any]] = [
+            {"id": t.id, "code": t.code, "name": t.name, "created_at": t.created_at} for t in tenants
+        ]
+        keyring = ctx.state.runtime.keyring
+        for row in rows:
+            entries = admin.credential_expiries(session, principal=principal, keyring=keyring, tenant_id=row["id"])
+            row["alerts"] = sum(
+                1 for e in entries for c in e["certificates"] if c.get("expired") or c.get("expiring_soon")
+            )
+            row["users"] = row["id"] in user.admin_tenants()  # the users page works on one's own grants
     return _admin_page(ctx, "admin_index.html", rows=rows, done=ctx.request.query_params.get("fait"))
 
 

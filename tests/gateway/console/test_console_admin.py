@@ -227,6 +227,7 @@ def test_credentials_uploaded_encrypted_alerted_and_replaced_only_when_confirmed
     stored = adam.post(page, {"csrf": token, "essms": FINESS_A, "usage": "dmp", "certificat": cert, "cle": key})
     assert stored.status_code == 200, stored.text[:2000]
     assert "expire dans" in stored.text and 'role="alert"' in stored.text and "1 certificat expiré" in stored.text
+    assert "1 à remplacer" in adam.get(ADMIN).text  # the index shows it too
     assert "PRIVATE KEY" not in stored.text and "BEGIN CERTIFICATE" not in stored.text
     with session_factory() as session:
         row = session.scalars(select(CredentialSet).where(CredentialSet.tenant_id == world.tenant_a)).one()
@@ -241,7 +242,7 @@ def test_credentials_uploaded_encrypted_alerted_and_replaced_only_when_confirmed
     assert second.actor == f"user:{users['adam']}" and second.detail["replaced"] is True
     assert second.detail["before"]["certificates"] == first.detail["after"]["certificates"]
     assert "PRIVATE" not in json.dumps(second.detail)
-    # the platform operator sees tenant A's credentials; tenant B's administrator page shows none of them
+    # the platform operator sees tenant A's credentials
     assert "valide (" in browser_for("paula").get(page).text
 
 
