@@ -369,6 +369,8 @@ def put_credentials(
         purpose=purpose,
         material=material,
     )
+    if runtime.credentials is not None:  # this process's cache; the others' expire within seconds
+        runtime.credentials.forget()
     return CredentialsOut(id=row.id, essms=row.essms_finess, purpose=row.purpose, updated_at=as_utc(row.updated_at))
 
 
