@@ -202,6 +202,14 @@ def load_material(
                 raise CredentialsError(f"{what}.{name}: not a PEM certificate") from None
     if (certificate is None) != (private_key is None):
         raise CredentialsError(f"{what}: a certificate needs its private key (and the other way round)")
+    if certificate is not None and private_key is not None:
+        leaf = x509.load_pem_x509_certificates(certificate)[0]
+        key = serialization.load_pem_private_key(private_key, password=None)
+        raw = serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(serialization.Encoding.DER, raw) != key.public_key().public_bytes(
+            serialization.Encoding.DER, raw
+        ):
+            raise CredentialsError(f"{what}: the private key does not match the (first) certificate")
     return CredentialMaterial(
         certificate_pem=certificate,
         private_key_pem=private_key,
@@ -383,6 +391,17 @@ def set_credentials(
             CredentialSet.purpose == purpose,
         )
     ).first()
+    before: dict[str, Any] | None = None
+    if row is not None:
+        try:
+            previous = CredentialMaterial.from_json(
+                decrypt(
+                    session, data_key_id=row.data_key_id, ciphertext=row.data_ct, keyring=keyring, aad=row.id.encode()
+                )
+            )
+            before = _summary(previous)
+        except Exception as exc:  # an unreadable previous entry is replaced all the same
+            before = {"error": type(exc).__name__}
     row_id = row.id if row is not None else str(uuid.uuid4())
     ciphertext, key_id = encrypt(
         session, tenant_id=tenant_id, plaintext=material.to_json(), keyring=keyring, aad=row_id.encode()
@@ -408,10 +427,31 @@ def set_credentials(
         entity_type="credentials",
         entity_id=row.id,
         tenant_id=tenant_id,
-        detail={"essms": essms_finess, "purpose": purpose, "fields": _fields(material)},
+        detail={"essms": essms_finess, "purpose": purpose, "fields": _fields(material), "replaced": before is not None,
+                "before": before, "after": _summary(material)},
         at=now,
-    )
+    )  # fmt: skip
     return row
+
+
+def _summary(material: CredentialMaterial) -> dict[str, Any]:
+    """What the audit trail keeps of credentials: which fields, each certificate's expiry and
+    fingerprint (SHA-256 of the DER), never a key or a secret."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certificates: dict[str, Any] = {}
+    for name, pem in _certificates(material):
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            certificates[name] = {"error": "not a PEM certificate"}
+            continue
+        certificates[name] = {
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        }
+    return {"fields": _fields(material), "certificates": certificates}
 
 
 def _fields(material: CredentialMaterial) -> list[str]:

@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import routing_store
 from gateway.api.deps import Caller, RuntimeDep, SessionDep, require_scope
 from gateway.api.problems import problem_responses
-from gateway.credentials import EXPIRY_WARNING_DAYS, audit_expiring, certificate_expiries
-from gateway.errors import Forbidden
+from gateway.credentials import EXPIRY_WARNING_DAYS, CredentialsError, load_material
+from gateway.errors import FieldError, ValidationFailed
 from gateway.routing import RoutingTable
-from gateway.security.authz import can_administer
 from gateway.services import admin
 from gateway.services.queries import as_utc
 from gateway.storage.models import ApiClient, ApiClientSecret, Essms, Tenant
@@ -56,6 +55,29 @@ class EssmsIn(_In):
     finess: str = Field(max_length=9, description="FINESS géographique (Luhn-checked)")
     name: str = Field(max_length=255)
     category: str = Field(default="", max_length=16, description="FINESS category, e.g. 500 (EHPAD)")
+
+
+class TenantPatch(_In):
+    name: str = Field(min_length=1, max_length=255)
+
+
+class EssmsPatch(_In):
+    name: str = Field(min_length=1, max_length=255)
+    category: str = Field(default="", max_length=16)
+
+
+class CredentialsIn(_In):
+    certificate_pem: str = Field(max_length=64 * 1024, description="PEM certificate chain (leaf first)")
+    private_key_pem: str = Field(max_length=64 * 1024, description="its PEM private key (stored encrypted)")
+    private_key_password: str | None = Field(default=None, max_length=1024, description="when the key is encrypted")
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=50, description="not secret: mailbox...")
+
+
+class CredentialsOut(BaseModel):
+    id: str
+    essms: str
+    purpose: str
+    updated_at: datetime
 
 
 class EssmsOut(BaseModel):
@@ -184,6 +206,12 @@ def create_tenant(body: TenantIn, session: SessionDep, caller: Administrator) ->
     return TenantOut.of(admin.create_tenant(session, principal=caller.principal, code=body.code, name=body.name))
 
 
+@router.patch("/tenants/{tenant_id}", response_model=TenantOut, responses=problem_responses(400, 401, 403, 404, 422))
+def update_tenant(tenant_id: str, body: TenantPatch, session: SessionDep, caller: Administrator) -> TenantOut:
+    """Rename a tenant (audited before/after; its code does not change)."""
+    return TenantOut.of(admin.update_tenant(session, principal=caller.principal, tenant_id=tenant_id, name=body.name))
+
+
 @router.get("/tenants/{tenant_id}/essms", response_model=list[EssmsOut], responses=problem_responses(401, 403, 404))
 def list_essms(tenant_id: str, session: SessionDep, caller: Administrator) -> list[EssmsOut]:
     """The tenant's ESSMS (FINESS géographique)."""
@@ -203,6 +231,26 @@ def add_essms(tenant_id: str, body: EssmsIn, session: SessionDep, caller: Admini
         principal=caller.principal,
         tenant_id=tenant_id,
         finess=body.finess,
+        name=body.name,
+        category=body.category,
+    )
+    return EssmsOut.of(essms)
+
+
+@router.patch(
+    "/tenants/{tenant_id}/essms/{essms_id}",
+    response_model=EssmsOut,
+    responses=problem_responses(400, 401, 403, 404, 422),
+)
+def update_essms(
+    tenant_id: str, essms_id: str, body: EssmsPatch, session: SessionDep, caller: Administrator
+) -> EssmsOut:
+    """Rename an ESSMS or change its category (audited before/after; its FINESS does not change)."""
+    essms = admin.update_essms(
+        session,
+        principal=caller.principal,
+        tenant_id=tenant_id,
+        essms_id=essms_id,
         name=body.name,
         category=body.category,
     )
@@ -282,15 +330,48 @@ def list_credentials(
 ) -> dict[str, Any]:
     """Connector credentials stored for the ESSMS (never the material), with each certificate's
     expiry; ``alert`` is true when one is expired or expires within 30 days (also audited)."""
-    if tenant_id is not None:
-        tenant_id = admin.administered_tenant(session, principal=caller.principal, tenant_id=tenant_id).id
-    elif not can_administer(caller.principal, None):
-        tenant_id = caller.tenant_id
-        if tenant_id is None:
-            raise Forbidden("name the tenant")
-    entries = certificate_expiries(session, keyring=runtime.keyring, tenant_id=tenant_id)
-    audit_expiring(session, entries)
+    entries = admin.credential_expiries(
+        session, principal=caller.principal, keyring=runtime.keyring, tenant_id=tenant_id
+    )
     return {"warning_days": EXPIRY_WARNING_DAYS, "items": entries}
+
+
+@router.put(
+    "/tenants/{tenant_id}/credentials/{essms}/{purpose}",
+    response_model=CredentialsOut,
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
+)
+def put_credentials(
+    tenant_id: str, essms: str, purpose: str, body: CredentialsIn, session: SessionDep, runtime: RuntimeDep,
+    caller: Administrator,
+) -> CredentialsOut:  # fmt: skip
+    """Store or replace an ESSMS's certificate and key for one purpose (``essms``: a FINESS of the
+    tenant or ``*``), encrypted under the tenant's key, audited before/after; never returned."""
+    try:
+        material = load_material(
+            certificate=body.certificate_pem.encode(),
+            private_key=body.private_key_pem.encode(),
+            private_key_password=body.private_key_password.encode() if body.private_key_password else None,
+            attributes=body.attributes,
+        )
+    except CredentialsError as exc:
+        raise ValidationFailed(
+            "the certificate or key is not usable", [FieldError("/certificate_pem", str(exc))]
+        ) from None
+    except UnicodeEncodeError:
+        raise ValidationFailed("PEM text must be ASCII", [FieldError("/certificate_pem", "not ASCII")]) from None
+    row = admin.put_credentials(
+        session,
+        principal=caller.principal,
+        keyring=runtime.keyring,
+        tenant_id=tenant_id,
+        essms_finess=essms,
+        purpose=purpose,
+        material=material,
+    )
+    if runtime.credentials is not None:  # this process's cache; the others' expire within seconds
+        runtime.credentials.forget()
+    return CredentialsOut(id=row.id, essms=row.essms_finess, purpose=row.purpose, updated_at=as_utc(row.updated_at))
 
 
 @router.get("/flows", responses=problem_responses(401, 403, 404, 422))
@@ -305,31 +386,27 @@ def flows(
 @router.get("/routing", response_model=RoutingOut, responses=problem_responses(401, 403))
 def get_routing(session: SessionDep, runtime: RuntimeDep, caller: Administrator) -> RoutingOut:
     """The routing rules in force (the newest stored version, else the routing file's)."""
-    if not can_administer(caller.principal, None):
-        raise Forbidden("the routing rules are administered by the platform operator")
-    return _routing_out(routing_store.latest(session), routing_store.current_table(runtime))
+    stored = admin.routing_in_force(session, principal=caller.principal)
+    return _routing_out(stored, routing_store.current_table(runtime))
 
 
 @router.get("/routing/versions", response_model=list[RoutingOut], responses=problem_responses(401, 403))
 def routing_versions(session: SessionDep, runtime: RuntimeDep, caller: Administrator) -> list[RoutingOut]:
     """Every stored version of the rules, newest first (the audit trail has each change's before/after)."""
-    if not can_administer(caller.principal, None):
-        raise Forbidden("the routing rules are administered by the platform operator")
+    versions = admin.routing_history(session, principal=caller.principal)
     table = routing_store.current_table(runtime)
-    return [_routing_out(v, table) for v in routing_store.history(session)]
+    return [_routing_out(v, table) for v in versions]
 
 
 @router.put("/routing", response_model=RoutingOut, responses=problem_responses(400, 401, 403, 409, 413, 422))
 def put_routing(body: RoutingIn, session: SessionDep, runtime: RuntimeDep, caller: Administrator) -> RoutingOut:
     """Replace the routing rules: validated against the configured destinations, stored as a new
     version, audited with before/after, in force in every process within a few seconds."""
-    if not can_administer(caller.principal, None):
-        raise Forbidden("the routing rules are administered by the platform operator")
-    stored = routing_store.save_rules(
+    stored = admin.change_routing(
         session,
+        principal=caller.principal,
         runtime=runtime,
         rules=body.rules,
-        actor=caller.actor,
         comment=body.comment,
         expected_version=body.expected_version,
     )

@@ -56,10 +56,12 @@ _HEADERS = {
 
 
 def install(app: FastAPI, runtime: Runtime) -> None:
+    from gateway.console.admin import router as admin_router
     from gateway.console.routes import PREFIX, ConsoleState, router
 
     app.state.console = ConsoleState(runtime)
     static = resources.files("gateway.console").joinpath("static")
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(static)), name="console-static")
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(_ConsoleHeaders, prefix=PREFIX)

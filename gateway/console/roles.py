@@ -1,15 +1,15 @@
-"""Who a console user is and what they may do: the console side of the shared role vocabulary.
+"""Who a console user is and what they may do: a thin view of :mod:`gateway.security.authz`.
 
-One small module on purpose: it maps 1:1 onto ``gateway/security/authz.py`` (branch ``access``:
-``Principal`` with roles per tenant, an optional ESSMS restriction and a platform operator), so
-the two can be reconciled at merge by making :class:`ConsolePrincipal` a thin view of it.
+The roles, what each may do (and the scopes each corresponds to for API clients) are defined
+once, in ``authz`` (``Role``, ``ROLE_SCOPES`` and the ``can_*`` decisions); the console builds an
+``authz.Principal`` from the user's grants and asks the same functions as the API:
 
 * ``lecteur``: reads the tenant's flows, documents and receipts (each read audited);
 * ``operateur``: what a lecteur does, plus retry / replay / cancel;
-* ``administrateur``: administers the tenant's users and reads its audit trail; **no clinical
-  content** (documents, conformance details, person references) unless also lecteur or operateur;
-* platform operator: metadata and metrics across tenants (counts, connector health), never
-  documents nor person references.
+* ``administrateur``: administers the tenant (ESSMS, API clients, credentials, users) and reads
+  its audit trail; **no clinical content** unless also lecteur or operateur;
+* platform operator: metadata and metrics across tenants, administration of every tenant and
+  of the routing rules, never documents nor person references.
 
 A grant may be limited to one ESSMS (FINESS): the user then sees that ESSMS's submissions only.
 """
@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gateway.security import authz
+from gateway.security.authz import Role
+
 __all__ = ["ADMINISTRATEUR", "LECTEUR", "OPERATEUR", "ROLES", "ConsolePrincipal", "Grant", "TenantAccess"]
 
-LECTEUR = "lecteur"
-OPERATEUR = "operateur"
-ADMINISTRATEUR = "administrateur"
-ROLES = (LECTEUR, OPERATEUR, ADMINISTRATEUR)
-ROLE_LABELS = {LECTEUR: "lecteur", OPERATEUR: "opérateur", ADMINISTRATEUR: "administrateur"}
+LECTEUR = Role.LECTEUR.value
+OPERATEUR = Role.OPERATEUR.value
+ADMINISTRATEUR = Role.ADMINISTRATEUR.value
+ROLES = tuple(r.value for r in Role)
+ROLE_LABELS = {r.value: r.label for r in Role}
 
 
 @dataclass(frozen=True)
@@ -37,24 +40,25 @@ class Grant:
 
 @dataclass(frozen=True)
 class TenantAccess:
-    """What one user may do in one tenant (the union of their grants there)."""
+    """What one user may do in one tenant, as decided by ``authz`` for the user's grants there."""
 
     tenant_id: str
     roles: frozenset[str]
     # ESSMS the clinical roles are limited to; None = every ESSMS of the tenant
     essms: frozenset[str] | None
+    principal: authz.Principal = field(compare=False, repr=False)
 
     @property
     def can_read_clinical(self) -> bool:
-        return bool(self.roles & {LECTEUR, OPERATEUR})
+        return authz.can_read_clinical(self.principal, self.tenant_id)
 
     @property
     def can_operate(self) -> bool:
-        return OPERATEUR in self.roles
+        return authz.can_act(self.principal, "retry", self.tenant_id)
 
     @property
     def can_administer(self) -> bool:
-        return ADMINISTRATEUR in self.roles
+        return authz.can_administer(self.principal, self.tenant_id)
 
     def sees_essms(self, finess: str) -> bool:
         return self.essms is None or finess in self.essms
@@ -68,12 +72,20 @@ class ConsolePrincipal:
     grants: tuple[Grant, ...] = ()
     platform_operator: bool = False
     tenants: dict[str, TenantAccess] = field(default_factory=dict, compare=False)
+    user: authz.Principal | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(
         cls, *, user_id: str, username: str, display_name: str, grants: Iterable[Grant], platform_operator: bool
     ) -> ConsolePrincipal:
         grants = tuple(g for g in grants if g.role in ROLES)
+        user = authz.Principal.user(
+            user_id=user_id,
+            grants=[
+                authz.Grant(g.tenant_id, Role(g.role), frozenset({g.essms_finess}) if g.essms_finess else None)
+                for g in grants
+            ],
+        )
         tenants: dict[str, TenantAccess] = {}
         for tenant_id in sorted({g.tenant_id for g in grants}):
             mine = [g for g in grants if g.tenant_id == tenant_id]
@@ -83,7 +95,9 @@ class ConsolePrincipal:
                 essms = None
             else:
                 essms = frozenset(g.essms_finess for g in clinical if g.essms_finess is not None)
-            tenants[tenant_id] = TenantAccess(tenant_id=tenant_id, roles=frozenset(g.role for g in mine), essms=essms)
+            tenants[tenant_id] = TenantAccess(
+                tenant_id=tenant_id, roles=frozenset(g.role for g in mine), essms=essms, principal=user
+            )
         return cls(
             user_id=user_id,
             username=username,
@@ -91,12 +105,21 @@ class ConsolePrincipal:
             grants=grants,
             platform_operator=platform_operator,
             tenants=tenants,
+            user=user,
         )
 
     @property
     def actor(self) -> str:
         """The audit trail's actor for this user."""
         return f"user:{self.user_id}"
+
+    @property
+    def authz_principal(self) -> authz.Principal:
+        """The principal the shared services are called with (administration: the same functions as
+        ``/v1/admin``). A platform operator administers every tenant; others their grants."""
+        if self.platform_operator:
+            return authz.Principal.platform_operator(subject=self.actor)
+        return self.user or authz.Principal.user(user_id=self.user_id, grants=())
 
     def access(self, tenant_id: str) -> TenantAccess | None:
         return self.tenants.get(tenant_id)
@@ -106,6 +129,10 @@ class ConsolePrincipal:
 
     def admin_tenants(self) -> list[str]:
         return [t for t, a in self.tenants.items() if a.can_administer]
+
+    def administers(self) -> bool:
+        """Whether the administration pages exist for this user (a tenant, or the platform)."""
+        return authz.can_administer(self.authz_principal, None) or bool(self.admin_tenants())
 
     def operates(self, tenant_id: str) -> bool:
         access = self.access(tenant_id)

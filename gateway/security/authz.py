@@ -30,6 +30,7 @@ from enum import StrEnum
 __all__ = [
     "ACTIONS",
     "LEGACY_SCOPES",
+    "ROLE_SCOPES",
     "SCOPES",
     "Grant",
     "Kind",
@@ -45,6 +46,7 @@ __all__ = [
     "missing_scope",
     "parse_scopes",
     "roles_for_scopes",
+    "scopes_for_roles",
 ]
 
 
@@ -106,17 +108,32 @@ def expand_scopes(scopes: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+# The one table between roles and scopes, read both ways: an API client holds a role when it
+# holds one of the role's scopes (:func:`roles_for_scopes`); a console user holding roles in a
+# tenant may do there what a client with :func:`scopes_for_roles` may do. The decisions below
+# are written on roles, so the API and the console ask the same questions.
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.LECTEUR: frozenset({"submissions:read", "fhir:read"}),
+    Role.OPERATEUR: frozenset({"submissions:write"}),  # reading included (see can_read_clinical)
+    Role.ADMINISTRATEUR: frozenset({"admin"}),  # the audit trail included (see can_read_audit)
+}
+
+
 def roles_for_scopes(scopes: Iterable[str]) -> frozenset[Role]:
     """The tenant roles an API client holds through its scopes."""
     have = expand_scopes(scopes)
-    roles: set[Role] = set()
-    if have & {"submissions:read", "fhir:read"}:
-        roles.add(Role.LECTEUR)
-    if "submissions:write" in have:
-        roles.add(Role.OPERATEUR)
-    if "admin" in have:
-        roles.add(Role.ADMINISTRATEUR)
-    return frozenset(roles)
+    return frozenset(role for role, scopes_of_role in ROLE_SCOPES.items() if have & scopes_of_role)
+
+
+def scopes_for_roles(roles: Iterable[Role]) -> frozenset[str]:
+    """The scopes equivalent to these roles (an operateur reads too, an administrateur reads the audit trail)."""
+    held = set(roles)
+    if Role.OPERATEUR in held:
+        held.add(Role.LECTEUR)
+    out: set[str] = {"audit:read"} if Role.ADMINISTRATEUR in held else set()
+    for role in held:
+        out |= ROLE_SCOPES[role]
+    return frozenset(out)
 
 
 @dataclass(frozen=True)

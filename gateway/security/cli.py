@@ -108,6 +108,44 @@ def tenant_add_essms(
     typer.echo(f"ESSMS {finess} attached to tenant {code}")
 
 
+@tenants_app.command("rename")
+def tenant_rename(code: str, name: str, actor: ActorOption = "admin") -> None:
+    """Rename a tenant (its code does not change); audited before/after, as through /v1/admin."""
+    from gateway.security.authz import Principal
+    from gateway.services import admin
+
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = tenant_by_code(session, code)
+        admin.update_tenant(session, principal=Principal.platform_operator(subject=f"user:{actor}"),
+                            tenant_id=tenant.id, name=name)  # fmt: skip
+    typer.echo(f"tenant {code} renamed")
+
+
+@tenants_app.command("update-essms")
+def tenant_update_essms(
+    code: str,
+    finess: str,
+    name: Annotated[str, typer.Option(help="the ESSMS's name")],
+    category: Annotated[str | None, typer.Option(help="FINESS category code (unchanged when omitted)")] = None,
+    actor: ActorOption = "admin",
+) -> None:
+    """Rename an ESSMS or change its category (its FINESS does not change); audited before/after."""
+    from gateway.security.authz import Principal
+    from gateway.services import admin
+
+    with _factory() as factory, session_scope(factory) as session:
+        tenant = tenant_by_code(session, code)
+        principal = Principal.platform_operator(subject=f"user:{actor}")
+        found = [e for e in admin.list_essms(session, principal=principal, tenant_id=tenant.id) if e.finess == finess]
+        if not found:
+            typer.echo(f"error: tenant {code} has no ESSMS {finess}", err=True)
+            raise typer.Exit(code=1)
+        essms = found[0]
+        admin.update_essms(session, principal=principal, tenant_id=tenant.id, essms_id=essms.id, name=name,
+                           category=essms.category if category is None else category)  # fmt: skip
+    typer.echo(f"ESSMS {finess} updated")
+
+
 @tenants_app.command("create-client")
 def tenant_create_client(
     code: str,

@@ -192,3 +192,45 @@ def test_keyboard_navigation(page: Any, users: dict[str, str]) -> None:
            .filter(e => !(e.labels && e.labels.length)).map(e => e.name)"""
     )
     assert unlabeled == []
+
+
+def test_admin_creates_an_api_client_sees_the_secret_once_then_revokes_it(
+    page: Any, users: dict[str, str], world: World, live: str
+) -> None:
+    """End to end in Chromium: create a client (keyboard and labels), its secret shown once, a token
+    from /oauth/token with it, revocation with confirmation, the token request refused."""
+    import requests
+
+    login(page, "adam", start="/console/administration")
+    page.get_by_role("heading", name="Administration", exact=True).wait_for()
+    page.get_by_role("link", name="Clients API de og-a").click()
+    page.get_by_role("heading", name=re.compile("Clients API de")).wait_for()
+    page.get_by_label("Nom du client").fill("DUI navigateur")
+    page.get_by_label(re.compile("submissions:write")).uncheck()  # checked by default
+    page.get_by_label(re.compile("submissions:read")).check()
+    page.get_by_label("Nom du client").press("Enter")  # the keyboard submits the form
+    page.get_by_role("heading", name=re.compile("Client « DUI navigateur » créé")).wait_for()
+    assert "plus jamais affichées" in page.get_by_role("alert").inner_text()
+    client_id = page.locator("#client-id").inner_text()
+    secret = page.locator("#secret-client").inner_text()
+    shot(page, "admin-secret-once")
+
+    def token_status() -> int:
+        return requests.post(f"{live}/oauth/token", data={"grant_type": "client_credentials"},
+                             auth=(client_id, secret), timeout=30).status_code  # fmt: skip
+
+    assert token_status() == 200
+    page.get_by_role("link", name=re.compile("revenir aux clients")).click()
+    assert secret not in page.content()
+    page.get_by_role("link", name="Révoquer… DUI navigateur").click()
+    page.get_by_role("heading", name=re.compile("Révoquer le client")).wait_for()
+    page.get_by_role("button", name="Révoquer le client").click()  # not confirmed: the browser keeps the form
+    assert "/revocation" in page.url and token_status() == 200
+    page.get_by_label(re.compile("Je confirme la révocation")).focus()  # then the keyboard only
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "valider"
+    page.keyboard.press("Enter")
+    page.get_by_role("status").filter(has_text="Client révoqué").wait_for()
+    shot(page, "admin-clients")
+    assert token_status() == 401

@@ -27,6 +27,7 @@ from mappings.base import RecordFacts
 from tests.gateway.api.live import Api
 from tests.gateway.api.support import ADMIN_TOKEN, audit_events, bearer
 from tests.gateway.security.test_oauth import FORM, basic
+from tests.support.pki import certificate_and_key
 
 PLATFORM = bearer(ADMIN_TOKEN)
 
@@ -222,3 +223,50 @@ def test_a_process_inside_its_own_write_transaction_still_picks_up_new_rules(
     facts = RecordFacts(person_ref="P", essms_finess="750000010", ins_qualified=True)
     decided = table.decide(tenant_code="og-test", tenant_id="t", document_type="test-note", facts=facts)
     assert decided.destinations == ("dmp", "hook")
+
+
+def test_tenant_essms_edits_and_credential_uploads_are_audited_before_after(
+    client: Api, tenant: Any, other_tenant: Any, tenant_admin: dict[str, str],
+    session_factory: sessionmaker[Session],
+) -> None:  # fmt: skip
+    renamed = client.request("PATCH", f"/v1/admin/tenants/{tenant.id}", json={"name": "OG renommé"},
+                             headers=tenant_admin)  # fmt: skip
+    assert renamed.status_code == 200 and renamed.json()["name"] == "OG renommé", renamed.text
+    [essms] = client.get(f"/v1/admin/tenants/{tenant.id}/essms", headers=tenant_admin).json()
+    edited = client.request("PATCH", f"/v1/admin/tenants/{tenant.id}/essms/{essms['id']}",
+                            json={"name": "EHPAD Les Tilleuls", "category": "500"}, headers=tenant_admin)  # fmt: skip
+    assert edited.status_code == 200 and edited.json()["finess"] == essms["finess"], edited.text
+    [event] = audit_events(session_factory, action="essms_updated")
+    assert event.detail["before"]["essms_name"] == essms["name"]
+    assert event.detail["after"] == {"essms_name": "EHPAD Les Tilleuls", "category": "500"}
+    # another tenant (or its ESSMS) does not exist for a tenant administrator
+    assert client.request("PATCH", f"/v1/admin/tenants/{other_tenant.id}", json={"name": "x"},
+                          headers=tenant_admin).status_code == 404  # fmt: skip
+    assert client.request("PATCH", f"/v1/admin/tenants/{tenant.id}/essms/{other_tenant.id}",
+                          json={"name": "x"}, headers=tenant_admin).status_code == 404  # fmt: skip
+
+    cert, key = certificate_and_key(20)
+    path = f"/v1/admin/tenants/{tenant.id}/credentials/{tenant.finess}/dmp"
+    stored = client.request("PUT", path, json={"certificate_pem": cert, "private_key_pem": key}, headers=tenant_admin)
+    assert stored.status_code == 200, stored.text
+    assert "PRIVATE KEY" not in stored.text and "CERTIFICATE" not in stored.text
+    listed = client.get("/v1/admin/credentials", headers=tenant_admin).json()["items"]
+    assert [(i["purpose"], i["alert"]) for i in listed] == [("dmp", True)]
+    cert2, key2 = certificate_and_key(300)
+    assert client.request("PUT", path, json={"certificate_pem": cert2, "private_key_pem": key2},
+                          headers=tenant_admin).status_code == 200  # fmt: skip
+    first, second = audit_events(session_factory, action="credentials_set")
+    assert first.detail["before"] is None and second.detail["replaced"] is True
+    assert second.detail["before"]["certificates"] == first.detail["after"]["certificates"]
+    assert second.detail["after"]["certificates"]["certificate"]["not_after"] > first.detail["after"]["certificates"][
+        "certificate"]["not_after"]  # fmt: skip
+    assert "PRIVATE KEY" not in json.dumps([first.detail, second.detail])
+    # a key that does not match the form, an ESSMS of another tenant, another tenant: refused
+    bad = client.request("PUT", path, json={"certificate_pem": cert, "private_key_pem": "nope"}, headers=tenant_admin)
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    elsewhere = f"/v1/admin/tenants/{tenant.id}/credentials/{other_tenant.finess}/dmp"
+    assert client.request("PUT", elsewhere, json={"certificate_pem": cert, "private_key_pem": key},
+                          headers=tenant_admin).status_code == 422  # fmt: skip
+    other = f"/v1/admin/tenants/{other_tenant.id}/credentials/{other_tenant.finess}/dmp"
+    assert client.request("PUT", other, json={"certificate_pem": cert, "private_key_pem": key},
+                          headers=tenant_admin).status_code == 404  # fmt: skip

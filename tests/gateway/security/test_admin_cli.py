@@ -84,3 +84,24 @@ def test_routing_set_show_history(gateway_env: str, tmp_path: Path, monkeypatch:
             assert len(events) == 1 and events[0].actor == "user:alice"
     finally:
         engine.dispose()
+
+
+def test_tenant_and_essms_edits_go_through_the_admin_service(gateway_env: str) -> None:
+    runner = CliRunner()
+    assert runner.invoke(tenants_app, ["create", "og-ed", "OG"]).exit_code == 0
+    assert runner.invoke(tenants_app, ["add-essms", "og-ed", "750000010", "EHPAD", "--category", "500"]).exit_code == 0
+    assert runner.invoke(tenants_app, ["rename", "og-ed", "OG renommé", "--actor", "alice"]).exit_code == 0
+    done = runner.invoke(tenants_app, ["update-essms", "og-ed", "750000010", "--name", "EHPAD Les Pins"])
+    assert done.exit_code == 0, done.output
+    missing = runner.invoke(tenants_app, ["update-essms", "og-ed", "750000028", "--name", "x"])
+    assert missing.exit_code == 1 and "no ESSMS" in missing.stderr
+    engine = make_engine(gateway_env)
+    try:
+        with session_scope(make_sessionmaker(engine)) as s:
+            events = {e.action: e for e in s.query(AuditEvent).all()}
+            assert events["tenant_updated"].actor == "user:alice"
+            assert events["tenant_updated"].detail["after"] == {"tenant_name": "OG renommé"}
+            assert events["essms_updated"].detail["before"] == {"essms_name": "EHPAD", "category": "500"}
+            assert events["essms_updated"].detail["after"] == {"essms_name": "EHPAD Les Pins", "category": "500"}
+    finally:
+        engine.dispose()

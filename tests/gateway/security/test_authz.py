@@ -82,3 +82,39 @@ def test_missing_scope_names_the_scope() -> None:
     assert missing_scope(p, "fhir:read") == "fhir:read"
     assert missing_scope(p, "submissions:read") is None
     assert missing_scope(Principal.user(user_id="u", grants=[]), "admin") is None  # users: roles decide
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_a_console_role_and_its_scopes_decide_alike(role: Role) -> None:
+    """One table (ROLE_SCOPES): a user holding a role and an API client holding the role's scopes get
+    the same decisions in their tenant, and nothing in another tenant; the console asks the same."""
+    from gateway.console.roles import ConsolePrincipal
+    from gateway.console.roles import Grant as ConsoleGrant
+    from gateway.security.authz import ROLE_SCOPES, roles_for_scopes, scopes_for_roles
+
+    assert role in roles_for_scopes(ROLE_SCOPES[role])
+    scopes = scopes_for_roles({role})
+    client = Principal.api_client(client_id="c", tenant_id=A, scopes=scopes)
+    user = Principal.user(user_id="u", grants=[Grant(A, role)])
+    console = ConsolePrincipal.build(user_id="u", username="u", display_name="U",
+                                     grants=[ConsoleGrant(A, role.value)], platform_operator=False)  # fmt: skip
+    access = console.access(A)
+    assert access is not None
+    for tenant in (A, B):
+        assert can_read_clinical(client, tenant) == can_read_clinical(user, tenant)
+        assert can_act(client, "retry", tenant) == can_act(user, "retry", tenant)
+        assert can_administer(client, tenant) == can_administer(user, tenant)
+        assert can_read_audit(client, tenant) == can_read_audit(user, tenant)
+    assert (access.can_read_clinical, access.can_operate, access.can_administer) == (
+        can_read_clinical(user, A), can_act(user, "retry", A), can_administer(user, A))  # fmt: skip
+    assert console.access(B) is None and console.administers() == (role is Role.ADMINISTRATEUR)
+
+
+def test_a_console_platform_operator_administers_every_tenant_and_reads_no_document() -> None:
+    from gateway.console.roles import ConsolePrincipal
+
+    console = ConsolePrincipal.build(user_id="p", username="p", display_name="P", grants=[], platform_operator=True)
+    principal = console.authz_principal
+    assert principal.kind is Kind.PLATFORM_OPERATOR and principal.subject == "user:p"
+    assert can_administer(principal, None) and can_administer(principal, A) and console.administers()
+    assert not can_read_clinical(principal, A)
