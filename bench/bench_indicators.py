@@ -4,10 +4,12 @@ Usage: python bench/bench_indicators.py [--seed 7] [--repeat 5]
 
 The ESSMS: 80 permanent, 5 temporary and 15 day-care places. Permanent residents go out at
 afternoons or nights and are hospitalised now and then, get GIR assessments and change units; temporary
-stays last two to six weeks; day care is one admission and one exit per day attended; 5 % of
-events are re-sent as corrections (version 2). Times the whole computation from raw events:
-latest versions, timeline, the year, its 4 quarters and 12 months, and the daily occupancy
-series. Prints figures; no assertion.
+stays last two to six weeks; day care is one admission and one exit per day attended, on the
+days it opens (weekdays that are not public holidays: its ``opening_days``), never more people
+than places on a day; 5 % of events are re-sent as corrections (version 2). No place is ever
+overbooked, so no occupancy rate can exceed 100 % (tests/bench/test_bench_indicators.py).
+Times the whole computation from raw events: latest versions, timeline, the year, its 4
+quarters and 12 months, and the daily occupancy series. Prints figures; no assertion.
 """
 
 from __future__ import annotations
@@ -30,7 +32,23 @@ from reporting.indicators import compute_timeline, occupancy_series  # noqa: E40
 
 FINESS = "750000001"
 PARIS = ZoneInfo("Europe/Paris")
-CAPS = [Capacity("permanent", 80), Capacity("temporary", 5), Capacity("day_care", 15, opening_days=250)]
+# French public holidays of 2025 on weekdays (Code du travail L3133-1; 1 November is a Saturday)
+HOLIDAYS_2025 = frozenset(
+    date(2025, m, d)
+    for m, d in ((1, 1), (4, 21), (5, 1), (5, 8), (5, 29), (6, 9), (7, 14), (8, 15), (11, 11), (12, 25))
+)
+DAY_CARE_DAYS = [
+    date(2025, 1, 1) + timedelta(days=i)
+    for i in range(365)
+    if (date(2025, 1, 1) + timedelta(days=i)).weekday() < 5
+    and date(2025, 1, 1) + timedelta(days=i) not in HOLIDAYS_2025
+]
+DAY_CARE_PLACES = 15
+CAPS = [
+    Capacity("permanent", 80),
+    Capacity("temporary", 5),
+    Capacity("day_care", DAY_CARE_PLACES, opening_days=len(DAY_CARE_DAYS)),  # 251 days open in 2025
+]
 
 
 def synthetic_year(seed: int = 7) -> list[StayEvent]:
@@ -45,7 +63,6 @@ def synthetic_year(seed: int = 7) -> list[StayEvent]:
         events.append(StayEvent(f"e{n}", kind, person, FINESS, at, **kw))  # type: ignore[arg-type]
 
     start = date(2025, 1, 1)
-    year = [start + timedelta(days=i) for i in range(365)]
     # permanent: 80 beds, a resident leaves (death) now and then and the bed is taken again
     outing_every = 1  # days between outings (plus 0-2): sets the volume near 40,000 events
     for bed in range(80):
@@ -86,13 +103,18 @@ def synthetic_year(seed: int = 7) -> list[StayEvent]:
             day += timedelta(days=rnd.randrange(14, 42))
             add("exit", person, day, 10, exit_reason=rnd.choice(("home", "other_essms")))
             day, k = day + timedelta(days=rnd.randrange(1, 5)), k + 1
-    # day care: 15 places, 22 enrolled people, one admission + exit per day attended (weekdays)
-    for i in range(22):
-        person = f"day-{i}"
-        for day in year:
-            if day.weekday() < 5 and rnd.random() < 0.75:
-                add("admission", person, day, 9, accommodation="day_care", sex="F")
-                add("exit", person, day, 17, exit_reason="home")
+    # day care: 15 places, 22 enrolled people who each wish to come 3 days in 4, one admission +
+    # exit per day attended, on the days it opens; when more wish to come than there are places,
+    # the first 15 (drawn at random) come. (Until 2026-12 every wish was honoured on every
+    # weekday: 16.5 people a day on average for 15 places, 261 days for 250 opening days, hence
+    # a day-care occupancy of 115 % and the total of 100.75 %: the generator overbooked, the
+    # computation was right.)
+    for day in DAY_CARE_DAYS:
+        wishing = [i for i in range(22) if rnd.random() < 0.75]
+        for i in sorted(rnd.sample(wishing, min(len(wishing), DAY_CARE_PLACES))):
+            person = f"day-{i}"
+            add("admission", person, day, 9, accommodation="day_care", sex="F")
+            add("exit", person, day, 17, exit_reason="home")
     # corrections: 5 % re-sent with version 2 (an hour later)
     for ev in rnd.sample(events, len(events) // 20):
         events.append(replace(ev, version=2, at=ev.at + timedelta(minutes=30)))

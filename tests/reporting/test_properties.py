@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reporting import Capacity, Period, Rules, StayEvent, compute
-from reporting.indicators import compute_timeline, daily_counts
+from reporting.events import ABSENCE_KINDS
+from reporting.indicators import compute_timeline, daily_counts, occupancy_series
 from tests.reporting.helpers import FINESS
 
 ACCS = ("permanent", "temporary", "day_care")
@@ -123,3 +126,73 @@ def test_order_of_arrival_does_not_matter(events: list[StayEvent], rnd: object) 
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     p = Period.parse("2026-Q1")
     assert compute(events, finess=FINESS, period=p).as_json() == compute(shuffled, finess=FINESS, period=p).as_json()
+
+
+# -- occupancy ≤ 100 % when no place is overbooked ---------------------------------------------
+PLACES = {"permanent": 2, "temporary": 1, "day_care": 1}
+CAPS_EVERY_DAY = [Capacity(acc, n) for acc, n in PLACES.items()]
+PARIS = ZoneInfo("Europe/Paris")
+D0 = date(2025, 12, 20)
+
+
+@st.composite
+def place_schedules(draw: st.DrawFn) -> list[StayEvent]:
+    """Each place holds one person at a time: hébergement hands the place over on the exit day
+    (that day is not counted for the leaver), day care only the day after (its exit day counts).
+    With same-day re-admissions, absences across month ends, DST days (local times), identical
+    re-sends (version 2) and a phantom admission into a full place, withdrawn by version 2."""
+    out: list[StayEvent] = []
+    n = 0
+
+    def add(kind: str, person: str, day: date, hour: int, **kw: object) -> StayEvent:
+        nonlocal n
+        n += 1
+        event = StayEvent(f"e{n}", kind, person, FINESS, datetime.combine(day, time(hour), PARIS), **kw)  # type: ignore[arg-type]
+        out.append(event)
+        return event
+
+    for acc, places in PLACES.items():
+        day_care = acc == "day_care"
+        for place in range(places):
+            day = D0 + timedelta(days=draw(st.integers(0, 20)))
+            for k in range(draw(st.integers(1, 4))):
+                person = f"{acc}-{place}-{k}"
+                add("admission", person, day, 10, accommodation=acc)
+                length = draw(st.integers(0, 3) if day_care else st.integers(1, 120))
+                end = day + timedelta(days=length)
+                if not day_care and length > 3 and draw(st.booleans()):
+                    away = day + timedelta(days=draw(st.integers(1, length - 2)))
+                    back = min(away + timedelta(days=draw(st.integers(0, 40))), end)
+                    add("absence_start", person, away, 14, absence_kind=draw(st.sampled_from(ABSENCE_KINDS)))
+                    if back < end:
+                        add("absence_end", person, back, 16)
+                if draw(st.booleans()):  # gone the same day and back: one continuous stay
+                    add("exit", person, day, 11, exit_reason="home")
+                    add("admission", person, day, 12, accommodation=acc)
+                if draw(st.integers(0, 4)) == 0:
+                    break  # still there
+                add("exit", person, end, 15 if not day_care else 17, exit_reason="home")
+                day = end + timedelta(days=draw(st.integers(1 if day_care else 0, 10)))
+    for event in draw(st.lists(st.sampled_from(out), max_size=5)) if out else []:
+        out.append(replace(event, version=2))
+    phantom = add("admission", "phantom", D0 + timedelta(days=30), 10, accommodation="permanent")
+    out.append(replace(phantom, version=2, cancelled=True))
+    return out
+
+
+@_settings
+@given(place_schedules(), RULES, st.sampled_from(("2026", "2026-Q1", "2026-03", "2026-Q2", "2025-12")))
+def test_occupancy_never_exceeds_100_percent_without_overbooking(
+    events: list[StayEvent], rules: Rules, code: str
+) -> None:
+    period = Period.parse(code)
+    tl = compute_timeline(events, rules)
+    ds = compute(events, finess=FINESS, period=period, capacities=CAPS_EVERY_DAY, rules=rules, timeline=tl)
+    for name, fig in [("all", ds.totals), *ds.by_accommodation.items()]:
+        assert fig.occupancy_rate is not None and fig.occupancy_rate <= 100, (name, fig.occupancy_rate)
+        assert fig.realisation_rate is not None and fig.realisation_rate <= 100, (name, fig.realisation_rate)
+    for acc, places in PLACES.items():
+        series = occupancy_series(
+            tl, finess=FINESS, start=period.start, end=period.end, capacities=CAPS_EVERY_DAY, accommodation=acc
+        )
+        assert all(day["in_stay"] <= places for day in series), acc
