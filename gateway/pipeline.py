@@ -38,8 +38,10 @@ from sqlalchemy.orm import Session, aliased
 from gateway import audit, persons, routing_store
 from gateway.conformance import GateUnavailable, check_rendition, redact_report
 from gateway.delivery import outbox
+from gateway.errors import GatewayError
 from gateway.routing import Decision, RoutingTable
 from gateway.security.crypto import DecryptionError, KeyUnavailable, decrypt, encrypt
+from gateway.services import stays
 from gateway.storage.codec import facts_to_json, metadata_aad, metadata_to_json
 from gateway.storage.db import run_unit
 from gateway.storage.lookups import tenant_code
@@ -158,6 +160,7 @@ class _Loaded:
     unavailable: str | None = None  # a key is missing here: hold, do not reject
     # consent families refused through stored sharing choices (gateway.persons), added to the record's
     stored_refusals: frozenset[str] = frozenset()
+    received_at: datetime | None = None  # orders a person's TDDUI exports (their stay events' version)
 
 
 @dataclass
@@ -276,6 +279,7 @@ def _load(session: Session, sub: Submission, runtime: Runtime) -> _Loaded:
         unreadable=unreadable,
         unavailable=unavailable,
         stored_refusals=refusals,
+        received_at=outbox.as_utc(sub.created_at),
     )
 
 
@@ -439,6 +443,8 @@ def _write(
             destinations=targets,
             now=now,
         )
+        if loaded.document_type == stays.TDDUI_SOURCE and result.record is not None:
+            _record_stays(session, runtime, loaded, result.record, actor=actor)
         events.append(
             (
                 "routed",
@@ -464,6 +470,27 @@ def _write(
             at=now,
         )
     return True
+
+
+def _record_stays(session: Session, runtime: Runtime, loaded: _Loaded, record: BaseModel, *, actor: str) -> None:
+    """An accepted TDDUI export also feeds the indicators: its stays become stay events
+    (:func:`gateway.services.stays.record_tddui_export`), versioned by the submission's reception
+    time so a later export corrects an earlier one. In a savepoint: a refusal (an event id and
+    version already used with other content, an ESSMS of another tenant) is logged without content
+    and never blocks the export's delivery (docs/indicators.md)."""
+    received = loaded.received_at or datetime.now(UTC)
+    try:
+        with session.begin_nested():
+            stays.record_tddui_export(
+                session,
+                tenant_id=loaded.tenant_id,
+                record=record,
+                version=max(1, int(received.timestamp())),
+                keyring=runtime.keyring,
+                actor=actor,
+            )
+    except GatewayError as exc:
+        _log.warning("tddui_stay_events_refused", submission_id=loaded.submission_id, error_type=type(exc).__name__)
 
 
 def _store_renditions(

@@ -43,6 +43,7 @@ __all__ = [
     "record_event",
     "record_inbound",
     "record_report",
+    "record_tddui_export",
     "report",
     "rules_from_json",
 ]
@@ -478,3 +479,59 @@ def report(
         detail={"document_type": INDICATOR_DATASET.code, "essms_finess": finess, "period": period.code},
     )
     return Reported(sub_id, digest, True)
+
+
+TDDUI_SOURCE = "tddui-export"
+
+
+def record_tddui_export(
+    session: Session, *, tenant_id: str, record: Any, version: int, keyring: KeyRing, actor: str
+) -> list[Recorded]:
+    """The stay events of an accepted ``tddui-export`` record (:func:`reporting.tddui.from_tddui_export`).
+
+    ``version`` orders the exports of a person (the pipeline passes the submission's reception
+    time in epoch seconds): each stay's admission and exit are recorded at that version, so a
+    later export corrects an earlier one; the same export processed again is an idempotent
+    replay. A ``tddui:`` event an earlier export gave for this person and this one no longer
+    does (a stay deleted, an exit withdrawn) is withdrawn (a cancelled version). An export older
+    than what is stored changes nothing that is current. Raises like :func:`record_event`.
+    """
+    from reporting.tddui import from_tddui_export
+
+    finess = record.essms.finess
+    person_ref = record.person.local_id
+    _, rules = get_config(session, tenant_id=tenant_id, finess=finess)
+    events = from_tddui_export(record, version=version, timezone=rules.timezone)
+    fresh = {e.event_id for e in events}
+    stored = session.scalars(
+        select(StayEventRow).where(
+            StayEventRow.tenant_id == tenant_id,
+            StayEventRow.essms_finess == finess,
+            StayEventRow.person_ref == person_ref,
+            StayEventRow.source == TDDUI_SOURCE,
+        )
+    )
+    newest: dict[str, StayEventRow] = {}
+    for row in stored:
+        if row.event_id not in newest or row.version > newest[row.event_id].version:
+            newest[row.event_id] = row
+    for event_id, row in sorted(newest.items()):
+        if event_id in fresh or row.version >= version:
+            continue
+        if _decrypt_row(session, row, keyring).cancelled:
+            continue
+        events.append(
+            StayEvent(
+                event_id=event_id,
+                kind=row.kind,
+                person_ref=person_ref,
+                finess=finess,
+                at=_aware(row.occurred_at),
+                version=version,
+                cancelled=True,
+            )
+        )
+    return [
+        record_event(session, tenant_id=tenant_id, event=e, keyring=keyring, actor=actor, source=TDDUI_SOURCE)
+        for e in events
+    ]
