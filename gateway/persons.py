@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,20 +30,24 @@ from sqlalchemy.orm import Session
 
 from gateway import audit
 from gateway.security.crypto import KeyRing, decrypt, encrypt
-from gateway.storage.models import PersonIdentifier, SharingChoice, UnmatchedPerson
+from gateway.storage.models import PersonIdentifier, SharingChoice, Submission, UnmatchedPerson
 from mappings.consent import ConsentFamily
 
 __all__ = [
     "Unmatched",
+    "UnmatchedSummary",
     "apply_sharing",
     "digest",
+    "get_unmatched",
     "index_record",
     "keep_unmatched",
+    "known_person",
     "link",
     "list_unmatched",
     "match",
     "remember",
     "stored_refusals",
+    "summaries",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -295,26 +299,96 @@ def list_unmatched(
     query = select(UnmatchedPerson).where(UnmatchedPerson.status == status)
     if tenant_id is not None:
         query = query.where(UnmatchedPerson.tenant_id == tenant_id)
-    out: list[Unmatched] = []
-    for row in session.scalars(query.order_by(UnmatchedPerson.created_at).limit(limit)):
-        plain = decrypt(
-            session, data_key_id=row.data_key_id, ciphertext=row.identifiers_ct, keyring=keyring, aad=row.id.encode()
+    return [
+        _unmatched(session, keyring, row)
+        for row in session.scalars(query.order_by(UnmatchedPerson.created_at).limit(limit))
+    ]
+
+
+def _unmatched(session: Session, keyring: KeyRing, row: UnmatchedPerson) -> Unmatched:
+    plain = decrypt(
+        session, data_key_id=row.data_key_id, ciphertext=row.identifiers_ct, keyring=keyring, aad=row.id.encode()
+    )
+    return Unmatched(
+        id=row.id,
+        essms_finess=row.essms_finess,
+        source=row.source,
+        inbound_id=row.inbound_id,
+        submission_id=row.submission_id,
+        event_type=row.event_type,
+        status=row.status,
+        person_ref=row.person_ref,
+        created_at=row.created_at,
+        identifiers=tuple(json.loads(plain)),
+    )
+
+
+def get_unmatched(session: Session, keyring: KeyRing, *, tenant_id: str, unmatched_id: str) -> Unmatched | None:
+    """One entry of the tenant, its identifiers decrypted (the caller audits the read), or None."""
+    row = session.get(UnmatchedPerson, unmatched_id)
+    if row is None or row.tenant_id != tenant_id:
+        return None
+    return _unmatched(session, keyring, row)
+
+
+@dataclass(frozen=True)
+class UnmatchedSummary:
+    """An unmatched entry without the peer's identifiers (nothing decrypted): for lists."""
+
+    id: str
+    essms_finess: str
+    source: str
+    event_type: str
+    status: str
+    person_ref: str | None
+    created_at: datetime
+    linked_at: datetime | None
+    identifier_count: int
+
+
+def summaries(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: str = "open",
+    essms_any: Collection[str] | None = None,
+    limit: int = 200,
+) -> list[UnmatchedSummary]:
+    """The tenant's entries in ``status``, oldest first, without their identifiers."""
+    query = select(UnmatchedPerson).where(UnmatchedPerson.tenant_id == tenant_id, UnmatchedPerson.status == status)
+    if essms_any is not None:
+        query = query.where(UnmatchedPerson.essms_finess.in_(list(essms_any)))
+    order = UnmatchedPerson.created_at if status == "open" else UnmatchedPerson.linked_at.desc()
+    return [
+        UnmatchedSummary(
+            id=row.id,
+            essms_finess=row.essms_finess,
+            source=row.source,
+            event_type=row.event_type,
+            status=row.status,
+            person_ref=row.person_ref,
+            created_at=row.created_at,
+            linked_at=row.linked_at,
+            identifier_count=len(row.digests or []),
         )
-        out.append(
-            Unmatched(
-                id=row.id,
-                essms_finess=row.essms_finess,
-                source=row.source,
-                inbound_id=row.inbound_id,
-                submission_id=row.submission_id,
-                event_type=row.event_type,
-                status=row.status,
-                person_ref=row.person_ref,
-                created_at=row.created_at,
-                identifiers=tuple(json.loads(plain)),
-            )
-        )
-    return out
+        for row in session.scalars(query.order_by(order).limit(limit))
+    ]
+
+
+def known_person(session: Session, *, tenant_id: str, person_ref: str) -> bool:
+    """Whether the tenant's DUI already sent something about ``person_ref`` (a submission) or the
+    index holds identifiers for it: a guard against linking to a mistyped reference."""
+    submitted = session.scalar(
+        select(Submission.id).where(Submission.tenant_id == tenant_id, Submission.person_ref == person_ref).limit(1)
+    )
+    if submitted is not None:
+        return True
+    indexed = session.scalar(
+        select(PersonIdentifier.id)
+        .where(PersonIdentifier.tenant_id == tenant_id, PersonIdentifier.person_ref == person_ref)
+        .limit(1)
+    )
+    return indexed is not None
 
 
 def link(
@@ -325,12 +399,18 @@ def link(
     person_ref: str,
     actor: str,
     tenant_id: str | None = None,
+    essms_any: Collection[str] | None = None,
 ) -> int:
     """An operator says who an unmatched event was about: its identifiers are indexed for
-    ``person_ref`` (audited); every open entry with one of those identifiers is linked too.
-    Returns the number of entries linked. Raises LookupError for an unknown or closed entry."""
+    ``person_ref``; every open entry with one of those identifiers is linked too (within
+    ``essms_any`` when the operator's grant is limited to some ESSMS). One ``person_linked``
+    audit event names every entry linked with its state before and after. Returns the number of
+    entries linked. Raises LookupError for an unknown or closed entry (or one outside ``essms_any``).
+    The API, the CLI and the console all link through here."""
     row = session.get(UnmatchedPerson, unmatched_id)
     if row is None or row.status != "open" or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise LookupError("no open unmatched person with this id")
+    if essms_any is not None and row.essms_finess not in essms_any:
         raise LookupError("no open unmatched person with this id")
     plain = decrypt(
         session, data_key_id=row.data_key_id, ciphertext=row.identifiers_ct, keyring=keyring, aad=row.id.encode()
@@ -347,15 +427,24 @@ def link(
         now=now,
     )
     keys = set(row.digests or [])
-    linked = 0
+    changes: list[dict[str, Any]] = []
     for other in session.scalars(
         select(UnmatchedPerson).where(UnmatchedPerson.tenant_id == row.tenant_id, UnmatchedPerson.status == "open")
     ):
+        if essms_any is not None and other.essms_finess not in essms_any:
+            continue
         if other.id == row.id or keys.intersection(other.digests or []):
+            changes.append(
+                {
+                    "unmatched": other.id,
+                    "before": {"status": other.status, "person_ref": other.person_ref},
+                    "after": {"status": "linked", "person_ref": person_ref},
+                }
+            )
             other.status = "linked"
             other.person_ref = person_ref
             other.linked_at = now
-            linked += 1
+    linked = len(changes)
     session.flush()
     audit.append(
         session,
@@ -365,7 +454,12 @@ def link(
         entity_id=person_ref[:128],
         tenant_id=row.tenant_id,
         person_ref=person_ref,
-        detail={"unmatched": unmatched_id, "identifiers_indexed": added, "entries_linked": linked},
+        detail={
+            "unmatched": unmatched_id,
+            "identifiers_indexed": added,
+            "entries_linked": linked,
+            "changes": changes,
+        },
         at=now,
     )
     return linked

@@ -31,6 +31,7 @@ __all__ = [
     "compute",
     "compute_timeline",
     "daily_counts",
+    "occupancy_by_period",
     "occupancy_series",
 ]
 
@@ -493,3 +494,26 @@ def occupancy_series(
             }
         )
     return rows
+
+
+def occupancy_by_period(series: Sequence[Mapping[str, Any]], periods: Sequence[Period]) -> list[dict[str, Any]]:
+    """The daily series of :func:`occupancy_series` summed over each period (for a chart by month
+    or quarter): days in a stay, place-days, and their ratio in % (None without places) — the
+    mean of the daily occupancy weighted by places, the same computation as the daily series."""
+    out = []
+    for period in periods:
+        in_stay = place_days = 0
+        for row in series:
+            day = date.fromisoformat(str(row["date"]))
+            if period.start <= day < period.end:
+                in_stay += int(row["in_stay"])
+                place_days += int(row["places"])
+        out.append(
+            {
+                "period": period.code,
+                "in_stay_days": in_stay,
+                "place_days": place_days,
+                "occupancy_rate": _rate(in_stay, place_days),
+            }
+        )
+    return out

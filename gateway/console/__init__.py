@@ -57,6 +57,8 @@ _HEADERS = {
 
 def install(app: FastAPI, runtime: Runtime) -> None:
     from gateway.console.admin import router as admin_router
+    from gateway.console.linking import router as linking_router
+    from gateway.console.reports import router as reports_router
     from gateway.console.routes import PREFIX, ConsoleState, router
 
     app.state.console = ConsoleState(runtime)
@@ -64,4 +66,6 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(static)), name="console-static")
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(reports_router)
+    app.include_router(linking_router)
     app.add_middleware(_ConsoleHeaders, prefix=PREFIX)

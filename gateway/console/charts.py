@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["bar_chart", "hbar_chart"]
+__all__ = ["bar_chart", "hbar_chart", "line_chart"]
 
 _W, _H, _PAD = 640, 200, 32
 
@@ -58,4 +58,88 @@ def hbar_chart(title: str, rows: Sequence[tuple[str, float, str]], *, maximum: f
     return (
         f'<svg viewBox="0 0 {_W} {height}" role="img" class="chart"><title>{escape(title)}</title>'
         f"<desc>{escape(desc)}</desc>" + "".join(parts) + "</svg>"
+    )
+
+
+# series told apart by dash pattern and marker shape as well as colour (never by colour alone)
+_DASHES = ("", "8 4", "2 3", "10 3 2 3", "4 4")
+
+
+def line_chart(
+    chart_id: str,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    unit: str = " %",
+    floor_top: float = 100.0,
+) -> str:
+    """Lines over ``labels`` (one per series: name, values; None leaves a gap), the top of the
+    scale at least ``floor_top``; a legend; each point has its value as a tooltip."""
+    values = [v for _, vs in series for v in vs if v is not None]
+    top = max([floor_top, *values]) or 1.0
+    left, right, top_pad, bottom = 48, 16, 16, 40
+    legend_h = 20 * len(series)
+    height = _H + 60 + legend_h
+    plot_h = _H + 60 - top_pad - bottom
+    n = max(1, len(labels))
+    step = (_W - left - right) / n
+
+    def x(i: int) -> float:
+        return left + step * (i + 0.5)
+
+    def y(v: float) -> float:
+        return top_pad + plot_h * (1 - v / top)
+
+    parts = []
+    for k in range(5):
+        v = top * k / 4
+        parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{_W - right}" y2="{y(v):.1f}" class="grid"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="axis">{v:g}{escape(unit)}</text>'
+        )
+    for i, label in enumerate(labels):
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 18}" text-anchor="middle" class="axis">{escape(label)}</text>'
+        )
+    for s_i, (name, vals) in enumerate(series):
+        dash = _DASHES[s_i % len(_DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        runs: list[list[tuple[float, float]]] = [[]]
+        for i, point in enumerate(vals):
+            if point is None:
+                runs.append([])
+                continue
+            runs[-1].append((x(i), y(point)))
+        for run in runs:
+            if len(run) > 1:
+                points = " ".join(f"{a:.1f},{b:.1f}" for a, b in run)
+                parts.append(f'<polyline points="{points}" class="line s{s_i % 5}"{dash_attr}/>')
+        for i, point in enumerate(vals):
+            if point is None:
+                continue
+            tip = f"<title>{escape(name)}, {escape(labels[i])} : {point:g}{escape(unit)}</title>"
+            if s_i % 2:
+                half = 4
+                parts.append(
+                    f'<rect x="{x(i) - half:.1f}" y="{y(point) - half:.1f}" width="8" height="8" '
+                    f'class="dot s{s_i % 5}">{tip}</rect>'
+                )
+            else:
+                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(point):.1f}" r="4" class="dot s{s_i % 5}">{tip}</circle>')
+        ly = _H + 60 + 14 + 20 * s_i
+        parts.append(
+            f'<line x1="{left}" y1="{ly - 4}" x2="{left + 36}" y2="{ly - 4}" class="line s{s_i % 5}"{dash_attr}/>'
+            f'<text x="{left + 44}" y="{ly}" class="axis">{escape(name)}</text>'
+        )
+    desc = "; ".join(
+        f"{name} : "
+        + ", ".join(f"{label} {('—' if v is None else f'{v:g}{unit}')}" for label, v in zip(labels, vals, strict=True))
+        for name, vals in series
+    )
+    return (
+        f'<svg viewBox="0 0 {_W} {height}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d" class="chart" '
+        f'id="{chart_id}"><title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(desc)}</desc>'
+        + "".join(parts)
+        + "</svg>"
     )

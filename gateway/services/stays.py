@@ -29,9 +29,10 @@ from gateway.storage.codec import facts_to_json
 from gateway.storage.models import IndicatorReport, ReportingConfig, StayEventRow, Submission
 from reporting import Capacity, Dataset, Period, Rules, StayEvent, compute
 from reporting.events import InboundLike, NotAStayEvent, affected_range, from_inbound, from_json, latest, to_json
-from reporting.indicators import compute_timeline, occupancy_series
+from reporting.indicators import TOTAL, compute_timeline, occupancy_by_period, occupancy_series
 
 __all__ = [
+    "Overview",
     "Recorded",
     "Reported",
     "check_essms",
@@ -39,6 +40,7 @@ __all__ = [
     "get_config",
     "load_events",
     "occupancy",
+    "overview",
     "put_config",
     "record_event",
     "record_inbound",
@@ -353,6 +355,53 @@ def occupancy(
     _audit_read(session, tenant_id=tenant_id, finess=finess, actor=actor, what="occupancy", events=events)
     tl = compute_timeline(latest(events), rules)
     return occupancy_series(tl, finess=finess, start=start, end=end, capacities=caps, accommodation=accommodation)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the console's indicators page shows of one ESSMS: the chosen period's dataset and the
+    occupancy of its year by month or quarter, per accommodation type (``all``: every type)."""
+
+    dataset: Dataset
+    chart_periods: list[Period]
+    accommodations: list[str]
+    occupancy: dict[str, list[dict[str, Any]]]
+
+
+def overview(
+    session: Session,
+    *,
+    tenant_id: str,
+    finess: str,
+    period: Period,
+    by: str,
+    keyring: KeyRing,
+    actor: str,
+) -> Overview:
+    """The period's indicators and the occupancy of its year (``by`` ``month`` or ``quarter``), from
+    one read of the events (audited like every read) and one timeline: the dataset is the API's
+    (:func:`dataset`), the occupancy the API's daily series (:func:`occupancy`) summed per period."""
+    year = Period.year(period.start.year)
+    chart = year.months() if by == "month" else [Period.quarter(year.start.year, q) for q in range(1, 5)]
+    caps, rules = get_config(session, tenant_id=tenant_id, finess=finess)
+    events = load_events(session, tenant_id=tenant_id, finess=finess, keyring=keyring)
+    _audit_read(
+        session,
+        tenant_id=tenant_id,
+        finess=finess,
+        actor=actor,
+        what=f"indicators {period.code} (console)",
+        events=events,
+    )
+    tl = compute_timeline(latest(events), rules)
+    ds = compute(events, finess=finess, period=period, capacities=caps, rules=rules, timeline=tl)
+    seen = {seg.accommodation for stay in tl.stays if stay.finess == finess for seg in stay.segments}
+    accommodations = sorted(seen | {c.accommodation for c in caps} | set(ds.by_accommodation))
+    occupancy: dict[str, list[dict[str, Any]]] = {}
+    for acc in [None, *accommodations]:
+        series = occupancy_series(tl, finess=finess, start=year.start, end=year.end, capacities=caps, accommodation=acc)
+        occupancy[acc or TOTAL] = occupancy_by_period(series, chart)
+    return Overview(dataset=ds, chart_periods=chart, accommodations=accommodations, occupancy=occupancy)
 
 
 def record_report(
