@@ -234,3 +234,78 @@ def test_admin_creates_an_api_client_sees_the_secret_once_then_revokes_it(
     page.get_by_role("status").filter(has_text="Client révoqué").wait_for()
     shot(page, "admin-clients")
     assert token_status() == 401
+
+
+# -- indicators and linking unmatched persons (issues #11 and #12) ----------------------------
+def test_indicators_page_chart_table_keyboard_and_export(
+    page: Any, users: dict[str, str], world: World, session_factory: Any, keyring: Any
+) -> None:
+    from tests.gateway.console.seed import seed_indicators
+
+    seed_indicators(session_factory, keyring, tenant_id=world.tenant_a, finess=FINESS_A)
+    login(page, "lea")
+    page.get_by_role("link", name="Indicateurs").click()
+    page.get_by_role("heading", name="Indicateurs d'activité").wait_for()
+    chart = page.get_by_role("img", name=re.compile("Taux d'occupation par mois"))
+    assert chart.count() == 1 and chart.locator("polyline").count() >= 2
+    assert page.locator("#donnees-occupation tbody tr").count() == 12
+    # keyboard only: to the period field, a quarter, quarters in the chart, submit with Enter
+    page.get_by_label("Période", exact=True).focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("2026-Q1")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "decoupage"
+    page.keyboard.press("ArrowDown")  # "par trimestre"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"periode=2026-Q1.*decoupage=quarter"))
+    page.get_by_role("heading", name="Chiffres clés : T1 2026").wait_for()
+    assert page.locator("#donnees-occupation tbody tr").count() == 4
+    realised = page.locator("#chiffres-cles tbody tr", has_text="Journées réalisées").locator("td").first
+    assert realised.inner_text() == "123"
+    unlabeled = page.evaluate(
+        """[...document.querySelectorAll('main input:not([type=hidden]), main select')]
+           .filter(e => !(e.labels && e.labels.length)).map(e => e.name)"""
+    )
+    assert unlabeled == []
+    shot(page, "indicateurs")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Télécharger en CSV").click()
+    lines = Path(info.value.path()).read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "layout_version,finess,period,accommodation,indicator,breakdown,value"
+    assert "1.0,750000010,2026-Q1,all,days_realised,,123" in lines
+    # a month from the chart's table, by keyboard: its link opens that month's figures
+    page.get_by_role("link", name="Chiffres clés : T2 2026").focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Chiffres clés : T2 2026").wait_for()
+
+
+def test_link_an_unmatched_person_by_hand(page: Any, users: dict[str, str], world: World, session_factory: Any,
+                                          keyring: Any) -> None:  # fmt: skip
+    from gateway import persons
+    from gateway.storage.db import session_scope
+    from tests.gateway.console.seed import seed_unmatched
+
+    ipp = "urn:oid:1.2.250.1.71.4.2.2.999|IPP-4242"
+    entry = seed_unmatched(session_factory, keyring, tenant_id=world.tenant_a, finess=FINESS_A,
+                           source="mllp-ch-demo", identifiers=[ipp])  # fmt: skip
+    login(page, "oscar")
+    page.get_by_role("link", name="Personnes à rattacher").click()
+    page.get_by_role("heading", name="Personnes à rattacher").wait_for()
+    assert "IPP-4242" not in page.locator("main").inner_text()  # the list identifies no one
+    page.get_by_role("link", name=re.compile("Ouvrir le message")).click()
+    page.get_by_role("heading", name="Message à rattacher").wait_for()
+    assert "IPP-4242" in page.locator("#identifiants").inner_text()
+    page.get_by_label("Référence personne du DUI").fill("P-A-001")
+    page.keyboard.press("Enter")  # not confirmed: the browser keeps the form
+    assert page.url.endswith(f"/personnes-a-rattacher/{entry}?t={world.tenant_a}")
+    page.get_by_label("Je confirme que ce message concerne cette personne").focus()
+    page.keyboard.press("Space")
+    shot(page, "rattachement")
+    page.get_by_role("button", name="Rattacher").click()
+    assert "1 message(s) rattaché(s)" in page.get_by_role("status").inner_text()
+    assert page.locator("#a-rattacher tbody").inner_text().strip() == "Aucun message."
+    with session_scope(session_factory) as session:
+        assert persons.match(session, world.tenant_a, [ipp]) == "P-A-001"
+    page.get_by_role("link", name="Voir les messages déjà rattachés").click()
+    assert "P-A-001" in page.locator("#a-rattacher tbody").inner_text()
