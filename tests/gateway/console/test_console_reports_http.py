@@ -182,3 +182,35 @@ def test_link_by_hand_through_the_shared_service(
     assert again.status_code == 409
     history = oscar.get(f"/console/personnes-a-rattacher?t={world.tenant_a}&statut=linked")
     assert unmatched["adt"] in history.text and "P-A-001" in history.text
+
+
+def test_another_tenant_gets_what_a_missing_id_gets(
+    browser_for: Any, users: dict[str, str], world: World, unmatched: dict[str, str], indicators: None,
+    session_factory: Any,
+) -> None:  # fmt: skip
+    import uuid
+
+    bruno = browser_for("bruno")  # opérateur of tenant B
+    missing = bruno.get(f"/console/personnes-a-rattacher/{uuid.uuid4()}?t={world.tenant_b}")
+    probes = [
+        bruno.get(f"/console/personnes-a-rattacher?t={world.tenant_a}"),
+        bruno.get(f"/console/personnes-a-rattacher/{unmatched['adt']}?t={world.tenant_a}"),
+        bruno.get(f"/console/personnes-a-rattacher/{unmatched['adt']}?t={world.tenant_b}"),
+        bruno.get(f"/console/indicateurs?t={world.tenant_b}&essms={FINESS_A}"),
+        bruno.get(f"/console/indicateurs?t={world.tenant_a}&essms={FINESS_A}"),
+        bruno.get(f"/console/indicateurs/export?t={world.tenant_b}&essms={FINESS_A}&periode=2026&format=json"),
+    ]
+    for reply in probes:
+        assert reply.status_code == 404 == missing.status_code, reply.url
+        assert reply.text == missing.text  # the same page, byte for byte: nothing to infer
+    token = bruno.csrf("/console/personnes-a-rattacher")
+    form = {"csrf": token, "personne": "P-B-001", "confirmation": "oui"}
+    assert (
+        bruno.post(f"/console/personnes-a-rattacher/{unmatched['adt']}/rattacher?t={world.tenant_b}", form).status_code
+        == 404
+    )
+    with session_scope(session_factory) as session:
+        assert session.get(UnmatchedPerson, unmatched["adt"]).status == "open"  # type: ignore[union-attr]
+    own = bruno.get("/console/personnes-a-rattacher")
+    assert unmatched["tenant_b"] in own.text and unmatched["adt"] not in own.text
+    assert _events(session_factory, actor=f"user:{users['bruno']}", entity_type="indicators") == []
