@@ -1,6 +1,6 @@
 """Benchmark: a year of indicators for an ESSMS of 100 places from ~40,000 stay events.
 
-Usage: python bench/bench_indicators.py [--seed 7] [--repeat 5]
+Usage: python bench/bench_indicators.py [--seed 7] [--repeat 5] [--db]
 
 The ESSMS: 80 permanent, 5 temporary and 15 day-care places. Permanent residents go out at
 afternoons or nights and are hospitalised now and then, get GIR assessments and change units; temporary
@@ -10,6 +10,11 @@ than places on a day; 5 % of events are re-sent as corrections (version 2). No p
 overbooked, so no occupancy rate can exceed 100 % (tests/bench/test_bench_indicators.py).
 Times the whole computation from raw events: latest versions, timeline, the year, its 4
 quarters and 12 months, and the daily occupancy series. Prints figures; no assertion.
+
+``--db`` also stores the events encrypted in a migrated SQLite file (as the gateway stores them,
+in bulk, without one audit event per insert) and times what the console's Indicateurs page
+computes: ``gateway.services.stays.overview`` (load and decrypt every event version, one
+audited read, the timeline, the period's dataset and the year's occupancy per type by month).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from reporting import Capacity, Period, Rules, StayEvent, compute  # noqa: E402
 from reporting.indicators import compute_timeline, occupancy_series  # noqa: E402
 
-FINESS = "750000001"
+FINESS = "750000010"  # a valid FINESS (Luhn key): the --db mode registers the ESSMS
 PARIS = ZoneInfo("Europe/Paris")
 # French public holidays of 2025 on weekdays (Code du travail L3133-1; 1 November is a Saturday)
 HOLIDAYS_2025 = frozenset(
@@ -141,10 +146,55 @@ def run_once(events: list[StayEvent]) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def console_page(events: list[StayEvent], repeat: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of the console's page computation from a SQLite database."""
+    import json
+    import tempfile
+    import uuid
+
+    from gateway.security.clients import add_essms, create_tenant
+    from gateway.security.crypto import KeyRing, encrypt, generate_master_key
+    from gateway.services import stays
+    from gateway.storage.db import make_engine, make_sessionmaker, session_scope
+    from gateway.storage.migrate import upgrade
+    from gateway.storage.models import StayEventRow
+    from reporting.events import to_json
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/bench.db"
+        upgrade(url)
+        factory = make_sessionmaker(make_engine(url))
+        keyring = KeyRing.parse(f"bench:{generate_master_key()}")
+        with session_scope(factory) as session:
+            tenant = create_tenant(session, code="bench", name="Bench")
+            add_essms(session, tenant_id=tenant.id, finess=FINESS, name="EHPAD bench", category="500")
+            stays.put_config(session, tenant_id=tenant.id, finess=FINESS, capacities=CAPS, rules={}, actor="bench")
+            tenant_id = tenant.id
+            for e in events:
+                row_id = str(uuid.uuid4())
+                plain = json.dumps(to_json(e), separators=(",", ":")).encode()
+                ct, key_id = encrypt(
+                    session, tenant_id=tenant_id, plaintext=plain, keyring=keyring, aad=row_id.encode()
+                )
+                session.add(StayEventRow(id=row_id, tenant_id=tenant_id, essms_finess=FINESS, event_id=e.event_id,
+                                         version=e.version, kind=e.kind, person_ref=e.person_ref, occurred_at=e.at,
+                                         source="bench", request_hash="0" * 64, payload_ct=ct, data_key_id=key_id,
+                                         created_at=e.at))  # fmt: skip
+        out = []
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            with session_scope(factory) as session:
+                stays.overview(session, tenant_id=tenant_id, finess=FINESS, period=Period.parse("2025"), by="month",
+                               keyring=keyring, actor="bench")  # fmt: skip
+            out.append((time.perf_counter() - t0, time.process_time() - c0))
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--db", action="store_true", help="also time the console page's computation from SQLite")
     args = parser.parse_args()
     events = synthetic_year(args.seed)
     kinds: dict[str, int] = {}
@@ -159,7 +209,10 @@ def main() -> None:
         f"year 2025: people={t.people_accompanied} days={t.days_realised} occupancy={t.occupancy_rate}% "
         f"entries={t.entries} exits={t.exits} anomalies={ds.anomalies}"
     )
-    for label, samples in (("year dataset", year), ("year + 4 quarters + 12 months + daily series", full)):
+    runs = [("year dataset", year), ("year + 4 quarters + 12 months + daily series", full)]
+    if args.db:
+        runs.append(("console page from SQLite (decrypt + overview)", console_page(events, args.repeat)))
+    for label, samples in runs:
         wall, cpu = [s[0] * 1000 for s in samples], [s[1] * 1000 for s in samples]
         print(
             f"{label}: wall median={statistics.median(wall):.0f} ms min={min(wall):.0f} ms; "
