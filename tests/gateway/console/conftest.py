@@ -46,8 +46,10 @@ CDA = """<?xml version="1.0" encoding="UTF-8"?>
 """.encode()
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _note_document_type() -> Iterator[None]:
+    # per test, not per session: the engine tests' own fixture unregisters the type after each of
+    # theirs, which left console tests run after them (``-k`` across packages) without it
     if mappings.registry.get(NOTE.code) is None:
         mappings.register(NOTE)
         yield
