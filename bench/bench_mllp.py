@@ -8,8 +8,10 @@ A real ``dui-gateway sources`` process runs the routing file's ``mllp`` source a
 database; N client connections (1 and 4 by default) each send PAM-FR ADT^A01 messages one after
 the other over a real socket (send, wait for the ACK, send the next: what an HL7 sender does).
 Every ACK must be AA; the count of stored messages is checked against the AAs at the end.
-Prints msg/s per connection count and the machine's load (``os.getloadavg``); asserts nothing
-about speed.
+Prints msg/s per connection count, the listener process's CPU time per message (user + system,
+from ``/proc/<pid>/stat``: unlike msg/s it barely moves when other jobs share the machine), the
+clients' CPU per message (this process) and the machine's load (``os.getloadavg``); asserts
+nothing about speed. Messages are built before the clock starts.
 """
 
 from __future__ import annotations
@@ -37,12 +39,18 @@ from tests.peers.net import free_port, wait_port  # noqa: E402
 FINESS = "750000010"
 
 
-def _client(port: int, prefix: str, count: int, acked: list[int], errors: list[str]) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _client(port: int, frames: list[bytes], acked: list[int], errors: list[str]) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ok = 0
-        for i in range(count):
-            sock.sendall(frame(adt("A01", control_id=f"{prefix}-{i}", movement=f"M{prefix}-{i}")))
+        for data in frames:
+            sock.sendall(data)
             code = msa(read_frame(sock))[0]
             if code == "AA":
                 ok += 1
@@ -51,7 +59,9 @@ def _client(port: int, prefix: str, count: int, acked: list[int], errors: list[s
         acked.append(ok)
 
 
-def run(backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool) -> None:
+def run(
+    backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool, window_ms: float
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dgw-bench-mllp-"))
     db_url = create_pg_database(pg_url) if backend == "postgresql" and pg_url else None
     dep = Deployment.create(tmp / "deployment", db_url=db_url)
@@ -66,33 +76,53 @@ def run(backend: str, *, messages: int, connections: list[int], pg_url: str | No
                     "hospital-adt": {
                         "source": "mllp",
                         "tenant": "e2e",
-                        "settings": {"essms_finess": FINESS, "port": port, "group_commit": batch},
+                        "settings": {
+                            "essms_finess": FINESS,
+                            "port": port,
+                            "group_commit": batch,
+                            "group_commit_window_ms": window_ms,
+                        },
                     }
                 }
             }
         )
         proc = dep.spawn("sources", "sources")
         wait_port(port, alive=proc.alive, timeout=60)
+        total_acked = 0
+        warm: list[int] = []
+        _client(port, [frame(adt("A01", control_id=f"warm-{i}", movement=f"W{i}")) for i in range(100)], warm, [])
         for n in connections:
             acked: list[int] = []
             errors: list[str] = []
             per = messages // n
-            threads = [threading.Thread(target=_client, args=(port, f"c{n}-{k}", per, acked, errors)) for k in range(n)]
+            batches = [
+                [frame(adt("A01", control_id=f"c{n}-{k}-{i}", movement=f"Mc{n}-{k}-{i}")) for i in range(per)]
+                for k in range(n)
+            ]
+            threads = [threading.Thread(target=_client, args=(port, b, acked, errors)) for b in batches]
+            cpu_before = _cpu_seconds(proc.pid)
+            own_before = time.process_time()
             started = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - started
+            listener_cpu = _cpu_seconds(proc.pid) - cpu_before
+            client_cpu = time.process_time() - own_before
             load = os.getloadavg()
             total = sum(acked)
+            total_acked += total
             print(
                 f"{backend:<10} connections={n} messages={total} AA in {elapsed:.2f}s -> {total / elapsed:,.0f} msg/s"
+                f"  listener CPU {1000 * listener_cpu / max(total, 1):.3f} ms/msg,"
+                f" clients CPU {1000 * client_cpu / max(total, 1):.3f} ms/msg"
                 f"  (errors={len(errors)}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cpus)"
             )
         with dep.engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(InboundMessage)).scalar_one()
-        print(f"stored {stored} messages (every AA'd message is stored: {stored >= total})")
+        total_acked += sum(warm)
+        print(f"stored {stored} messages (every AA'd message is stored: {stored >= total_acked})")
     finally:
         dep.close()
         if db_url:
@@ -106,6 +136,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--no-group-commit", action="store_true", help="one transaction per message")
+    parser.add_argument("--window-ms", type=float, default=2.0, help="the source's group_commit_window_ms")
     args = parser.parse_args()
     if args.backend == "postgresql" and not args.pg_url:
         parser.error("--pg-url (or DUI_GATEWAY_TEST_PG_URL) is needed for PostgreSQL")
@@ -115,6 +146,7 @@ def main() -> None:
         connections=[int(c) for c in args.connections.split(",")],
         pg_url=args.pg_url,
         batch=not args.no_group_commit,
+        window_ms=args.window_ms,
     )
 
 
