@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import threading
@@ -238,17 +239,8 @@ class DatabaseSink:
                         "received_at": as_aware(message.received_at) or now,
                     }
                 )
-            dialect = session.get_bind().dialect.name
-            insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
-            # one statement compiled once (cached), sent as multi-row VALUES (insertmanyvalues)
-            table = InboundRow.__table__
-            assert isinstance(table, Table)
-            stmt = (
-                insert_fn(table)
-                .on_conflict_do_nothing(index_elements=["source", "external_id"])
-                .returning(table.c.id, table.c.external_id)
-            )
-            result = session.connection().execute(stmt, values)
+            # one statement, built and compiled once, sent as multi-row VALUES (insertmanyvalues)
+            result = session.connection().execute(_insert_statement(session.get_bind().dialect.name), values)
             inserted = {str(ext): str(row_id) for row_id, ext in result}
             if inserted:
                 audit.append(
@@ -268,6 +260,19 @@ class DatabaseSink:
                     peer={"external_ids": ",".join(sorted(inserted))[:2000]},
                 )
         return inserted
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (source, external_id) DO NOTHING RETURNING id, external_id."""
+    table = InboundRow.__table__
+    assert isinstance(table, Table)
+    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert_fn(table)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(table.c.id, table.c.external_id)
+    )
 
 
 def as_aware(value: datetime | None) -> datetime | None:

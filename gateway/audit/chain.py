@@ -237,6 +237,9 @@ def _peer_values(peer: Mapping[str, Any]) -> dict[str, str | None]:
 # Session.info key: (the transaction that locked the head, the head row). Later appends in the
 # same transaction reuse the lock instead of selecting the row again.
 _HEAD_INFO = "dui_gateway.audit_head"
+# built once: constructing the statement cost as much as running it (every transaction appends)
+_HEAD = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
 
 
 def _lock_head(session: Session) -> AuditHead:
@@ -249,10 +252,8 @@ def _lock_head(session: Session) -> AuditHead:
     held = session.info.get(_HEAD_INFO)
     if transaction is not None and held is not None and held[0] is transaction:
         return held[1]  # type: ignore[no-any-return]
-    stmt = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    head = session.scalars(stmt).one_or_none()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    head = session.scalars(_HEAD_FOR_UPDATE if postgres else _HEAD).one_or_none()
     if head is None:
         raise RuntimeError("audit_head row missing: run `dui-gateway migrate`")
     session.info[_HEAD_INFO] = (transaction, head)
