@@ -60,7 +60,7 @@ def _client(port: int, frames: list[bytes], acked: list[int], errors: list[str])
 
 
 def run(
-    backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool, window_ms: float
+    backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool, window_ms: float | None
 ) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dgw-bench-mllp-"))
     db_url = create_pg_database(pg_url) if backend == "postgresql" and pg_url else None
@@ -70,18 +70,16 @@ def run(
     try:
         dep.migrate()
         provision(dep.db_url, finess=FINESS)
+        settings: dict[str, object] = {"essms_finess": FINESS, "port": port, "group_commit": batch}
+        if window_ms is not None:
+            settings["group_commit_window_ms"] = window_ms
         dep.write_routing(
             {
                 "sources": {
                     "hospital-adt": {
                         "source": "mllp",
                         "tenant": "e2e",
-                        "settings": {
-                            "essms_finess": FINESS,
-                            "port": port,
-                            "group_commit": batch,
-                            "group_commit_window_ms": window_ms,
-                        },
+                        "settings": settings,
                     }
                 }
             }
@@ -136,7 +134,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--no-group-commit", action="store_true", help="one transaction per message")
-    parser.add_argument("--window-ms", type=float, default=2.0, help="the source's group_commit_window_ms")
+    parser.add_argument("--window-ms", type=float, help="the source's group_commit_window_ms (default: its default)")
     args = parser.parse_args()
     if args.backend == "postgresql" and not args.pg_url:
         parser.error("--pg-url (or DUI_GATEWAY_TEST_PG_URL) is needed for PostgreSQL")

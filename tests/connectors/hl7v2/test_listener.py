@@ -323,3 +323,61 @@ def test_stop_closes_idle_connections_promptly() -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+class _BatchRecorder:
+    """The real sink, recording the size of each group commit."""
+
+    def __init__(self, sink: DatabaseSink) -> None:
+        self.sink = sink
+        self.sizes: list[int] = []
+
+    def store(self, message: InboundMessage) -> StoredInbound:
+        raise AssertionError("group commit uses store_many")
+
+    def store_many(self, messages: Any) -> Any:
+        self.sizes.append(len(messages))
+        return self.sink.store_many(messages)
+
+
+def test_busy_connections_share_one_commit_within_the_window(runtime: Any, tenant: Any) -> None:
+    source = MllpSource(MllpSourceSettings(essms_finess=tenant.finess, port=0, group_commit_window_ms=100))
+    configured = ConfiguredSource("hospital-adt", source, tenant.code, None)
+    recorder = _BatchRecorder(DatabaseSink(runtime, configured))
+    lst = _Listener(source, recorder)
+    try:
+        socks = [lst.connect() for _ in range(4)]
+        # each connection sends one message, a few ms apart: the first opens the window and the
+        # commit waits for the other three (busy: they connected less than a second ago)
+        for n, sock in enumerate(socks):
+            sock.sendall(frame(adt("A01", control_id=f"W{n}")))
+        answers = [msa(read_frame(sock))[:2] for sock in socks]
+        assert answers == [["AA", f"W{n}"] for n in range(4)]
+        assert recorder.sizes == [4]
+        # then one connection alone: each message is its own commit
+        for sock in socks[1:]:
+            sock.close()
+        for i in range(3):
+            socks[0].sendall(frame(adt("A01", control_id=f"L{i}")))
+            assert msa(read_frame(socks[0]))[:2] == ["AA", f"L{i}"]
+        assert recorder.sizes == [4, 1, 1, 1]
+        socks[0].close()
+        assert len(_stored(runtime)) == 7
+    finally:
+        lst.close()
+
+
+def test_two_listeners_share_a_port_with_reuse_port(runtime: Any, tenant: Any) -> None:
+    first = MllpSource(MllpSourceSettings(essms_finess=tenant.finess, port=0, reuse_port=True))
+    configured = ConfiguredSource("hospital-adt", first, tenant.code, None)
+    one = _Listener(first, DatabaseSink(runtime, configured))
+    second = MllpSource(MllpSourceSettings(essms_finess=tenant.finess, port=one.port, reuse_port=True))
+    two = _Listener(second, DatabaseSink(runtime, configured))  # binding the same port fails without SO_REUSEPORT
+    try:
+        assert two.port == one.port
+        for i in range(8):
+            assert msa(one.send(adt("A01", control_id=f"R{i}")))[:2] == ["AA", f"R{i}"]
+        assert len(_stored(runtime)) == 8
+    finally:
+        two.close()
+        one.close()
