@@ -7,9 +7,10 @@
 A real ``dui-gateway sources`` process runs the routing file's ``mllp`` source against a scratch
 database; N client connections (1 and 4 by default) each send PAM-FR ADT^A01 messages one after
 the other over a real socket (send, wait for the ACK, send the next: what an HL7 sender does).
-Every ACK must be AA; the count of stored messages is checked against the AAs at the end.
-Prints msg/s per connection count, the listener process's CPU time per message (user + system,
-from ``/proc/<pid>/stat``: unlike msg/s it barely moves when other jobs share the machine), the
+``--processes N`` runs N such processes sharing the port (the source's ``reuse_port``; their CPU
+is summed). Every ACK must be AA; the count of stored messages is checked against the AAs at the end.
+Prints msg/s per connection count, the listener's CPU time per message (user + system, from
+``/proc/<pid>/stat``: unlike msg/s it barely moves when other jobs share the machine), the
 clients' CPU per message (this process) and the machine's load (``os.getloadavg``); asserts
 nothing about speed. Messages are built before the clock starts.
 """
@@ -60,7 +61,14 @@ def _client(port: int, frames: list[bytes], acked: list[int], errors: list[str])
 
 
 def run(
-    backend: str, *, messages: int, connections: list[int], pg_url: str | None, batch: bool, window_ms: float | None
+    backend: str,
+    *,
+    messages: int,
+    connections: list[int],
+    pg_url: str | None,
+    batch: bool,
+    window_ms: float | None,
+    processes: int = 1,
 ) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dgw-bench-mllp-"))
     db_url = create_pg_database(pg_url) if backend == "postgresql" and pg_url else None
@@ -71,6 +79,8 @@ def run(
         dep.migrate()
         provision(dep.db_url, finess=FINESS)
         settings: dict[str, object] = {"essms_finess": FINESS, "port": port, "group_commit": batch}
+        if processes > 1:
+            settings["reuse_port"] = True
         if window_ms is not None:
             settings["group_commit_window_ms"] = window_ms
         dep.write_routing(
@@ -84,8 +94,13 @@ def run(
                 }
             }
         )
-        proc = dep.spawn("sources", "sources")
-        wait_port(port, alive=proc.alive, timeout=60)
+        procs = []
+        for k in range(processes):  # with reuse_port, the kernel spreads the connections among them
+            procs.append(dep.spawn(f"sources-{k}", "sources"))
+            time.sleep(0.5 if k + 1 < processes else 0)
+        for p in procs:
+            wait_port(port, alive=p.alive, timeout=60)
+        time.sleep(1.0 if processes > 1 else 0)  # every process listens before the clients connect
         total_acked = 0
         warm: list[int] = []
         _client(port, [frame(adt("A01", control_id=f"warm-{i}", movement=f"W{i}")) for i in range(100)], warm, [])
@@ -98,7 +113,7 @@ def run(
                 for k in range(n)
             ]
             threads = [threading.Thread(target=_client, args=(port, b, acked, errors)) for b in batches]
-            cpu_before = _cpu_seconds(proc.pid)
+            cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
             own_before = time.process_time()
             started = time.perf_counter()
             for t in threads:
@@ -106,13 +121,14 @@ def run(
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - started
-            listener_cpu = _cpu_seconds(proc.pid) - cpu_before
+            listener_cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
             client_cpu = time.process_time() - own_before
             load = os.getloadavg()
             total = sum(acked)
             total_acked += total
             print(
-                f"{backend:<10} connections={n} messages={total} AA in {elapsed:.2f}s -> {total / elapsed:,.0f} msg/s"
+                f"{backend:<10} processes={processes} connections={n} messages={total} AA in {elapsed:.2f}s"
+                f" -> {total / elapsed:,.0f} msg/s"
                 f"  listener CPU {1000 * listener_cpu / max(total, 1):.3f} ms/msg,"
                 f" clients CPU {1000 * client_cpu / max(total, 1):.3f} ms/msg"
                 f"  (errors={len(errors)}, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cpus)"
@@ -134,6 +150,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--no-group-commit", action="store_true", help="one transaction per message")
+    parser.add_argument("--processes", type=int, default=1, help="listener processes sharing the port (reuse_port)")
     parser.add_argument("--window-ms", type=float, help="the source's group_commit_window_ms (default: its default)")
     args = parser.parse_args()
     if args.backend == "postgresql" and not args.pg_url:
@@ -145,6 +162,7 @@ def main() -> None:
         pg_url=args.pg_url,
         batch=not args.no_group_commit,
         window_ms=args.window_ms,
+        processes=args.processes,
     )
 
 
