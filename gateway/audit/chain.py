@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from gateway.security.crypto import parse_key_spec
 from gateway.storage.models import AuditEvent, AuditHead
@@ -240,6 +241,11 @@ _HEAD_INFO = "dui_gateway.audit_head"
 # built once: constructing the statement cost as much as running it (every transaction appends)
 _HEAD = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
+_EVENT_COLUMNS = tuple(c.key for c in _EVENTS.columns)
+_EVENT_INSERT = insert(_EVENTS)
+_HEAD_UPDATE = update(_HEADS).where(_HEADS.c.id == HEAD_ID)
 
 
 def _lock_head(session: Session) -> AuditHead:
@@ -321,13 +327,20 @@ def append(
     digest = sealer.seal(canonical_bytes(event), event.key_id)
     assert digest is not None
     event.hash = digest
-    session.add(event)
-    head.last_seq = event.seq
-    head.last_hash = event.hash
-    # Flushed now, not at the commit: a caller that expires the session before committing
+    # Written now, not at the commit: a caller that expires the session before committing
     # (``expire_all`` to re-read what it changed) would otherwise drop the head's pending update
-    # and the next append would reuse this seq.
+    # and the next append would reuse this seq. Two Core statements rather than a unit-of-work
+    # flush of the event and the head (that flush cost more than half of an MLLP group commit);
+    # the caller's own pending changes are flushed first, as the flush did.
     session.flush()
+    connection = session.connection()
+    connection.execute(_EVENT_INSERT, {c: getattr(event, c) for c in _EVENT_COLUMNS})
+    connection.execute(_HEAD_UPDATE, {"last_seq": event.seq, "last_hash": event.hash})
+    # the session knows both rows as written: the event persistent, the head's values committed
+    make_transient_to_detached(event)
+    session.add(event)
+    set_committed_value(head, "last_seq", event.seq)
+    set_committed_value(head, "last_hash", event.hash)
     return event
 
 
