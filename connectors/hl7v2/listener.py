@@ -75,7 +75,7 @@ class MllpSourceSettings(BaseModel):
     # still acknowledged only after that commit) when the sink can (``store_many``)
     group_commit: bool = True
     # how long a batch may wait for the other busy connections' next message (0: commit at once)
-    group_commit_window_ms: float = Field(default=2.0, ge=0, le=100)
+    group_commit_window_ms: float = Field(default=2.0, ge=0, le=1000)
     # SO_REUSEPORT: several ``dui-gateway sources`` processes listen on the same port and the
     # kernel spreads the connections between them (Linux); each process commits its own batches
     reuse_port: bool = False
