@@ -379,3 +379,29 @@ def test_two_listeners_share_a_port_with_reuse_port(runtime: Any, tenant: Any) -
     finally:
         two.close()
         one.close()
+
+
+def test_idle_connections_are_closed_and_the_connection_limit_holds(runtime: Any, tenant: Any) -> None:
+    source = MllpSource(
+        MllpSourceSettings(essms_finess=tenant.finess, port=0, idle_timeout_seconds=1.5, max_connections=1)
+    )
+    configured = ConfiguredSource("hospital-adt", source, tenant.code, None)
+    lst = _Listener(source, DatabaseSink(runtime, configured))
+    try:
+        first = lst.connect()
+        assert msa(lst.send(adt("A01", control_id="ONE"), first))[0] == "AA"
+        # a second connection waits in the backlog while the first holds the only slot
+        second = lst.connect()
+        second.sendall(frame(adt("A01", control_id="TWO")))
+        second.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            second.recv(100)
+        # the first one falls silent: closed after the idle timeout, then the second is served
+        first.settimeout(10)
+        assert first.recv(100) == b""
+        second.settimeout(10)
+        assert msa(read_frame(second))[:2] == ["AA", "TWO"]
+        first.close()
+        second.close()
+    finally:
+        lst.close()
