@@ -23,6 +23,7 @@ longer authenticates) reject. See docs/delivery.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, exists, literal, or_, select, update
+from sqlalchemy import DateTime, String, and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit, persons, routing_store
@@ -81,19 +82,17 @@ def _lit(value: str) -> Any:
 
 
 _QUEUED = ("received", "processing")
+_TIMESTAMP = DateTime(timezone=True)
 
 
-def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Submission | None:
-    """Lease the oldest claimable queued submission, in one statement (UPDATE … RETURNING).
-
-    The candidate walks ``ix_submissions_queue`` in order (no sort of the queue); "an older one of
-    the same series is queued" probes ``ix_submissions_queue_series``. PostgreSQL: the candidate
-    is locked with SKIP LOCKED (rows other workers hold are passed over); SQLite: the transaction
-    holds the database write lock (BEGIN IMMEDIATE).
-    """
+@functools.cache
+def _claim_statement(postgres: bool) -> Any:
+    """The submission claim, built once per dialect (building the aliased query costs more CPU
+    than running it); executed with ``now``, ``worker_id`` and ``lease_until`` bound."""
     cand = aliased(Submission)
     older = aliased(Submission)
     queued = [_lit(s) for s in _QUEUED]
+    now = bindparam("now", type_=_TIMESTAMP)
     blocked = exists().where(
         and_(
             older.tenant_id == cand.tenant_id,
@@ -120,21 +119,32 @@ def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds
         .order_by(cand.created_at, cand.id)
         .limit(1)
     )
-    if _is_postgres(session):
+    if postgres:
         candidate = candidate.with_for_update(skip_locked=True, of=cand)
-    stmt = (
+    return (
         update(Submission)
         .where(Submission.id == candidate.scalar_subquery())
         .values(
             status="processing",
-            lease_owner=worker_id,
-            lease_until=now + timedelta(seconds=lease_seconds),
+            lease_owner=bindparam("worker_id", type_=String(64)),
+            lease_until=bindparam("lease_until", type_=_TIMESTAMP),
             updated_at=now,
         )
         .returning(Submission)
         .execution_options(populate_existing=True)
     )
-    return session.scalars(stmt).first()
+
+
+def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Submission | None:
+    """Lease the oldest claimable queued submission, in one statement (UPDATE … RETURNING).
+
+    The candidate walks ``ix_submissions_queue`` in order (no sort of the queue); "an older one of
+    the same series is queued" probes ``ix_submissions_queue_series``. PostgreSQL: the candidate
+    is locked with SKIP LOCKED (rows other workers hold are passed over); SQLite: the transaction
+    holds the database write lock (BEGIN IMMEDIATE).
+    """
+    params = {"now": now, "worker_id": worker_id, "lease_until": now + timedelta(seconds=lease_seconds)}
+    return session.scalars(_claim_statement(_is_postgres(session)), params).first()
 
 
 def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> str | None:

@@ -35,6 +35,7 @@ advisory lock, then the audit chain head (every audit append comes after the row
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -43,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, exists, func, literal, select, text, update
+from sqlalchemy import DateTime, String, and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from connectors.base import Acknowledgement, HeldVersion, Receipt
@@ -290,13 +291,17 @@ def _lit(value: str) -> Any:
 OPEN: tuple[str, ...] = ("pending", "in_flight", "sent")
 
 
-def _claimable(now: datetime, destinations: list[str], *, expired: bool) -> tuple[Any, Any]:
+_TIMESTAMP = DateTime(timezone=True)
+
+
+def _claimable(*, expired: bool) -> tuple[Any, Any]:
     """Expired leases (work of a dead worker), or pending deliveries that are due, in due order.
 
     Each query walks a partial index in its ORDER BY (``ix_deliveries_lease``,
     ``ix_deliveries_pending_due``) and stops at the first rows it can lock, and "an earlier
     version is still open" is a probe of ``ix_deliveries_open_series``: the cost does not grow
     with the table, with or without planner statistics (tests/gateway/test_plans_at_scale.py).
+    Bound parameters: ``now`` and ``destinations`` (expanding).
     """
     cand = aliased(Delivery)
     earlier = aliased(Delivery)
@@ -308,6 +313,7 @@ def _claimable(now: datetime, destinations: list[str], *, expired: bool) -> tupl
             earlier.status.in_([_lit(s) for s in OPEN]),
         )
     )
+    now = bindparam("now", type_=_TIMESTAMP)
     query: Any
     if expired:
         query = select(cand).where(cand.status == _lit("in_flight"), cand.lease_until <= now)
@@ -315,7 +321,40 @@ def _claimable(now: datetime, destinations: list[str], *, expired: bool) -> tupl
     else:
         query = select(cand.id).where(cand.status == _lit("pending"), cand.next_attempt_at <= now)
         query = query.order_by(cand.next_attempt_at, cand.seq)
+    destinations = bindparam("destinations", expanding=True, type_=String())
     return query.where(cand.destination.in_(destinations)).where(~blocked).limit(1), cand
+
+
+@functools.cache
+def _claim_statements(postgres: bool) -> tuple[Any, Any]:
+    """The two claim statements, built once per dialect (building the aliased queries costs more
+    CPU than running them); executed with ``now``, ``destinations``, ``worker_id`` and
+    ``lease_until`` bound.
+
+    1. expired leases, the rows locked (PostgreSQL: ``SKIP LOCKED``) and loaded;
+    2. the common case, one statement: lease the first due pending delivery and read it back.
+    """
+    expired, cand = _claimable(expired=True)
+    expired = expired.execution_options(populate_existing=True)
+    if postgres:
+        expired = expired.with_for_update(skip_locked=True, of=cand)
+    pending, cand = _claimable(expired=False)
+    if postgres:
+        pending = pending.with_for_update(skip_locked=True, of=cand)
+    lease = (
+        update(Delivery)
+        .where(Delivery.id == pending.scalar_subquery())
+        .values(
+            status="in_flight",
+            lease_owner=bindparam("worker_id", type_=String(64)),
+            lease_until=bindparam("lease_until", type_=_TIMESTAMP),
+            attempt_count=Delivery.attempt_count + 1,
+            updated_at=bindparam("now", type_=_TIMESTAMP),
+        )
+        .returning(Delivery)
+        .execution_options(populate_existing=True)
+    )
+    return expired, lease
 
 
 @dataclass(frozen=True)
@@ -367,30 +406,13 @@ def claim(
     }
     # PostgreSQL: lock the row, skipping rows other workers hold. SQLite: the transaction holds
     # the database write lock (BEGIN IMMEDIATE), so the row read is the row written.
-    query, cand = _claimable(now, names, expired=True)
-    query = query.execution_options(populate_existing=True)
-    if postgres:
-        query = query.with_for_update(skip_locked=True, of=cand)
-    row = session.scalars(query).first()
+    expired, lease = _claim_statements(postgres)
+    params = {"now": now, "destinations": names}
+    row = session.scalars(expired, params).first()
     if row is not None:
         return _take(session, row, **common)
-    # the common case, one statement: lease the first due pending delivery and read it back
-    query, cand = _claimable(now, names, expired=False)
-    if postgres:
-        query = query.with_for_update(skip_locked=True, of=cand)
-    leased = session.scalars(
-        update(Delivery)
-        .where(Delivery.id == query.scalar_subquery())
-        .values(
-            status="in_flight",
-            lease_owner=worker_id,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempt_count=Delivery.attempt_count + 1,
-            updated_at=now,
-        )
-        .returning(Delivery)
-        .execution_options(populate_existing=True)
-    ).first()
+    params.update(worker_id=worker_id, lease_until=now + timedelta(seconds=lease_seconds))
+    leased = session.scalars(lease, params).first()
     if leased is not None:
         return _opened(session, leased, [], **common)
     return None
