@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, insert, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import BigInteger, String, Table, bindparam, select
+from sqlalchemy.orm import Session
 
 from gateway.security.crypto import parse_key_spec
 from gateway.storage.models import AuditEvent, AuditHead
@@ -235,33 +234,43 @@ def _peer_values(peer: Mapping[str, Any]) -> dict[str, str | None]:
 
 
 # -- append -----------------------------------------------------------------------------------
-# Session.info key: (the transaction that locked the head, the head row). Later appends in the
-# same transaction reuse the lock instead of selecting the row again.
+# Session.info key: (the innermost transaction that locked the head or last moved it, [last seq,
+# last hash]). Later appends in that transaction reuse the lock and the values instead of
+# selecting the row again. Once that transaction ended (a savepoint released or rolled back: its
+# row lock may be gone with it, its writes too) the head is read again, locked.
 _HEAD_INFO = "dui_gateway.audit_head"
-# built once: constructing the statement cost as much as running it (every transaction appends)
-_HEAD = select(AuditHead).where(AuditHead.id == HEAD_ID).execution_options(populate_existing=True)
-_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+
+_HEAD = cast(Table, AuditHead.__table__)
 _EVENTS = cast(Table, AuditEvent.__table__)
-_HEADS = cast(Table, AuditHead.__table__)
-_EVENT_COLUMNS = tuple(c.key for c in _EVENTS.columns)
-_EVENT_INSERT = insert(_EVENTS)
-_HEAD_UPDATE = update(_HEADS).where(_HEADS.c.id == HEAD_ID)
+# Core statements, built once: an append is two statements without the ORM's unit of work (the
+# flush of one event and the head's update cost more CPU than the rest of the append).
+_INSERT_EVENT = _EVENTS.insert()
+_EVENT_COLUMNS = tuple(column.key for column in _EVENTS.c)  # the mapped attributes' names
+_MOVE_HEAD = (
+    _HEAD.update()
+    .where(_HEAD.c.id == HEAD_ID)
+    .values(last_seq=bindparam("new_seq", type_=BigInteger()), last_hash=bindparam("new_hash", type_=String(64)))
+)
+_READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == HEAD_ID)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
 
 
-def _lock_head(session: Session) -> AuditHead:
-    transaction = session.get_transaction()
+def _lock_head(session: Session) -> list[Any]:
+    """``[last_seq, last_hash]`` of the chain head, locked until the transaction ends."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is None:
         # Nothing ran yet in this session: begin now, so the lock is keyed by the transaction
-        # that holds it (keyed by None, a second append would reload the head and reuse a seq).
+        # that holds it (keyed by None, a second append would reuse a seq).
         session.connection()
         transaction = session.get_transaction()
     held = session.info.get(_HEAD_INFO)
-    if transaction is not None and held is not None and held[0] is transaction:
+    if transaction is not None and held is not None and held[0] is transaction and transaction.is_active:
         return held[1]  # type: ignore[no-any-return]
-    postgres = session.get_bind().dialect.name == "postgresql"
-    head = session.scalars(_HEAD_FOR_UPDATE if postgres else _HEAD).one_or_none()
-    if head is None:
+    stmt = _LOCK_HEAD if session.get_bind().dialect.name == "postgresql" else _READ_HEAD
+    row = session.execute(stmt).one_or_none()
+    if row is None:
         raise RuntimeError("audit_head row missing: run `dui-gateway migrate`")
+    head = [int(row[0]), str(row[1])]
     session.info[_HEAD_INFO] = (transaction, head)
     return head
 
@@ -308,9 +317,12 @@ def append(
     if peer:
         detail = {**(detail or {}), "peer": _peer_values(peer)}
     sealer = sealer or AuditSealer.of_session(session)
+    # What the caller changed is written first (the rows it locked come before the head in the
+    # lock order), as when the event was an ORM object flushed with them.
+    session.flush()
     head = _lock_head(session)
     event = AuditEvent(
-        seq=head.last_seq + 1,
+        seq=head[0] + 1,
         id=str(uuid.uuid4()),
         recorded_at=_utc(at or datetime.now(UTC)),
         tenant_id=tenant_id,
@@ -321,26 +333,18 @@ def append(
         person_ref=person_ref,
         outcome=outcome,
         detail=detail,
-        prev_hash=head.last_hash,
+        prev_hash=head[1],
         key_id=sealer.current_id,
     )
     digest = sealer.seal(canonical_bytes(event), event.key_id)
     assert digest is not None
     event.hash = digest
     # Written now, not at the commit: a caller that expires the session before committing
-    # (``expire_all`` to re-read what it changed) would otherwise drop the head's pending update
-    # and the next append would reuse this seq. Two Core statements rather than a unit-of-work
-    # flush of the event and the head (that flush cost more than half of an MLLP group commit);
-    # the caller's own pending changes are flushed first, as the flush did.
-    session.flush()
-    connection = session.connection()
-    connection.execute(_EVENT_INSERT, {c: getattr(event, c) for c in _EVENT_COLUMNS})
-    connection.execute(_HEAD_UPDATE, {"last_seq": event.seq, "last_hash": event.hash})
-    # the session knows both rows as written: the event persistent, the head's values committed
-    make_transient_to_detached(event)
-    session.add(event)
-    set_committed_value(head, "last_seq", event.seq)
-    set_committed_value(head, "last_hash", event.hash)
+    # (``expire_all`` to re-read what it changed) cannot drop them. The event is returned
+    # detached (not in the session): it is written once, here.
+    session.execute(_INSERT_EVENT, {key: getattr(event, key) for key in _EVENT_COLUMNS})
+    session.execute(_MOVE_HEAD, {"new_seq": event.seq, "new_hash": event.hash})
+    head[0], head[1] = event.seq, event.hash
     return event
 
 
