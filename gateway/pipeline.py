@@ -466,19 +466,23 @@ def _write(
                 },
             )
         )
-    for action, outcome, detail in events:
-        audit.append(
-            session,
-            actor=actor,
-            action=action,
-            entity_type="submission",
-            entity_id=loaded.submission_id,
-            outcome=outcome,
-            tenant_id=loaded.tenant_id,
-            person_ref=loaded.person_ref,
-            detail=detail,
-            at=now,
-        )
+    audit.append_many(
+        session,
+        [
+            audit.Entry(
+                actor=actor,
+                action=action,
+                entity_type="submission",
+                entity_id=loaded.submission_id,
+                outcome=outcome,
+                tenant_id=loaded.tenant_id,
+                person_ref=loaded.person_ref,
+                detail=detail,
+                at=now,
+            )
+            for action, outcome, detail in events
+        ],
+    )
     return True
 
 

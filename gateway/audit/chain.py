@@ -25,7 +25,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -46,8 +46,10 @@ __all__ = [
     "PLAIN_KEY_ID",
     "SEALER_INFO_KEY",
     "AuditSealer",
+    "Entry",
     "VerifyResult",
     "append",
+    "append_many",
     "canonical_bytes",
     "iter_events",
     "safe_person_ref",
@@ -275,6 +277,40 @@ def _lock_head(session: Session) -> list[Any]:
     return head
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append with :func:`append_many` (the keyword arguments of :func:`append`)."""
+
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    outcome: str = "success"
+    tenant_id: str | None = None
+    person_ref: str | None = None
+    detail: dict[str, Any] | None = None
+    at: datetime | None = None
+    peer: Mapping[str, Any] | None = None
+
+
+def _checked_detail(entry: Entry) -> dict[str, Any] | None:
+    if not _ACTION_RE.match(entry.action):
+        raise ValueError(f"invalid audit action {entry.action!r}")
+    if entry.outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {entry.outcome!r}")
+    if not entry.actor or len(entry.actor) > 255:
+        raise ValueError("audit actor must be 1-255 characters")
+    detail = entry.detail
+    if detail is not None:
+        if "peer" in detail:
+            raise ValueError("detail['peer'] is reserved for peer-controlled values: pass them as peer=")
+        _check_detail(detail)
+        detail = json.loads(json.dumps(detail, allow_nan=False))  # plain JSON, as it will be read back
+    if entry.peer:
+        detail = {**(detail or {}), "peer": _peer_values(entry.peer)}
+    return detail
+
+
 def append(
     session: Session,
     *,
@@ -294,7 +330,8 @@ def append(
 
     Locks the chain head until that transaction ends (once: later appends in the same
     transaction reuse the lock): call it late in the transaction, and do no network I/O between
-    ``append`` and the commit. The event and the head's update are flushed at once. ``sealer`` defaults to the one built
+    ``append`` and the commit. The caller's pending changes are flushed first, then the event
+    is inserted and the head moved (two statements). ``sealer`` defaults to the one built
     from ``Settings.audit_keys``.
 
     ``detail`` is written by the gateway and checked for identity traits (a mistake raises).
@@ -303,49 +340,66 @@ def append(
     through the identity guard — a peer answering ``{"id": 1733000000000}`` must not make
     recording its acceptance fail.
     """
-    if not _ACTION_RE.match(action):
-        raise ValueError(f"invalid audit action {action!r}")
-    if outcome not in OUTCOMES:
-        raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
-    if not actor or len(actor) > 255:
-        raise ValueError("audit actor must be 1-255 characters")
-    if detail is not None:
-        if "peer" in detail:
-            raise ValueError("detail['peer'] is reserved for peer-controlled values: pass them as peer=")
-        _check_detail(detail)
-        detail = json.loads(json.dumps(detail, allow_nan=False))  # plain JSON, as it will be read back
-    if peer:
-        detail = {**(detail or {}), "peer": _peer_values(peer)}
+    entry = Entry(
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        outcome=outcome,
+        tenant_id=tenant_id,
+        person_ref=person_ref,
+        detail=detail,
+        at=at,
+        peer=peer,
+    )
+    return append_many(session, [entry], sealer=sealer)[0]
+
+
+def append_many(session: Session, entries: Sequence[Entry], *, sealer: AuditSealer | None = None) -> list[AuditEvent]:
+    """Append ``entries`` in this order, as consecutive events, with one INSERT and one update
+    of the head (:func:`append` for one). Every entry is checked before anything is written."""
+    if not entries:
+        return []
+    details = [_checked_detail(entry) for entry in entries]
     sealer = sealer or AuditSealer.of_session(session)
     # What the caller changed is written first (the rows it locked come before the head in the
     # lock order), as when the event was an ORM object flushed with them.
     session.flush()
     head = _lock_head(session)
-    event = AuditEvent(
-        seq=head[0] + 1,
-        id=str(uuid.uuid4()),
-        recorded_at=_utc(at or datetime.now(UTC)),
-        tenant_id=tenant_id,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        person_ref=person_ref,
-        outcome=outcome,
-        detail=detail,
-        prev_hash=head[1],
-        key_id=sealer.current_id,
-    )
-    digest = sealer.seal(canonical_bytes(event), event.key_id)
-    assert digest is not None
-    event.hash = digest
+    seq, prev_hash = head[0], head[1]
+    events = []
+    for entry, detail in zip(entries, details, strict=True):
+        seq += 1
+        event = AuditEvent(
+            seq=seq,
+            id=str(uuid.uuid4()),
+            recorded_at=_utc(entry.at or datetime.now(UTC)),
+            tenant_id=entry.tenant_id,
+            actor=entry.actor,
+            action=entry.action,
+            entity_type=entry.entity_type,
+            entity_id=entry.entity_id,
+            person_ref=entry.person_ref,
+            outcome=entry.outcome,
+            detail=detail,
+            prev_hash=prev_hash,
+            key_id=sealer.current_id,
+        )
+        digest = sealer.seal(canonical_bytes(event), event.key_id)
+        assert digest is not None
+        event.hash = prev_hash = digest
+        events.append(event)
     # Written now, not at the commit: a caller that expires the session before committing
-    # (``expire_all`` to re-read what it changed) cannot drop them. The event is returned
-    # detached (not in the session): it is written once, here.
-    session.execute(_INSERT_EVENT, {key: getattr(event, key) for key in _EVENT_COLUMNS})
-    session.execute(_MOVE_HEAD, {"new_seq": event.seq, "new_hash": event.hash})
-    head[0], head[1] = event.seq, event.hash
-    return event
+    # (``expire_all`` to re-read what it changed) cannot drop them. The events are returned
+    # detached (not in the session): each is written once, here.
+    rows = [{key: getattr(event, key) for key in _EVENT_COLUMNS} for event in events]
+    if len(rows) == 1:
+        session.execute(_INSERT_EVENT, rows[0])
+    else:
+        session.execute(_EVENTS.insert().values(rows))  # one statement for them all
+    session.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+    head[0], head[1] = seq, prev_hash
+    return events
 
 
 # -- verify -----------------------------------------------------------------------------------

@@ -671,18 +671,24 @@ def finish(
     session.flush()
     if sub is not None:
         refresh_submission_status(session, sub, now=now)
-    for action, result_outcome, detail in actions:
-        _audit(
-            session,
-            row,
-            actor=actor,
-            action=action,
-            outcome=result_outcome,
-            person_ref=person_ref,
-            detail=detail,
-            at=now,
-            peer=peer,
-        )
+    audit.append_many(
+        session,
+        [
+            audit.Entry(
+                actor=actor,
+                action=action,
+                entity_type="delivery",
+                entity_id=row.id,
+                outcome=result_outcome,
+                tenant_id=row.tenant_id,
+                person_ref=person_ref,
+                detail=detail,
+                at=now,
+                peer=peer,
+            )
+            for action, result_outcome, detail in actions
+        ],
+    )
     if result.status == "sent":
         _apply_early_receipts(session, row, since=as_utc(attempt.started_at), now=now, person_ref=person_ref, sub=sub)
     return result

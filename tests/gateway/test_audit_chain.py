@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.audit import AuditSealer, append, verify
+from gateway.audit import AuditSealer, Entry, append, append_many, verify
 from gateway.audit.chain import GENESIS_HASH, PLAIN_KEY_ID, canonical_bytes
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
 from gateway.storage.models import AuditEvent, AuditHead
@@ -396,3 +396,57 @@ def test_appends_from_two_processes_keep_one_linear_chain(db_url: str) -> None:
         assert actors.count("worker:p1") == actors.count("worker:p2") == n
     finally:
         engine.dispose()
+
+
+def test_append_many_chains_in_order_with_one_insert(session_factory: sessionmaker[Session]) -> None:
+    _fill(session_factory, 1)
+    statements: list[str] = []
+    engine = session_factory.kw["bind"]
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    entries = [
+        Entry(actor="worker:w", action=action, entity_type="delivery", entity_id="d1", at=T0, detail={"n": n})
+        for n, action in enumerate(["attempt", "delivered", "sent"])
+    ]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(session_factory) as s:
+            written = append_many(s, entries, sealer=PLAIN)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [e.seq for e in written] == [2, 3, 4]
+    assert statements.count("INSERT") == 1 and statements.count("UPDATE") == 1
+    result = _verify(session_factory)
+    assert result.ok and result.checked == 4 and result.head_seq == 4, result.problems
+    with session_scope(session_factory) as s:
+        stored = s.scalars(select(AuditEvent).where(AuditEvent.seq > 1).order_by(AuditEvent.seq)).all()
+        assert [(e.action, e.detail) for e in stored] == [
+            ("attempt", {"n": 0}),
+            ("delivered", {"n": 1}),
+            ("sent", {"n": 2}),
+        ]
+    with pytest.raises(ValueError), session_scope(session_factory) as s:  # checked before anything is written
+        append_many(
+            s, [entries[0], Entry(actor="worker:w", action="Bad", entity_type="x", entity_id="y")], sealer=PLAIN
+        )
+    assert _verify(session_factory).checked == 4
+
+
+def test_append_after_a_rolled_back_savepoint_continues_the_chain(session_factory: sessionmaker[Session]) -> None:
+    # the head's values are kept per transaction: a savepoint rolled back takes its appends with it,
+    # and the next append reads the head again instead of chaining to an event that is gone
+    with session_scope(session_factory) as s:
+        append(s, actor="client:c", action="received", entity_type="submission", entity_id="s1", sealer=PLAIN)
+        savepoint = s.begin_nested()
+        append(s, actor="client:c", action="mapped", entity_type="submission", entity_id="s1", sealer=PLAIN)
+        savepoint.rollback()
+        third = append(s, actor="client:c", action="routed", entity_type="submission", entity_id="s1", sealer=PLAIN)
+        assert third.seq == 2
+        with s.begin_nested():
+            append(s, actor="client:c", action="delivered", entity_type="submission", entity_id="s1", sealer=PLAIN)
+        last = append(s, actor="client:c", action="sent", entity_type="submission", entity_id="s1", sealer=PLAIN)
+        assert last.seq == 4
+    result = _verify(session_factory)
+    assert result.ok and result.checked == 4, result.problems
