@@ -60,6 +60,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     from gateway.console.linking import router as linking_router
     from gateway.console.reports import router as reports_router
     from gateway.console.routes import PREFIX, ConsoleState, router
+    from gateway.console.users import router as users_router
 
     app.state.console = ConsoleState(runtime)
     static = resources.files("gateway.console").joinpath("static")
@@ -68,4 +69,5 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     app.include_router(admin_router)
     app.include_router(reports_router)
     app.include_router(linking_router)
+    app.include_router(users_router)
     app.add_middleware(_ConsoleHeaders, prefix=PREFIX)

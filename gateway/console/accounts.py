@@ -6,6 +6,7 @@ Every change of a user or a grant, every login and every lockout is an audit eve
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,14 +22,20 @@ from gateway.errors import Conflict, FieldError, NotFound, ValidationFailed
 from gateway.storage.models import Essms, Tenant, User, UserRole
 
 __all__ = [
+    "MIN_PASSWORD_LENGTH",
     "LoginResult",
     "authenticate_local",
+    "check_password",
     "create_user",
     "find_oidc_user",
+    "generate_password",
     "grant_role",
+    "is_locked",
     "principal_of",
     "revoke_role",
+    "set_active",
     "set_password",
+    "unlock",
 ]
 
 _hasher = PasswordHasher()  # argon2id, the library's current recommended parameters
@@ -47,12 +54,31 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _check_password(password: str) -> None:
+def check_password(password: str) -> None:
+    """The password policy, the same for the CLI and the console (``password`` field error)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationFailed(
             f"the password must be at least {MIN_PASSWORD_LENGTH} characters long",
             [FieldError("password", f"at least {MIN_PASSWORD_LENGTH} characters", "too_short")],
         )
+
+
+def generate_password() -> str:
+    """A random initial password (20 URL-safe characters, 120 bits) that passes the policy."""
+    password = secrets.token_urlsafe(15)
+    check_password(password)
+    return password
+
+
+def is_locked(user: User, now: datetime | None = None) -> bool:
+    locked_until = _aware(user.locked_until)
+    return locked_until is not None and locked_until > (now or _now())
+
+
+def _state(user: User) -> dict[str, object]:
+    """What the audit trail records of an account before and after a change (never the password
+    nor its hash: only whether one is set)."""
+    return {"active": user.active, "locked": is_locked(user), "local_password": user.password_hash is not None}
 
 
 def _tenant(session: Session, tenant: str) -> Tenant:
@@ -84,7 +110,7 @@ def create_user(
             [FieldError("oidc_subject", "issuer and subject go together", "incomplete")],
         )
     if password is not None:
-        _check_password(password)
+        check_password(password)
     now = _now()
     user = User(
         id=str(uuid.uuid4()),
@@ -113,14 +139,43 @@ def create_user(
     return user
 
 
-def set_password(session: Session, *, user: User, password: str, actor: str) -> None:
-    _check_password(password)
+def set_password(session: Session, *, user: User, password: str, actor: str, tenant_id: str | None = None) -> None:
+    """Set a local password: the lockout is lifted and the user's open sessions end. Audited
+    before/after (whether a password is set, never the password nor its hash)."""
+    check_password(password)
+    before = _state(user)
     user.password_hash = _hasher.hash(password)
     user.failed_logins = 0
     user.locked_until = None
     user.session_epoch += 1  # sessions opened with the old password end
     user.updated_at = _now()
-    audit.append(session, actor=actor, action="password_set", entity_type="user", entity_id=user.id)
+    audit.append(session, actor=actor, action="password_set", entity_type="user", entity_id=user.id,
+                 tenant_id=tenant_id, detail={"before": before, "after": _state(user)})  # fmt: skip
+
+
+def set_active(session: Session, *, user: User, active: bool, actor: str, tenant_id: str | None = None) -> bool:
+    """Disable (no login, open sessions end at once) or re-enable an account; audited before/after.
+    Returns whether anything changed (nothing is audited otherwise)."""
+    if user.active == active:
+        return False
+    before = _state(user)
+    user.active = active
+    if not active:
+        user.session_epoch += 1
+    user.updated_at = _now()
+    audit.append(session, actor=actor, action="user_enabled" if active else "user_disabled", entity_type="user",
+                 entity_id=user.id, tenant_id=tenant_id, detail={"before": before, "after": _state(user)})  # fmt: skip
+    return True
+
+
+def unlock(session: Session, *, user: User, actor: str, tenant_id: str | None = None) -> None:
+    """Lift a lockout after repeated failed logins (and reset the failure count); audited before/after."""
+    before = _state(user)
+    user.locked_until = None
+    user.failed_logins = 0
+    user.updated_at = _now()
+    audit.append(session, actor=actor, action="unlocked", entity_type="user", entity_id=user.id,
+                 tenant_id=tenant_id, detail={"before": before, "after": _state(user)})  # fmt: skip
 
 
 def grant_role(

@@ -131,7 +131,8 @@ def index(ctx: CtxDep) -> Response:
             row["alerts"] = sum(
                 1 for e in entries for c in e["certificates"] if c.get("expired") or c.get("expiring_soon")
             )
-            row["users"] = row["id"] in user.admin_tenants()  # the users page works on one's own grants
+            # the users page: one's own tenants, or every tenant for the platform operator
+            row["users"] = user.platform_operator or row["id"] in user.admin_tenants()
     return _admin_page(ctx, "admin_index.html", rows=rows, done=ctx.request.query_params.get("fait"))
 
 

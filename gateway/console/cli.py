@@ -6,6 +6,7 @@
     dui-gateway users revoke alice --tenant og-demo --role operateur
     dui-gateway users list
     dui-gateway users unlock alice
+    dui-gateway users disable alice / dui-gateway users enable alice
     dui-gateway users password alice --password-env ALICE_PASSWORD
 
 Passwords are read from a named environment variable or typed at a prompt, never from the
@@ -129,14 +130,25 @@ def password_command(username: str, password_env: PasswordEnv = None, actor: Act
 @app.command("unlock")
 def unlock_command(username: str, actor: ActorOption = "admin") -> None:
     """Lift a lockout after repeated failed logins."""
-    from gateway import audit
-
     with _factory() as factory, session_scope(factory) as session:
-        user = _user(session, username)
-        user.locked_until = None
-        user.failed_logins = 0
-        audit.append(session, actor=f"user:{actor}", action="unlocked", entity_type="user", entity_id=user.id)
+        accounts.unlock(session, user=_user(session, username), actor=f"user:{actor}")
         typer.echo(f"{username}: unlocked")
+
+
+@app.command("disable")
+def disable_command(username: str, actor: ActorOption = "admin") -> None:
+    """Disable an account (no login; its open sessions end)."""
+    with _factory() as factory, session_scope(factory) as session:
+        accounts.set_active(session, user=_user(session, username), active=False, actor=f"user:{actor}")
+        typer.echo(f"{username}: disabled")
+
+
+@app.command("enable")
+def enable_command(username: str, actor: ActorOption = "admin") -> None:
+    """Re-enable a disabled account."""
+    with _factory() as factory, session_scope(factory) as session:
+        accounts.set_active(session, user=_user(session, username), active=True, actor=f"user:{actor}")
+        typer.echo(f"{username}: enabled")
 
 
 @app.command("list")

@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session
 
 from gateway.console import accounts, charts, data
 from gateway.console.oidc import OidcClient, OidcError
-from gateway.console.roles import ROLE_LABELS, ROLES, ConsolePrincipal, TenantAccess
+from gateway.console.roles import ROLE_LABELS, ConsolePrincipal, TenantAccess
 from gateway.console.session import COOKIE, SessionData, SessionSigner
 from gateway.errors import Conflict, GatewayError, NotFound, TooManyRequests
 from gateway.logging import get_logger
 from gateway.runtime import Runtime
 from gateway.services import operations, queries
-from gateway.storage.models import Essms, Submission, Tenant, User
+from gateway.storage.models import Submission, Tenant, User
 
 __all__ = ["ConsoleState", "router"]
 
@@ -945,54 +945,3 @@ def audit_view(ctx: CtxDep) -> Response:
         older = {"t": access.tenant_id, "avant": rows[-1]["seq"], **({"action": action} if action else {})}
         more = f"{PREFIX}/audit?{urlencode(older)}"
     return page(ctx, "audit.html", tenant=access, rows=rows, action=action or "", more=more)
-
-
-@router.get("/utilisateurs", response_class=HTMLResponse)
-@_guard
-def users_view(ctx: CtxDep) -> Response:
-    access = _tenant(ctx, need="admin")
-    with _db(ctx.state) as session:
-        users = session.scalars(select(User).order_by(User.username)).all()
-        rows = []
-        for user in users:
-            grants = [g for g in user.roles if g.tenant_id == access.tenant_id]
-            if not grants:
-                continue
-            rows.append(
-                {
-                    "username": user.username,
-                    "display_name": user.display_name,
-                    "roles": [(g.role, g.essms_finess) for g in grants],
-                    "oidc": user.oidc_subject is not None,
-                    "local": user.password_hash is not None,
-                    "locked": user.locked_until is not None and queries.as_utc(user.locked_until) > datetime.now(UTC),
-                    "last_login": user.last_login_at,
-                }
-            )
-        essms = list(session.scalars(select(Essms.finess).where(Essms.tenant_id == access.tenant_id)))
-    return page(ctx, "users.html", tenant=access, rows=rows, roles=ROLES, essms=essms, done=None)
-
-
-@router.post("/utilisateurs/roles", response_class=HTMLResponse)
-@_guard
-def users_grant(ctx: CtxDep, form: FormDep) -> Response:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
-    access = _tenant(ctx, need="admin")
-    principal = _user(ctx)
-    username, role = _one(form, "identifiant").strip(), _one(form, "role")
-    essms = _one(form, "essms") or None
-    try:
-        with _db(ctx.state) as session:
-            user = accounts.find_user(session, username)
-            if user is None:
-                return _message(ctx, 404, "Utilisateur inconnu", "Aucun compte ne porte cet identifiant.")
-            if _one(form, "operation") == "retirer":
-                accounts.revoke_role(session, user=user, tenant=access.tenant_id, role=role, actor=principal.actor)
-            else:
-                accounts.grant_role(
-                    session, user=user, tenant=access.tenant_id, role=role, essms_finess=essms, actor=principal.actor
-                )
-    except GatewayError as exc:
-        return _message(ctx, 400, "Modification refusée", exc.detail)
-    return ctx.finish(RedirectResponse(f"{PREFIX}/utilisateurs?t={access.tenant_id}", status_code=303))

@@ -66,3 +66,29 @@ def test_demo_console_user(gateway_env: str, world: World, tmp_path: Path, brows
     assert (tmp_path / "pw").stat().st_mode & 0o077 == 0
     reply = browser_for().login(user, password)
     assert reply.status_code == 200 and "Se déconnecter" in reply.text
+
+
+def test_users_cli_disables_enables_and_unlocks_with_the_consoles_functions(
+    gateway_env: str, world: World, browser_for: Any, session_factory: Any
+) -> None:
+    env = {"NEW_PASSWORD": "un-mot-de-passe-long"}
+    assert _cli("users", "create", "gael", "--password-env", "NEW_PASSWORD", env_extra=env).returncode == 0
+    assert _cli("users", "grant", "gael", "--tenant", "og-a", "--role", "lecteur").returncode == 0
+    disabled = _cli("users", "disable", "gael")
+    assert disabled.returncode == 0, disabled.stderr
+    assert browser_for().login("gael", "un-mot-de-passe-long").status_code == 401
+    assert _cli("users", "enable", "gael").returncode == 0
+    for _ in range(3):  # console_lockout_threshold=3 in these tests
+        browser_for().login("gael", "wrong-password-123")
+    assert browser_for().login("gael", "un-mot-de-passe-long").status_code == 401
+    unlocked = _cli("users", "unlock", "gael")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert browser_for().login("gael", "un-mot-de-passe-long").status_code == 200
+    assert _cli("users", "disable", "nobody-here").returncode != 0
+    with session_factory() as session:
+        events = {
+            e.action: e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.actor == "user:admin"))
+        }
+    assert events["user_disabled"]["after"]["active"] is False
+    assert events["user_enabled"]["after"]["active"] is True
+    assert events["unlocked"]["before"]["locked"] is True and events["unlocked"]["after"]["locked"] is False
