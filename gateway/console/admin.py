@@ -35,6 +35,7 @@ from gateway.console.routes import (
     CtxDep,
     FormDep,
     Stop,
+    _check_csrf,
     _db,
     _guard,
     _message,
@@ -67,7 +68,6 @@ GRACE_CHOICES = {"0": "aucun (l'ancien secret cesse aussitôt)", "3600": "1 heur
                  "604800": "7 jours"}  # fmt: skip
 PURPOSES = ("dmp", "mssante", "sdo")
 MAX_RULES = 1000  # as PUT /v1/admin/routing
-_CSRF_REFUSED = ("Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide. Rechargez la page et recommencez.")
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -77,11 +77,6 @@ def _administrator(ctx: Ctx) -> tuple[ConsolePrincipal, Principal]:
     if not user.administers():
         raise Stop(_refused(ctx))
     return user, user.authz_principal
-
-
-def _check_csrf(ctx: Ctx, form: dict[str, list[str]]) -> None:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        raise Stop(_message(ctx, 403, *_CSRF_REFUSED))
 
 
 @contextmanager

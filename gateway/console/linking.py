@@ -25,9 +25,9 @@ from gateway.console.routes import (
     Ctx,
     CtxDep,
     FormDep,
+    _check_csrf,
     _db,
     _guard,
-    _message,
     _not_found,
     _one,
     _refused,
@@ -141,8 +141,7 @@ def unmatched_detail(unmatched_id: str, ctx: CtxDep) -> Response:
 @router.post("/personnes-a-rattacher/{unmatched_id}/rattacher", response_class=HTMLResponse)
 @_guard
 def unmatched_link(unmatched_id: str, ctx: CtxDep, form: FormDep) -> Response:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
+    _check_csrf(ctx, form)
     access = _tenant(ctx)
     if not access.can_operate:
         return _refused(ctx)

@@ -251,6 +251,15 @@ def _tenant(ctx: Ctx, *, need: str = "clinical") -> TenantAccess:
     return access
 
 
+CSRF_REFUSED = ("Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide. Rechargez la page et recommencez.")
+
+
+def _check_csrf(ctx: Ctx, form: dict[str, list[str]]) -> None:
+    """Every form of the console carries the session's CSRF token: a 403 page (``Stop``) otherwise."""
+    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
+        raise Stop(_message(ctx, 403, *CSRF_REFUSED))
+
+
 def _refused(ctx: Ctx) -> Response:
     return _message(
         ctx,
@@ -335,8 +344,7 @@ def _open_session(ctx: Ctx, user_id: str, epoch: int, target: str) -> Response:
 @router.post("/deconnexion")
 @_guard
 def logout(ctx: CtxDep, form: FormDep) -> Response:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
+    _check_csrf(ctx, form)
     if ctx.principal is not None:  # the cookie is stateless: end every session of this user
         with _db(ctx.state) as session:
             user = accounts.load_user(session, ctx.principal.user_id)
@@ -718,8 +726,7 @@ def confirm_action(submission_id: str, ctx: CtxDep) -> Response:
 @router.post("/flux/{submission_id}/actions", response_class=HTMLResponse)
 @_guard
 def run_action(submission_id: str, ctx: CtxDep, form: FormDep) -> Response:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
+    _check_csrf(ctx, form)
     access = _tenant(ctx)
     principal = _user(ctx)
     if not access.can_operate:
@@ -795,8 +802,7 @@ def dead_letters(ctx: CtxDep) -> Response:
 @router.post("/lettres-mortes/relancer", response_class=HTMLResponse)
 @_guard
 def dead_letters_retry(ctx: CtxDep, form: FormDep) -> Response:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        return _message(ctx, 403, "Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide.")
+    _check_csrf(ctx, form)
     access = _tenant(ctx)
     principal = _user(ctx)
     if not access.can_operate:

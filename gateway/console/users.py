@@ -29,6 +29,7 @@ from gateway.console.routes import (
     CtxDep,
     FormDep,
     Stop,
+    _check_csrf,
     _db,
     _guard,
     _message,
@@ -45,7 +46,6 @@ __all__ = ["router"]
 
 router = APIRouter(prefix=f"{PREFIX}/utilisateurs", include_in_schema=False)
 
-_CSRF_REFUSED = ("Requête refusée", "Jeton de sécurité (CSRF) absent ou invalide. Rechargez la page et recommencez.")
 # action in the URL -> (title, confirmation label)
 ACTIONS = {
     "desactivation": ("Désactiver le compte", "Je confirme : ce compte ne pourra plus se connecter et ses sessions "
@@ -56,11 +56,6 @@ ACTIONS = {
     "mot-de-passe": ("Réinitialiser le mot de passe", "Je confirme : l'ancien mot de passe cesse aussitôt et les "
                      "sessions ouvertes prennent fin ; le nouveau sera affiché une seule fois"),
 }  # fmt: skip
-
-
-def _check_csrf(ctx: Ctx, form: dict[str, list[str]]) -> None:
-    if not ctx.state.signer.check_csrf(ctx.data, _one(form, "csrf")):
-        raise Stop(_message(ctx, 403, *_CSRF_REFUSED))
 
 
 def _administered(ctx: Ctx) -> tuple[ConsolePrincipal, TenantAccess]:
