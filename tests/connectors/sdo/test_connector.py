@@ -151,14 +151,14 @@ def test_invalid_resource_is_not_sent(sandbox: SdoSandbox) -> None:
 
 def test_token_cached_then_renewed_on_expiry(sandbox: SdoSandbox) -> None:
     sim = sandbox.simulator
-    sim.set_faults(token_ttl=1.0)
+    sim.set_faults(token_ttl=4.0)  # long enough for two sends on a busy machine
     decision = sim.publish_decision(finess=ESSMS_A, id_decision="MDPH-75-0007")
     creds = credentials(sandbox.essms[ESSMS_A])
     conn = _connector(sandbox, token_leeway=0)
     conn.send(consent_envelope(decision, creds))
     conn.send(consent_envelope(decision, creds))
     assert sim.token_requests == 1, "the token is reused while valid"
-    time.sleep(1.3)
+    time.sleep(4.3)
     conn.send(consent_envelope(decision, creds))
     assert sim.token_requests == 2, "an expired token is renewed before the call"
 

@@ -176,7 +176,8 @@ def test_oidc_login_in_the_browser(page: Any, users: dict[str, str]) -> None:
 
 def test_keyboard_navigation(page: Any, users: dict[str, str]) -> None:
     page.goto("/console/connexion")
-    assert page.evaluate("document.activeElement.id") == "identifiant"  # autofocus
+    # autofocus: Chromium applies it once the page is rendered, a moment after the load event
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'identifiant'", timeout=10_000)
     page.keyboard.type("lea")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
