@@ -731,6 +731,16 @@ README_START = "<!-- bench:start (python -m bench --readme writes here) -->"
 README_END = "<!-- bench:end -->"
 
 
+def backfill_projection(path: Path) -> str:
+    """The backfill's projection for 790,000 DLUs from this run's figures ("" without PostgreSQL runs)."""
+    from gateway.backfill import cpu_scaling_from, projection_table, scaling_from
+
+    rates = scaling_from(path)
+    if not rates:
+        return ""
+    return projection_table(rates, [1, 2, 4, 8, 16], cpu=cpu_scaling_from(path))
+
+
 def update_readme(readme: Path, header: str, table: str) -> None:
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
@@ -805,7 +815,15 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     opts.json.write_text(json.dumps(results.raw, indent=2), encoding="utf-8")
+    table = markdown_table(results.rows)
+    projection = backfill_projection(opts.json)
+    if projection:
+        print("\n" + projection, flush=True)
+        table += "\n\nNational backfill (`dui-gateway backfill --scaling bench/RESULTS.json` prints the same):\n\n```\n"
+        table += projection + "\n```"
+        with opts.md.open("a", encoding="utf-8") as md:
+            md.write("\n```\n" + projection + "\n```\n")
     print(f"\nwritten: {opts.md}, {opts.json}")
     if opts.readme:
-        update_readme(ROOT / "README.md", header, markdown_table(results.rows))
+        update_readme(ROOT / "README.md", header, table)
     return 1 if results.raw.get("failed") else 0

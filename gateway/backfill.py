@@ -42,7 +42,16 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["Item", "backfill", "iter_items", "project", "scaling_from"]
+__all__ = [
+    "CpuScaling",
+    "Item",
+    "backfill",
+    "cpu_scaling_from",
+    "iter_items",
+    "project",
+    "project_per_core",
+    "scaling_from",
+]
 
 NATIONAL_DLUS = 790_000
 
@@ -157,14 +166,93 @@ def project(rates: dict[int, float], k: int) -> float:
     return float(rates[top] * factor ** math.log2(k / top))
 
 
-def projection_table(rates: dict[int, float], ks: list[int], total: int = NATIONAL_DLUS) -> str:
+@dataclass(frozen=True)
+class CpuScaling:
+    """What the bench measured of the worker processes' CPU, for the one-core-per-worker model.
+
+    ``cpu_ms``: {K: CPU milliseconds all K worker processes together spent per DLU};
+    ``single_rate``: DLU/s of the 1-worker run, whose ``single_rate × cpu_ms[1] / 1000`` is the
+    share of a core one worker process keeps busy (its threads share one interpreter lock);
+    ``db_ms``: PostgreSQL backend CPU per DLU (the largest measured), for the database's share."""
+
+    cpu_ms: dict[int, float]
+    single_rate: float
+    db_ms: float | None = None
+
+    @property
+    def core_use(self) -> float:
+        return min(1.0, self.single_rate * self.cpu_ms[1] / 1000)
+
+
+def cpu_scaling_from(path: Path) -> CpuScaling | None:
+    """:class:`CpuScaling` from the JSON written by ``python -m bench`` (PostgreSQL e2e rows with
+    at most as many workers as the bench machine had CPUs), or None without a 1-worker run."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    cpus = int(data.get("cpus") or 0)
+    cpu_ms: dict[int, float] = {}
+    single = 0.0
+    db: list[float] = []
+    for key, row in (data.get("e2e") or {}).items():
+        if not (key.startswith("pg") and isinstance(row, dict) and row.get("process_cpu_ms_per_dlu")):
+            continue
+        workers = int(row["workers"])
+        if cpus and workers > cpus:
+            continue  # workers sharing cores: context switches, not the software's scaling
+        cpu_ms[workers] = float(sum(row["process_cpu_ms_per_dlu"]))
+        if workers == 1:
+            single = float(row["dlu_s"])
+        if row.get("pg_cpu_ms_per_dlu"):
+            db.append(float(row["pg_cpu_ms_per_dlu"]))
+    if 1 not in cpu_ms or single <= 0:
+        return None
+    return CpuScaling(cpu_ms, single, max(db) if db else None)
+
+
+def project_per_core(scaling: CpuScaling, k: int) -> float:
+    """DLU/s with ``k`` worker processes, each on its own core (the database on its own host).
+
+    Each worker keeps ``core_use`` of its core busy (measured alone), and the CPU all workers
+    spend per DLU is the measured one for ``k`` when measured; beyond, it grows per doubling of
+    the workers as it grew over the last measured doubling (the coordination's cost: claims,
+    lock waits, cache), never less than measured: ``k × core_use × 1000 / cpu_ms(k)``."""
+    known = sorted(scaling.cpu_ms)
+    if k in scaling.cpu_ms:
+        cost = scaling.cpu_ms[k]
+    elif k < known[-1]:
+        lo = max(w for w in known if w < k) if k > known[0] else known[0]
+        cost = scaling.cpu_ms[lo]
+    else:
+        top = known[-1]
+        growth = 1.0
+        if len(known) >= 2:
+            prev = known[-2]
+            growth = max(1.0, (scaling.cpu_ms[top] / scaling.cpu_ms[prev]) ** (1 / math.log2(top / prev)))
+        cost = scaling.cpu_ms[top] * growth ** math.log2(k / top)
+    return k * scaling.core_use * 1000 / cost
+
+
+def projection_table(
+    rates: dict[int, float], ks: list[int], total: int = NATIONAL_DLUS, cpu: CpuScaling | None = None
+) -> str:
     measured = ", ".join(f"{w} worker(s) {r:.1f} DLU/s" for w, r in sorted(rates.items()))
     lines = [f"projection for {total:,} DLUs (measured: {measured})"]
+    if cpu is not None:
+        costs = ", ".join(f"{w}: {c:.0f} ms" for w, c in sorted(cpu.cpu_ms.items()))
+        lines.append(
+            "  wall clock = this machine's scaling; per core = each worker on its own core "
+            f"(worker CPU per DLU by workers {costs}; one worker keeps {cpu.core_use:.0%} of a core busy)"
+        )
     for k in ks:
         rate = project(rates, k)
         hours = total / rate / 3600 if rate > 0 else math.inf
         kind = "measured" if k in rates else "projected"
-        lines.append(f"  {k:>3} workers: {rate:7.1f} DLU/s ({kind}) -> {hours:6.1f} h")
+        line = f"  {k:>3} workers: {rate:7.1f} DLU/s ({kind}) -> {hours:6.1f} h"
+        if cpu is not None:
+            core_rate = project_per_core(cpu, k)
+            line += f" | per core: {core_rate:7.1f} DLU/s -> {total / core_rate / 3600:6.2f} h"
+            if cpu.db_ms:
+                line += f" (database {core_rate * cpu.db_ms / 1000:.1f} cores)"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -222,10 +310,12 @@ def backfill(
     errors = errors or source.with_name(source.name + ".backfill-errors.ndjson")
     state = read_checkpoint(checkpoint, source)
     scaling_rates: dict[int, float] = {}
+    cpu_scaling: CpuScaling | None = None
     if rates:
         scaling_rates = parse_rates(rates)
     elif scaling is not None:
         scaling_rates = scaling_from(scaling)
+        cpu_scaling = cpu_scaling_from(scaling)
     settings = _settings()
     runtime = Runtime.from_settings(settings)
     total = count_items(source)
@@ -326,7 +416,7 @@ def backfill(
         out(f"rerun the same command to resume after item {state['done']}")
     if scaling_rates:
         ks = sorted({int(k) for k in project_workers.split(",") if k})
-        out(projection_table(scaling_rates, ks))
+        out(projection_table(scaling_rates, ks, cpu=cpu_scaling))
         if rate > 0:
             out(
                 f"  intake by this command: {rate:.0f} items/s -> "

@@ -178,3 +178,31 @@ def test_scaling_from_the_bench_leaves_out_runs_with_more_workers_than_cpus(tmp_
     assert scaling_from(path) == {1: 10.0, 2: 18.0}
     path.write_text(json.dumps({"cpus": 8, "e2e": e2e}))
     assert scaling_from(path) == {1: 10.0, 2: 18.0, 4: 17.0}
+
+
+def test_per_core_projection_uses_the_measured_worker_cpu(tmp_path: Path) -> None:
+    from gateway.backfill import CpuScaling, cpu_scaling_from, project_per_core, projection_table
+
+    path = tmp_path / "RESULTS.json"
+    e2e = {
+        "sqlite": {"dlu_s": 9.0, "workers": 1, "process_cpu_ms_per_dlu": [70.0]},
+        "pg1": {"dlu_s": 16.0, "workers": 1, "process_cpu_ms_per_dlu": [50.0], "pg_cpu_ms_per_dlu": 9.0},
+        "pg2": {"dlu_s": 24.0, "workers": 2, "process_cpu_ms_per_dlu": [30.0, 30.0], "pg_cpu_ms_per_dlu": 10.0},
+        "pg4": {"dlu_s": 20.0, "workers": 4, "process_cpu_ms_per_dlu": [25.0] * 4, "pg_cpu_ms_per_dlu": 12.0},
+    }
+    path.write_text(json.dumps({"cpus": 2, "e2e": e2e}))
+    scaling = cpu_scaling_from(path)
+    # the 4-worker run shared 2 cores: left out; the database's largest share kept
+    assert scaling == CpuScaling({1: 50.0, 2: 60.0}, 16.0, 10.0)
+    assert scaling.core_use == pytest.approx(0.8)  # 16 DLU/s x 50 ms
+    assert project_per_core(scaling, 1) == pytest.approx(16.0)
+    assert project_per_core(scaling, 2) == pytest.approx(2 * 0.8 * 1000 / 60.0)
+    # CPU per DLU grew x1.2 over the last doubling: again x1.2 per doubling beyond
+    assert project_per_core(scaling, 8) == pytest.approx(8 * 0.8 * 1000 / (60.0 * 1.2**2))
+    # a cost that fell with more workers is not extrapolated downwards
+    flat = CpuScaling({1: 50.0, 2: 40.0}, 16.0)
+    assert project_per_core(flat, 8) == pytest.approx(8 * 0.8 * 1000 / 40.0)
+    table = projection_table({1: 16.0, 2: 24.0}, [1, 8], cpu=scaling)
+    assert "per core" in table and "8 workers" in table and "database" in table
+    path.write_text(json.dumps({"cpus": 2, "e2e": {"pg2": e2e["pg2"]}}))
+    assert cpu_scaling_from(path) is None  # no single-worker run: no share of a core measured
