@@ -600,7 +600,8 @@ def bench_e2e(
 
             pg = PgCpu(dep.engine, str(make_url(db_url).database))
             pg.start()
-        cpu_before = {p.pid: cpu_seconds(p.pid) or 0.0 for p in procs}
+        others = [p for p in dep.processes if p not in procs and p.name in ("api", "sandbox") and p.alive()]
+        cpu_before = {p.pid: cpu_seconds(p.pid) or 0.0 for p in [*procs, *others]}
         t0 = time.time()
         poster.burst(warm, opts.dlus)
         done = wait_delivered(dep, poster, set(poster.sent), timeout=opts.timeout)
@@ -610,6 +611,9 @@ def bench_e2e(
         lat = [done[s] - poster.sent[s] for s in poster.sent]
         rss = [rss_mb(p.pid) for p in procs]
         proc_cpu = [((cpu_seconds(p.pid) or 0.0) - cpu_before[p.pid]) * 1000 / opts.dlus for p in procs]
+        other_cpu = {p.name: ((cpu_seconds(p.pid) or 0.0) - cpu_before[p.pid]) * 1000 / opts.dlus for p in others}
+        # every process of the run per DLU: what bounds DLU/s when they all share the machine's CPUs
+        total_ms = sum(proc_cpu) + sum(other_cpu.values()) + (pg_seconds * 1000 / opts.dlus if pg_seconds else 0.0)
         pct = ""
         if block_limit:
             pct = f"{100 * rate / (block_limit * min(max(workers, 1), CPUS)):.0f} %"
@@ -624,6 +628,8 @@ def bench_e2e(
             "hwm_mb": [r[1] for r in rss],
             "pg_cpu_ms_per_dlu": pg_seconds * 1000 / opts.dlus if pg_seconds is not None else None,
             "process_cpu_ms_per_dlu": proc_cpu,
+            "other_cpu_ms_per_dlu": other_cpu,
+            "total_cpu_ms_per_dlu": total_ms,
         }
         results.add(
             Row(
@@ -637,7 +643,12 @@ def bench_e2e(
                 f"{pg_seconds * 1000 / opts.dlus:.1f}" if pg_seconds is not None else "",
                 f"{opts.dlus} DLUs after {warm} warm-up; worker CPU "
                 + "/".join(f"{c:.0f}" for c in proc_cpu)
-                + f" ms/DLU; load {load()}",
+                + " ms/DLU"
+                + "".join(
+                    f", {'receiver' if name == 'sandbox' else name} {c:.0f}" for name, c in sorted(other_cpu.items())
+                )
+                + f"; all processes {total_ms:.0f} ms/DLU (CPU-bound at {CPUS * 1000 / total_ms:.0f} DLU/s)"
+                + f"; load {load()}",
             )
         )
         if backend == "postgresql" and workers == 2 and opts.rate_seconds > 0:

@@ -41,3 +41,8 @@ def test_bench_tiny_mode_prints_and_writes_the_table(tmp_path: Path) -> None:
     raw = json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))
     assert raw["block_limit_dlu_s"] > 0 and raw["e2e"]["sqlite"]["dlu_s"] > 0
     assert raw["intake"]["sqlite"]["c2"] > 0, "no submission was stored through HTTP"
+    # the whole run's CPU per DLU: the gateway process and the receiver, measured, not assumed
+    sqlite = raw["e2e"]["sqlite"]
+    assert sqlite["other_cpu_ms_per_dlu"]["sandbox"] > 0
+    assert sqlite["total_cpu_ms_per_dlu"] > sum(sqlite["process_cpu_ms_per_dlu"])
+    assert "all processes" in table
