@@ -86,7 +86,7 @@ class Validator:
     """Validates CDA documents against a CI-SIS kit. Thread-safe: Saxon work is serialised.
 
     Compiled schematrons are cached in the instance (one instance per kit per process, see
-    :func:`load_validator`)."""
+    :func:`load_validator`), each compiled once, by the first thread that needs it."""
 
     def __init__(self, kit: Kit, *, shape: Shape = "sets") -> None:
         self.kit = kit
