@@ -1,4 +1,4 @@
-"""``dui-gateway audit``: verify the hash chain (against external anchors too), write an anchor,
+"""``dui-gateway audit``: verify the hash chains (against external anchors too), write an anchor,
 export events as FHIR AuditEvent NDJSON."""
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def verify_command(
         typer.echo(f"PROBLEM {problem}")
     status = "OK" if result.ok else "TAMPERED"
     against = f"; {len(anchors)} anchors checked" if anchors else ""
-    typer.echo(
-        f"{status}: {result.checked} events checked; head seq {result.head_seq} hash {result.head_hash}{against}"
-    )
+    # one line that is also an anchor (``verify --anchor`` accepts it): every chain's head
+    heads = "; ".join(f"chain {c} head #{n} hash {h}" for c, (n, h) in sorted(result.heads.items()))
+    chains = f"{len(result.heads)} chain" + ("" if len(result.heads) == 1 else "s")
+    typer.echo(f"{status}: {result.checked} events checked in {chains}; {heads}{against}")
     if not result.ok:
         raise typer.Exit(code=1)
 
@@ -99,7 +100,8 @@ def anchor_command(
         str | None, typer.Option("--syslog", help="also send it to syslog: host:port (UDP) or /dev/log")
     ] = None,
 ) -> None:
-    """Write the chain head (seq, hash, time) outside the database, for 'audit verify --anchor'."""
+    """Write every chain's head (chain, position, hash) and the time outside the database, for
+    'audit verify --anchor'."""
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
