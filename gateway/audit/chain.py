@@ -323,10 +323,13 @@ _SQLITE_READ_HEAD = text(
 _NEW_HEAD = {"last_seq": 0, "last_hash": GENESIS_HASH}
 
 
-def _create_head(session: Session, chain: int, dialect: str) -> None:
-    """The head row of a chain never appended to (concurrent creators: one wins, none fails)."""
+def _create_heads(session: Session, chains: int, dialect: str) -> None:
+    """The head rows of chains 0..chains-1 that do not exist yet, in one statement (once per
+    database and chain count, not once per chain). Concurrent creators insert in the same order,
+    so one waits for the other's commit and then finds them: no deadlock, no failure."""
     insert = postgresql.insert(_HEAD) if dialect == "postgresql" else sqlite.insert(_HEAD)
-    session.execute(insert.values(id=chain, **_NEW_HEAD).on_conflict_do_nothing(index_elements=["id"]))
+    rows = [{"id": chain, **_NEW_HEAD} for chain in range(chains)]
+    session.execute(insert.values(rows).on_conflict_do_nothing(index_elements=["id"]))
 
 
 def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer) -> tuple[list[Any], list[int]]:
@@ -348,10 +351,11 @@ def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer
         return head, list(range(head[3], head[3] + count))
     root = session.get_transaction()
     chosen = session.info.get(_CHAIN_INFO)
+    chains = sealer.chain_count(session)
     if chosen is not None and chosen[0] is root and root is not None and root.is_active:
         chain = int(chosen[1])
     else:
-        chain = chain_for(entity_id, sealer.chain_count(session))
+        chain = chain_for(entity_id, chains)
         session.info[_CHAIN_INFO] = (root, chain)
     for attempt in range(2):
         if dialect == "postgresql":
@@ -369,7 +373,7 @@ def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer
         if chain == 0:  # the migrations create it: never start chain 0 over
             raise RuntimeError("audit_head row of chain 0 missing: run `dui-gateway migrate`")
         if attempt == 0:
-            _create_head(session, chain, dialect)
+            _create_heads(session, max(chains, chain + 1), dialect)
     else:  # pragma: no cover - the row was just created in this transaction
         raise RuntimeError(f"audit chain {chain}: head row missing")
     session.info[_HEAD_INFO] = (transaction, head)

@@ -362,8 +362,9 @@ class AuditHead(Base):
 
     Moved in the same transaction as each append to that chain, under a row lock (``SELECT …
     FOR UPDATE`` on PostgreSQL, the database lock on SQLite), so each chain stays linear; a
-    transaction appends to one chain only, so it never holds two heads. Rows are created on the
-    first append to a chain (0008 turned the single head, id 1, into chain 0).
+    transaction appends to one chain only, so it never holds two heads. The first append to a
+    chain without a row creates the rows of every configured chain at once (0008 turned the
+    single head, id 1, into chain 0).
     """
 
     __tablename__ = "audit_head"
