@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import BigInteger, Integer, String, Table, bindparam, select, text, tuple_
+from sqlalchemy import column as sa_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -304,6 +305,8 @@ _MOVE_HEAD = (
     .where(_HEAD.c.id == bindparam("chain", type_=Integer()))
     .values(last_seq=bindparam("new_seq", type_=BigInteger()), last_hash=bindparam("new_hash", type_=String(64)))
 )
+# (The raw statements declare their result columns: SQLAlchemy then caches their result metadata
+# instead of building it at every call.)
 # PostgreSQL, first append of a transaction: lock the chain's head, then take one global seq per
 # event, in one round trip. The CTE yields the locked row before any nextval() runs, so seqs
 # taken under a chain's lock increase along that chain. No row: the head does not exist yet.
@@ -312,14 +315,23 @@ _PG_LOCK_HEAD = text(
     "SELECT head.last_seq, head.last_hash, nextval('audit_event_seq') "
     "FROM head CROSS JOIN generate_series(1, CAST(:n AS integer))"
 ).bindparams(bindparam("chain", type_=Integer()), bindparam("n", type_=Integer()))
-_PG_NEXT_SEQS = text("SELECT nextval('audit_event_seq') FROM generate_series(1, CAST(:n AS integer))").bindparams(
-    bindparam("n", type_=Integer())
+_PG_LOCK_HEAD_COLUMNS = _PG_LOCK_HEAD.columns(
+    sa_column("last_seq", BigInteger()), sa_column("last_hash", String()), sa_column("nextval", BigInteger())
+)
+_PG_NEXT_SEQS = (
+    text("SELECT nextval('audit_event_seq') FROM generate_series(1, CAST(:n AS integer))")
+    .bindparams(bindparam("n", type_=Integer()))
+    .columns(sa_column("nextval", BigInteger()))
 )
 # SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so max(seq) + 1 is
 # the next seq for as long as it lasts.
 _SQLITE_READ_HEAD = text(
-    "SELECT last_seq, last_hash, (SELECT coalesce(max(seq), 0) FROM audit_events) FROM audit_head WHERE id = :chain"
+    "SELECT last_seq, last_hash, (SELECT coalesce(max(seq), 0) FROM audit_events) AS max_seq "
+    "FROM audit_head WHERE id = :chain"
 ).bindparams(bindparam("chain", type_=Integer()))
+_SQLITE_READ_HEAD_COLUMNS = _SQLITE_READ_HEAD.columns(
+    sa_column("last_seq", BigInteger()), sa_column("last_hash", String()), sa_column("max_seq", BigInteger())
+)
 _NEW_HEAD = {"last_seq": 0, "last_hash": GENESIS_HASH}
 
 
@@ -359,13 +371,13 @@ def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer
         session.info[_CHAIN_INFO] = (root, chain)
     for attempt in range(2):
         if dialect == "postgresql":
-            rows = session.execute(_PG_LOCK_HEAD, {"chain": chain, "n": count}).all()
+            rows = session.execute(_PG_LOCK_HEAD_COLUMNS, {"chain": chain, "n": count}).all()
             if rows:
                 head = [chain, int(rows[0][0]), str(rows[0][1]), None]
                 seqs = sorted(int(row[2]) for row in rows)
                 break
         else:
-            row = session.execute(_SQLITE_READ_HEAD, {"chain": chain}).one_or_none()
+            row = session.execute(_SQLITE_READ_HEAD_COLUMNS, {"chain": chain}).one_or_none()
             if row is not None:
                 head = [chain, int(row[0]), str(row[1]), int(row[2]) + 1]
                 seqs = list(range(head[3], head[3] + count))
