@@ -561,3 +561,19 @@ def test_anchor_lines_name_every_chain() -> None:
     for bad in ('{"heads": []}', '{"heads": [{"chain": 0, "chain_seq": 1, "hash": "xyz"}]}', json.dumps(twice)):
         with pytest.raises(ValueError):
             parse_anchors([bad])
+
+
+def test_downgrade_below_0008_is_refused_once_events_exist(sqlite_url: str) -> None:
+    from alembic import command
+
+    from gateway.storage.migrate import alembic_config
+
+    engine = make_engine(sqlite_url)
+    try:
+        _fill(make_sessionmaker(engine), 1)
+        with pytest.raises(RuntimeError, match="cannot downgrade below 0008"), engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0007")
+        with engine.connect() as conn:  # nothing changed
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+    finally:
+        engine.dispose()
