@@ -600,6 +600,11 @@ def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: i
     return result
 
 
+def _seal_matches(sealer: AuditSealer, data: bytes, ev: AuditEvent) -> bool:
+    expected = sealer.seal(data, ev.key_id)
+    return expected is not None and hmac.compare_digest(expected, ev.hash)
+
+
 def _check_event(result: VerifyResult, sealer: AuditSealer, walk: _ChainWalk, ev: AuditEvent) -> None:
     where = f"chain {ev.chain} #{ev.chain_seq} (seq {ev.seq})"
     expected_position = walk.position + 1
@@ -617,20 +622,21 @@ def _check_event(result: VerifyResult, sealer: AuditSealer, walk: _ChainWalk, ev
         result.problem(f"{where}: prev_hash does not match the previous event's hash (inserted/deleted)")
     if ev.seq <= walk.seq:
         result.problem(f"{where}: seq does not increase along the chain (renumbered)")
-    expected = sealer.seal(canonical_bytes(ev), ev.key_id)
-    if expected is None:
-        result.problem(f"{where}: sealed with unknown audit key {ev.key_id!r}")
-    elif hmac.compare_digest(expected, ev.hash):
-        walk.legacy = False  # format 2 from here on: no format-1 event may follow
-    else:
-        # Format 1 (written before migration 0008): only at the start of chain 0, where the
-        # migration put them, with chain_seq = seq. Elsewhere its hash proves nothing about
-        # where it stands (it does not cover chain and chain_seq).
-        legacy = sealer.seal(canonical_bytes_v1(ev), ev.key_id)
-        if legacy is None or not hmac.compare_digest(legacy, ev.hash):
-            result.problem(f"{where}: content does not match its hash (event modified)")
-        elif not (walk.legacy and ev.chain == 0 and ev.chain_seq == ev.seq):
+    # Format 1 (written before migration 0008) is valid only at the start of chain 0, where the
+    # migration put those events, with chain_seq = seq: elsewhere its hash proves nothing about
+    # where the event stands (it does not cover chain and chain_seq). Tried first while chain 0
+    # may still be in that prefix (one hash per event there, not two).
+    in_prefix = walk.legacy and ev.chain == 0 and ev.chain_seq == ev.seq
+    if not (in_prefix and _seal_matches(sealer, canonical_bytes_v1(ev), ev)):
+        expected = sealer.seal(canonical_bytes(ev), ev.key_id)
+        if expected is None:
+            result.problem(f"{where}: sealed with unknown audit key {ev.key_id!r}")
+        elif hmac.compare_digest(expected, ev.hash):
+            walk.legacy = False  # format 2 from here on: no format-1 event may follow
+        elif not in_prefix and _seal_matches(sealer, canonical_bytes_v1(ev), ev):
             result.problem(f"{where}: a format-1 event (before 0008) out of its place (moved or renumbered)")
+        else:
+            result.problem(f"{where}: content does not match its hash (event modified)")
     if sealer.keyed and ev.key_id == PLAIN_KEY_ID:
         result.problem(f"{where}: not sealed with an audit key although audit keys are configured")
     walk.position, walk.hash, walk.seq = ev.chain_seq, ev.hash, ev.seq
