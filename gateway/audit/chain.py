@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
+    "ANCHOR_ACTION",
     "GENESIS_HASH",
     "OUTCOMES",
     "PLAIN_KEY_ID",
@@ -68,6 +69,7 @@ __all__ = [
     "canonical_bytes_v1",
     "chain_for",
     "iter_events",
+    "record_heads",
     "safe_person_ref",
     "verify",
 ]
@@ -521,6 +523,22 @@ def append_many(session: Session, entries: Sequence[Entry], *, sealer: AuditSeal
     return events
 
 
+# -- cross-chain anchors ------------------------------------------------------------------------
+ANCHOR_ACTION = "heads_anchored"
+
+
+def record_heads(session: Session, *, actor: str, sealer: AuditSealer | None = None) -> AuditEvent:
+    """Append one event recording every other chain's head (chain, position, hash) as committed
+    now: from then on, rewriting or truncating those chains before the recorded positions also
+    breaks this event's chain (``verify`` checks each recorded head). Only its own chain's head is
+    locked; the others are read, not locked, so it can run at any time (e.g. from cron)."""
+    heads = session.execute(select(_HEAD.c.id, _HEAD.c.last_seq, _HEAD.c.last_hash).order_by(_HEAD.c.id)).all()
+    event = Entry(actor=actor, action=ANCHOR_ACTION, entity_type="audit", entity_id="heads",
+                  detail={"heads": [[int(c), int(n), str(h)] for c, n, h in heads if n]})  # fmt: skip
+    (written,) = append_many(session, [event], sealer=sealer)
+    return written
+
+
 # -- verify -----------------------------------------------------------------------------------
 @dataclass
 class VerifyResult:
@@ -562,6 +580,7 @@ def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: i
     sealer = sealer or AuditSealer.of_session(session)
     result = VerifyResult()
     walks: dict[int, _ChainWalk] = {}
+    recorded: list[AuditEvent] = []  # record_heads events: checked once every chain was walked
     after: tuple[int, int] = (-1, 0)
     while True:
         stmt = (
@@ -577,7 +596,19 @@ def verify(session: Session, *, sealer: AuditSealer | None = None, batch_size: i
             result.checked += 1
             walk = walks.setdefault(ev.chain, _ChainWalk(legacy=ev.chain == 0))
             _check_event(result, sealer, walk, ev)
+            if ev.action == ANCHOR_ACTION and ev.entity_type == "audit":
+                recorded.append(ev)
         after = (batch[-1].chain, batch[-1].chain_seq)
+    for ev in recorded:
+        for chain, position, digest in (ev.detail or {}).get("heads", []):
+            found = session.scalar(
+                select(AuditEvent.hash).where(AuditEvent.chain == chain, AuditEvent.chain_seq == position)
+            )
+            if found != digest:
+                result.problem(
+                    f"chain {ev.chain} #{ev.chain_seq} (seq {ev.seq}): recorded chain {chain} at #{position}, "
+                    + ("which no longer exists (truncated)" if found is None else "which now holds another hash")
+                )
     heads = session.execute(
         select(AuditHead.id, AuditHead.last_seq, AuditHead.last_hash).execution_options(populate_existing=True)
     ).all()

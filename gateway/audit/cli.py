@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 
 from gateway.audit.anchor import Anchor, check_anchors, current_anchor, parse_anchors
-from gateway.audit.chain import AuditSealer, iter_events, verify
+from gateway.audit.chain import AuditSealer, iter_events, record_heads, verify
 from gateway.audit.fhir import to_fhir_audit_event
 from gateway.settings import get_settings
-from gateway.storage.db import make_engine, make_sessionmaker, snapshot_engine
+from gateway.storage.db import make_engine, make_sessionmaker, session_scope, snapshot_engine
 
 __all__ = ["app"]
 
@@ -99,12 +99,22 @@ def anchor_command(
     syslog: Annotated[
         str | None, typer.Option("--syslog", help="also send it to syslog: host:port (UDP) or /dev/log")
     ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="first append an event recording every chain's head to the trail itself (cross-chain anchor)",
+        ),
+    ] = False,
 ) -> None:
     """Write every chain's head (chain, position, hash) and the time outside the database, for
     'audit verify --anchor'."""
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
+        if record:
+            with session_scope(make_sessionmaker(engine)) as session:
+                record_heads(session, actor="gateway:audit-anchor", sealer=AuditSealer.from_settings())
         factory = make_sessionmaker(snapshot_engine(engine))
         with factory() as session, session.begin():
             anchor = current_anchor(session)

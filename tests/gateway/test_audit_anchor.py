@@ -151,3 +151,21 @@ def test_anchor_to_syslog(gateway_env: str) -> None:
     assert "dui-gateway-audit-anchor" in datagram
     payload = json.loads(datagram[datagram.index("{") :])
     assert sum(h["chain_seq"] for h in payload["heads"]) == 2
+
+
+def test_anchor_record_also_ties_the_chains_in_the_trail(gateway_env: str) -> None:
+    _fill(gateway_env, 0, 5)
+    runner = CliRunner()
+    result = runner.invoke(app, ["anchor", "--record"])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(gateway_env)
+    try:
+        with session_scope(make_sessionmaker(engine)) as s:
+            mark = s.scalars(select(AuditEvent).where(AuditEvent.action == "heads_anchored")).one()
+            heads = {c: (n, h) for c, n, h in mark.detail["heads"]}
+            assert sum(n for n, _ in heads.values()) == 5  # every chain's head before the mark
+            line = json.loads(result.stdout.strip().splitlines()[-1])
+            assert {"chain": mark.chain, "chain_seq": mark.chain_seq, "hash": mark.hash} in line["heads"]
+    finally:
+        engine.dispose()
+    assert runner.invoke(app, ["verify"]).exit_code == 0

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit import AuditSealer, Entry, append, append_many, verify
 from gateway.audit.anchor import Anchor, check_anchors, current_anchor, parse_anchors
-from gateway.audit.chain import GENESIS_HASH, PLAIN_KEY_ID, canonical_bytes, canonical_bytes_v1, chain_for
+from gateway.audit.chain import (
+    GENESIS_HASH,
+    PLAIN_KEY_ID,
+    canonical_bytes,
+    canonical_bytes_v1,
+    chain_for,
+    record_heads,
+)
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
 from gateway.storage.migrate import upgrade
 from gateway.storage.models import AuditEvent, AuditHead
@@ -210,6 +217,35 @@ def test_truncated_tail_with_heads_moved_is_caught_by_the_anchor(filled: tuple[s
             f"anchor chain {target} #{len(events)} (anchored {anchor.anchored_at}): "
             "the chain has no such event (missing: truncated)"
         ]
+
+
+def test_recorded_heads_tie_the_chains_together(filled: tuple[sessionmaker[Session], int]) -> None:
+    """record_heads appends an event holding every chain's head: a consistent truncation or
+    rewrite of another chain before those positions (no HMAC key, heads moved) is then caught
+    without any external anchor."""
+    factory, _ = filled
+    with session_scope(factory) as s:
+        mark = record_heads(s, actor="gateway:test", sealer=FOUR)
+    assert _verify(factory).ok
+    target = next(c for c in range(1, CHAINS) if c != mark.chain)
+    events = _chain(factory, target)
+    with session_scope(factory) as s:  # drop the last event of another chain, move its head back
+        s.execute(delete(AuditEvent).where(AuditEvent.seq == events[-1].seq))
+        s.execute(
+            update(AuditHead).where(AuditHead.id == target).values(last_seq=len(events) - 1, last_hash=events[-2].hash)
+        )
+    assert _verify(factory).problems == [
+        f"{_where(mark)}: recorded chain {target} at #{len(events)}, which no longer exists (truncated)"
+    ]
+    with session_scope(factory) as s:  # ... or rewrite its last event and recompute its hash and head
+        forged = AuditEvent(**{c.key: getattr(events[-1], c.key) for c in AuditEvent.__table__.c})
+        forged.outcome = "failure"
+        forged.hash = _seal(forged)
+        s.add(forged)
+        s.execute(update(AuditHead).where(AuditHead.id == target).values(last_seq=len(events), last_hash=forged.hash))
+    assert _verify(factory).problems == [
+        f"{_where(mark)}: recorded chain {target} at #{len(events)}, which now holds another hash"
+    ]
 
 
 def test_one_transaction_appends_to_one_chain_whatever_its_entities(session_factory: sessionmaker[Session]) -> None:
