@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     master_keys: SecretStr = SecretStr(f"dev:{DEV_MASTER_KEY}")
     # audit chain HMAC keys, same "id:base64key" format (first seals new events); unset = plain SHA-256 chain
     audit_keys: SecretStr | None = None
+    # audit hash chains appended to in parallel (docs/audit.md); unset = 8 on PostgreSQL, 1 on SQLite
+    audit_chains: int | None = Field(default=None, ge=1, le=64)
     admin_token: SecretStr | None = None
     # OAuth2 client credentials (docs/security.md): Ed25519 seeds "kid:base64" (first signs, all verify);
     # unset = one key derived from the first master key

@@ -1,14 +1,18 @@
-"""External anchors for the audit chain.
+"""External anchors for the audit chains.
 
 A hash chain proves that nothing changed *relative to its head*; whoever can write to the database
-can rewrite events, recompute every hash (without the HMAC keys: plain SHA-256) and move the head.
-An anchor is the head (``seq``, ``hash``, time) copied from time to time somewhere the database
-user cannot write: an append-only file owned by another user, a remote syslog, a ticket. Verifying
-against anchors then proves the chain still holds, at each anchored ``seq``, the very hash that was
-anchored: history before an anchor cannot be rewritten unnoticed, even with the keys.
+can rewrite events, recompute every hash (without the HMAC keys: plain SHA-256) and move the heads.
+An anchor is every chain's head (chain, position, hash) and the time, copied from time to time
+somewhere the database user cannot write: an append-only file owned by another user, a remote
+syslog, a ticket. Verifying against anchors then proves each chain still holds, at each anchored
+position, the very hash that was anchored: history before an anchor cannot be rewritten unnoticed,
+even with the keys.
 
-Anchor lines are JSON objects ``{"seq": …, "hash": …, "anchored_at": "…Z"}``, one per line; the
-``OK: … head seq S hash H`` line printed by ``audit verify`` is accepted too.
+Anchor lines are JSON objects ``{"anchored_at": "…Z", "heads": [{"chain": C, "chain_seq": N,
+"hash": H}, …]}``, one per line. Also accepted: the ``OK: …`` line printed by ``audit verify``
+(``chain C head #N hash H`` for each chain), and the single-chain forms written before migration
+0008 (``{"seq": N, "hash": H, …}`` and ``… head seq N hash H``), which anchor chain 0: the events
+of that one chain became chain 0 with unchanged positions.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,25 +31,38 @@ from gateway.storage.models import AuditEvent, AuditHead
 
 __all__ = ["Anchor", "check_anchors", "current_anchor", "parse_anchors"]
 
-_OK_LINE_RE = re.compile(r"head seq (?P<seq>[0-9]+) hash (?P<hash>[0-9a-f]{64})\b")
+_OK_HEAD_RE = re.compile(r"\bchain (?P<chain>[0-9]+) head #(?P<seq>[0-9]+) hash (?P<hash>[0-9a-f]{64})\b")
+_OLD_OK_LINE_RE = re.compile(r"head seq (?P<seq>[0-9]+) hash (?P<hash>[0-9a-f]{64})\b")
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class Anchor:
-    seq: int
-    hash: str
+    """The heads of the chains at one moment: ``(chain, chain_seq, hash)`` each."""
+
+    heads: tuple[tuple[int, int, str], ...]
     anchored_at: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"seq": self.seq, "hash": self.hash, "anchored_at": self.anchored_at}, sort_keys=True)
+        heads = [{"chain": c, "chain_seq": n, "hash": h} for c, n, h in self.heads]
+        return json.dumps({"anchored_at": self.anchored_at, "heads": heads}, sort_keys=True)
 
 
 def current_anchor(session: Session) -> Anchor:
-    """The chain head now, stamped with the current time (UTC)."""
-    head = session.scalars(select(AuditHead)).one()
+    """Every chain's head now, stamped with the current time (UTC)."""
+    rows = session.execute(select(AuditHead.id, AuditHead.last_seq, AuditHead.last_hash).order_by(AuditHead.id))
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return Anchor(seq=int(head.last_seq), hash=head.last_hash, anchored_at=at)
+    return Anchor(heads=tuple((int(c), int(n), str(h)) for c, n, h in rows), anchored_at=at)
+
+
+def _heads_of(doc: Any) -> tuple[tuple[int, int, str], ...]:
+    if not isinstance(doc, dict):
+        raise TypeError
+    if "heads" in doc:
+        heads = tuple((int(h["chain"]), int(h["chain_seq"]), str(h["hash"])) for h in doc["heads"])
+    else:  # written before 0008: the one chain, now chain 0
+        heads = ((0, int(doc["seq"]), str(doc["hash"])),)
+    return heads
 
 
 def parse_anchors(lines: Iterable[str]) -> list[Anchor]:
@@ -54,16 +72,24 @@ def parse_anchors(lines: Iterable[str]) -> list[Anchor]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        found = _OK_LINE_RE.search(line) if not line.startswith("{") else None
         try:
-            if found is not None:
-                anchor = Anchor(seq=int(found["seq"]), hash=found["hash"])
+            if line.startswith("{"):
+                doc = json.loads(line)
+                anchor = Anchor(heads=_heads_of(doc), anchored_at=doc.get("anchored_at"))
+            elif found := list(_OK_HEAD_RE.finditer(line)):
+                anchor = Anchor(heads=tuple((int(m["chain"]), int(m["seq"]), m["hash"]) for m in found))
+            elif old := _OLD_OK_LINE_RE.search(line):
+                anchor = Anchor(heads=((0, int(old["seq"]), old["hash"]),))
             else:
-                doc = json.loads(line[line.index("{") :])
-                anchor = Anchor(seq=int(doc["seq"]), hash=str(doc["hash"]), anchored_at=doc.get("anchored_at"))
+                raise ValueError
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"line {number}: not an audit anchor") from None
-        if anchor.seq < 0 or not _HASH_RE.match(anchor.hash):
+        chains = [c for c, _, _ in anchor.heads]
+        if (
+            not anchor.heads
+            or len(set(chains)) != len(chains)
+            or any(c < 0 or n < 0 or not _HASH_RE.match(h) for c, n, h in anchor.heads)
+        ):
             raise ValueError(f"line {number}: not an audit anchor")
         out.append(anchor)
     if not out:
@@ -72,15 +98,20 @@ def parse_anchors(lines: Iterable[str]) -> list[Anchor]:
 
 
 def check_anchors(session: Session, anchors: Iterable[Anchor]) -> list[str]:
-    """One problem per anchor the chain no longer holds (another hash at its seq, or no such seq)."""
+    """One problem per anchored head the chains no longer hold (another hash at that chain and
+    position, or no such event)."""
     problems: list[str] = []
     for anchor in anchors:
-        if anchor.seq == 0:
-            continue  # an empty chain anchors nothing
         when = f" (anchored {anchor.anchored_at})" if anchor.anchored_at else ""
-        found = session.scalars(select(AuditEvent.hash).where(AuditEvent.seq == anchor.seq)).one_or_none()
-        if found is None:
-            problems.append(f"anchor seq {anchor.seq}{when}: the chain has no such event (missing: truncated)")
-        elif found != anchor.hash:
-            problems.append(f"anchor seq {anchor.seq}{when}: the chain holds another hash there (rewritten)")
+        for chain, position, digest in anchor.heads:
+            if position == 0:
+                continue  # an empty chain anchors nothing
+            found = session.scalars(
+                select(AuditEvent.hash).where(AuditEvent.chain == chain, AuditEvent.chain_seq == position)
+            ).one_or_none()
+            where = f"anchor chain {chain} #{position}{when}"
+            if found is None:
+                problems.append(f"{where}: the chain has no such event (missing: truncated)")
+            elif found != digest:
+                problems.append(f"{where}: the chain holds another hash there (rewritten)")
     return problems

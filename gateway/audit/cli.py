@@ -1,4 +1,4 @@
-"""``dui-gateway audit``: verify the hash chain (against external anchors too), write an anchor,
+"""``dui-gateway audit``: verify the hash chains (against external anchors too), write an anchor,
 export events as FHIR AuditEvent NDJSON."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 
 from gateway.audit.anchor import Anchor, check_anchors, current_anchor, parse_anchors
-from gateway.audit.chain import AuditSealer, iter_events, verify
+from gateway.audit.chain import AuditSealer, iter_events, record_heads, verify
 from gateway.audit.fhir import to_fhir_audit_event
 from gateway.settings import get_settings
-from gateway.storage.db import make_engine, make_sessionmaker, snapshot_engine
+from gateway.storage.db import make_engine, make_sessionmaker, session_scope, snapshot_engine
 
 __all__ = ["app"]
 
@@ -68,9 +68,10 @@ def verify_command(
         typer.echo(f"PROBLEM {problem}")
     status = "OK" if result.ok else "TAMPERED"
     against = f"; {len(anchors)} anchors checked" if anchors else ""
-    typer.echo(
-        f"{status}: {result.checked} events checked; head seq {result.head_seq} hash {result.head_hash}{against}"
-    )
+    # one line that is also an anchor (``verify --anchor`` accepts it): every chain's head
+    heads = "; ".join(f"chain {c} head #{n} hash {h}" for c, (n, h) in sorted(result.heads.items()))
+    chains = f"{len(result.heads)} chain" + ("" if len(result.heads) == 1 else "s")
+    typer.echo(f"{status}: {result.checked} events checked in {chains}; {heads}{against}")
     if not result.ok:
         raise typer.Exit(code=1)
 
@@ -98,11 +99,22 @@ def anchor_command(
     syslog: Annotated[
         str | None, typer.Option("--syslog", help="also send it to syslog: host:port (UDP) or /dev/log")
     ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="first append an event recording every chain's head to the trail itself (cross-chain anchor)",
+        ),
+    ] = False,
 ) -> None:
-    """Write the chain head (seq, hash, time) outside the database, for 'audit verify --anchor'."""
+    """Write every chain's head (chain, position, hash) and the time outside the database, for
+    'audit verify --anchor'."""
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
+        if record:
+            with session_scope(make_sessionmaker(engine)) as session:
+                record_heads(session, actor="gateway:audit-anchor", sealer=AuditSealer.from_settings())
         factory = make_sessionmaker(snapshot_engine(engine))
         with factory() as session, session.begin():
             anchor = current_anchor(session)

@@ -60,7 +60,7 @@ def _recorded(event: AuditEvent) -> str:
 
 
 def to_fhir_audit_event(event: AuditEvent) -> dict[str, Any]:
-    """One audit event as a FHIR R4 AuditEvent (chain seq and hashes in ``entity.detail``)."""
+    """One audit event as a FHIR R4 AuditEvent (seq, chain, position and hashes in ``entity.detail``)."""
     code, display, action = _TYPES.get(event.action, _DEFAULT_TYPE)
     kind, _, _ = event.actor.partition(":")
     agent: dict[str, Any] = {
@@ -71,6 +71,8 @@ def to_fhir_audit_event(event: AuditEvent) -> dict[str, Any]:
     }
     entity_details: list[dict[str, Any]] = [
         {"type": "seq", "valueString": str(event.seq)},
+        {"type": "chain", "valueString": str(event.chain)},
+        {"type": "chain_seq", "valueString": str(event.chain_seq)},
         {"type": "hash", "valueString": event.hash},
         {"type": "prev_hash", "valueString": event.prev_hash},
         {"type": "key_id", "valueString": event.key_id},

@@ -326,10 +326,16 @@ class AuditEvent(Base):
     """Append-only, hash-chained trail: who did what to which person's data, with what outcome."""
 
     __tablename__ = "audit_events"
-    # seq is assigned by gateway.audit.append (head.last_seq + 1 under the head lock), never by the database
+    # seq: the global order readers use (monotonic, gaps allowed after rollbacks). Assigned by
+    # gateway.audit.append under the chain head's lock: from the audit_event_seq sequence on
+    # PostgreSQL, max(seq) + 1 on SQLite (writers serialised); never by a column default.
     seq: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
+    # The chain (partition) this event belongs to and its position in it (1, 2, 3, ... without
+    # gaps): the integrity fields, covered by the hash (see docs/audit.md).
+    chain: Mapped[int] = mapped_column(Integer, nullable=False)
+    chain_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
     recorded_at: Mapped[datetime] = _ts()
     tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
@@ -347,18 +353,23 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_entity", "entity_type", "entity_id"),
         Index("ix_audit_recorded_at", "recorded_at"),
+        Index("ix_audit_chain_position", "chain", "chain_seq", unique=True),
     )
 
 
 class AuditHead(Base):
-    """Single row holding the chain head; updated in the same transaction as each append.
+    """One row per audit chain (``id`` = chain number): its last position and hash.
 
-    Serialises appends (row lock on PostgreSQL, database lock on SQLite) so the chain stays linear.
+    Moved in the same transaction as each append to that chain, under a row lock (``SELECT …
+    FOR UPDATE`` on PostgreSQL, the database lock on SQLite), so each chain stays linear; a
+    transaction appends to one chain only, so it never holds two heads. The first append to a
+    chain without a row creates the rows of every configured chain at once (0008 turned the
+    single head, id 1, into chain 0).
     """
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)  # the chain's last chain_seq
     last_hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
 

@@ -1,4 +1,7 @@
-"""Audit hash chain: appends stay linear, and every kind of tampering is detected by verify."""
+"""Audit hash chain: appends stay linear, and every kind of tampering is detected by verify.
+
+These tests run with one chain (``AuditSealer(chains=1)``: seq and the position in the chain are
+then the same); tests/gateway/test_audit_chains.py covers several chains."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from gateway.audit.chain import GENESIS_HASH, PLAIN_KEY_ID, canonical_bytes
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
 from gateway.storage.models import AuditEvent, AuditHead
 
-PLAIN = AuditSealer()
+PLAIN = AuditSealer(chains=1)
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 
@@ -66,7 +69,7 @@ def test_modified_field_is_detected(session_factory: sessionmaker[Session]) -> N
         s.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(outcome="failure"))
     result = _verify(session_factory)
     assert not result.ok
-    assert result.problems == ["seq 3: content does not match its hash (event modified)"]
+    assert result.problems == ["chain 0 #3 (seq 3): content does not match its hash (event modified)"]
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,7 @@ def test_every_field_is_covered(sqlite_url: str, column: str, value: object) -> 
         _fill(factory, 3)
         with session_scope(factory) as s:
             s.execute(update(AuditEvent).where(AuditEvent.seq == 2).values({column: value}))
-        assert _verify(factory).problems == ["seq 2: content does not match its hash (event modified)"]
+        assert _verify(factory).problems == ["chain 0 #2 (seq 2): content does not match its hash (event modified)"]
     finally:
         engine.dispose()
 
@@ -100,7 +103,7 @@ def test_modified_event_with_recomputed_hash_breaks_the_next_link(session_factor
         ev.hash = PLAIN.seal(canonical_bytes(ev), PLAIN_KEY_ID) or ""
     result = _verify(session_factory)
     assert not result.ok
-    assert any(p.startswith("seq 4: prev_hash does not match") for p in result.problems), result.problems
+    assert any(p.startswith("chain 0 #4 (seq 4): prev_hash does not match") for p in result.problems), result.problems
     assert not any(p.startswith("seq 3:") for p in result.problems)
 
 
@@ -110,8 +113,8 @@ def test_deleted_event_is_detected(session_factory: sessionmaker[Session]) -> No
         s.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
     result = _verify(session_factory)
     assert not result.ok
-    assert "seq 3: events 2 are missing (deleted)" in result.problems
-    assert any(p.startswith("seq 3: prev_hash does not match") for p in result.problems)
+    assert "chain 0 #3 (seq 3): events #2 are missing (deleted)" in result.problems
+    assert any(p.startswith("chain 0 #3 (seq 3): prev_hash does not match") for p in result.problems)
 
 
 def test_inserted_event_is_detected(session_factory: sessionmaker[Session]) -> None:
@@ -120,11 +123,13 @@ def test_inserted_event_is_detected(session_factory: sessionmaker[Session]) -> N
     # correctly linked to event 2 and correctly hashed.
     with session_scope(session_factory) as s:
         for seq in (5, 4, 3):
-            s.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(seq=seq + 1))
+            s.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(seq=seq + 1, chain_seq=seq + 1))
         prev = s.get(AuditEvent, 2)
         assert prev is not None
         forged = AuditEvent(
             seq=3,
+            chain=0,
+            chain_seq=3,
             id="00000000-0000-4000-8000-000000000003",
             recorded_at=T0 + timedelta(seconds=2, milliseconds=500),
             tenant_id="t1",
@@ -144,8 +149,8 @@ def test_inserted_event_is_detected(session_factory: sessionmaker[Session]) -> N
     result = _verify(session_factory)
     assert not result.ok
     # the renumbered events no longer match their hashes, and event 4 (old 3) is not linked to the forgery
-    assert "seq 4: content does not match its hash (event modified)" in result.problems
-    assert any(p.startswith("seq 4: prev_hash does not match") for p in result.problems)
+    assert "chain 0 #4 (seq 4): content does not match its hash (event modified)" in result.problems
+    assert any(p.startswith("chain 0 #4 (seq 4): prev_hash does not match") for p in result.problems)
 
 
 def test_appended_forgery_without_head_is_detected(session_factory: sessionmaker[Session]) -> None:
@@ -155,6 +160,8 @@ def test_appended_forgery_without_head_is_detected(session_factory: sessionmaker
         assert last is not None
         forged = dict(
             seq=4,
+            chain=0,
+            chain_seq=4,
             id="00000000-0000-4000-8000-000000000004",
             recorded_at=T0 + timedelta(seconds=9),
             tenant_id=None,
@@ -172,7 +179,7 @@ def test_appended_forgery_without_head_is_detected(session_factory: sessionmaker
         s.execute(insert(AuditEvent).values(**forged))
     result = _verify(session_factory)
     assert result.problems == [
-        "head: records seq 3 but the chain ends at seq 4 (events removed from or added at the tail)"
+        "chain 0 head: records #3 but the chain ends at #4 (events removed from or added at the tail)"
     ]
 
 
@@ -182,19 +189,19 @@ def test_truncated_tail_is_detected(session_factory: sessionmaker[Session]) -> N
         s.execute(delete(AuditEvent).where(AuditEvent.seq >= 4))
     result = _verify(session_factory)
     assert result.problems == [
-        "head: records seq 5 but the chain ends at seq 3 (events removed from or added at the tail)"
+        "chain 0 head: records #5 but the chain ends at #3 (events removed from or added at the tail)"
     ]
 
 
 def test_hmac_chain_cannot_be_recomputed_without_the_key(session_factory: sessionmaker[Session]) -> None:
-    sealer = AuditSealer((("a1", os.urandom(32)),))
+    sealer = AuditSealer((("a1", os.urandom(32)),), chains=1)
     _fill(session_factory, 4, sealer)
     assert _verify(session_factory, sealer).ok
     # Without the key, the events do not verify at all.
-    assert _verify(session_factory, PLAIN).problems[0] == "seq 1: sealed with unknown audit key 'a1'"
+    assert _verify(session_factory, PLAIN).problems[0] == "chain 0 #1 (seq 1): sealed with unknown audit key 'a1'"
     # An attacker with database access rewrites event 2 and recomputes the whole chain and head,
     # once as a plain SHA-256 chain and once with a key of their own under the same key id.
-    for forger in (PLAIN, AuditSealer((("a1", os.urandom(32)),))):
+    for forger in (PLAIN, AuditSealer((("a1", os.urandom(32)),), chains=1)):
         with session_scope(session_factory) as s:
             prev = GENESIS_HASH
             for ev in s.scalars(select(AuditEvent).order_by(AuditEvent.seq)):
@@ -213,14 +220,14 @@ def test_hmac_chain_cannot_be_recomputed_without_the_key(session_factory: sessio
 def test_key_rotation_keeps_old_events_verifiable(session_factory: sessionmaker[Session]) -> None:
     old = ("a1", os.urandom(32))
     new = ("a2", os.urandom(32))
-    _fill(session_factory, 2, AuditSealer((old,)))
-    _fill(session_factory, 2, AuditSealer((new, old)))
-    assert _verify(session_factory, AuditSealer((new, old))).ok
+    _fill(session_factory, 2, AuditSealer((old,), chains=1))
+    _fill(session_factory, 2, AuditSealer((new, old), chains=1))
+    assert _verify(session_factory, AuditSealer((new, old), chains=1)).ok
     with session_scope(session_factory) as s:
         assert s.scalars(select(AuditEvent.key_id).order_by(AuditEvent.seq)).all() == ["a1", "a1", "a2", "a2"]
-    assert _verify(session_factory, AuditSealer((new,))).problems == [
-        "seq 1: sealed with unknown audit key 'a1'",
-        "seq 2: sealed with unknown audit key 'a1'",
+    assert _verify(session_factory, AuditSealer((new,), chains=1)).problems == [
+        "chain 0 #1 (seq 1): sealed with unknown audit key 'a1'",
+        "chain 0 #2 (seq 2): sealed with unknown audit key 'a1'",
     ]
 
 
@@ -350,7 +357,7 @@ sys.stdin.readline()
 for i in range(n):
     with session_scope(factory) as s:
         append(s, actor=f"worker:{who}", action="attempt", entity_type="delivery", entity_id=f"{who}-{i}",
-               sealer=AuditSealer())
+               sealer=AuditSealer(chains=1))
 engine.dispose()
 print("done", flush=True)
 """
@@ -436,17 +443,18 @@ def test_append_many_chains_in_order_with_one_insert(session_factory: sessionmak
 
 def test_append_after_a_rolled_back_savepoint_continues_the_chain(session_factory: sessionmaker[Session]) -> None:
     # the head's values are kept per transaction: a savepoint rolled back takes its appends with it,
-    # and the next append reads the head again instead of chaining to an event that is gone
+    # and the next append reads the head again instead of chaining to an event that is gone (its
+    # position is reused; its global seq may not be: a PostgreSQL sequence is not rolled back)
     with session_scope(session_factory) as s:
         append(s, actor="client:c", action="received", entity_type="submission", entity_id="s1", sealer=PLAIN)
         savepoint = s.begin_nested()
         append(s, actor="client:c", action="mapped", entity_type="submission", entity_id="s1", sealer=PLAIN)
         savepoint.rollback()
         third = append(s, actor="client:c", action="routed", entity_type="submission", entity_id="s1", sealer=PLAIN)
-        assert third.seq == 2
+        assert third.chain_seq == 2
         with s.begin_nested():
             append(s, actor="client:c", action="delivered", entity_type="submission", entity_id="s1", sealer=PLAIN)
         last = append(s, actor="client:c", action="sent", entity_type="submission", entity_id="s1", sealer=PLAIN)
-        assert last.seq == 4
+        assert last.chain_seq == 4 and last.seq > third.seq
     result = _verify(session_factory)
     assert result.ok and result.checked == 4, result.problems

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
-from sqlalchemy import update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from gateway.audit import append
@@ -30,12 +31,28 @@ def _fill(url: str, n: int) -> None:
         engine.dispose()
 
 
+def _where(url: str, seq: int) -> str:
+    """How verify names the event with this seq: its chain and position (8 chains on PostgreSQL)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            chain, position = conn.execute(
+                select(AuditEvent.chain, AuditEvent.chain_seq).where(AuditEvent.seq == seq)
+            ).one()
+    finally:
+        engine.dispose()
+    return f"chain {chain} #{position} (seq {seq})"
+
+
 def test_verify_ok_then_tampered(gateway_env: str) -> None:
     _fill(gateway_env, 4)
     runner = CliRunner()
     result = runner.invoke(app, ["verify"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("OK: 4 events checked; head seq 4 hash ")
+    ok_line = result.stdout.strip()
+    assert ok_line.startswith("OK: 4 events checked in "), ok_line
+    heads = re.findall(r"chain ([0-9]+) head #([0-9]+) hash ([0-9a-f]{64})", ok_line)
+    assert sum(int(n) for _, n, _ in heads) == 4  # every chain's head: their positions add up to the events
 
     engine = make_engine(gateway_env)
     try:
@@ -45,7 +62,7 @@ def test_verify_ok_then_tampered(gateway_env: str) -> None:
         engine.dispose()
     result = runner.invoke(app, ["verify"])
     assert result.exit_code == 1
-    assert "PROBLEM seq 2: content does not match its hash (event modified)" in result.stdout
+    assert f"PROBLEM {_where(gateway_env, 2)}: content does not match its hash (event modified)" in result.stdout
     assert "TAMPERED: 4 events checked" in result.stdout
 
 
@@ -88,11 +105,13 @@ def test_hmac_keys_from_settings(gateway_env: str, monkeypatch) -> None:
     _fill(gateway_env, 1)  # a process running without the key appends a plain event
     result = runner.invoke(app, ["verify"])
     assert result.exit_code == 1
-    assert "PROBLEM seq 1: sealed with unknown audit key 'audit-1'" in result.stdout
+    assert f"PROBLEM {_where(gateway_env, 1)}: sealed with unknown audit key 'audit-1'" in result.stdout
 
     monkeypatch.setenv("DUI_GATEWAY_AUDIT_KEYS", audit_key)
     get_settings.cache_clear()
     result = runner.invoke(app, ["verify"])
     assert result.exit_code == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
-    assert problems == ["PROBLEM seq 3: not sealed with an audit key although audit keys are configured"]
+    assert problems == [
+        f"PROBLEM {_where(gateway_env, 3)}: not sealed with an audit key although audit keys are configured"
+    ]

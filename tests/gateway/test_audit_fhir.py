@@ -37,7 +37,14 @@ def test_every_action_exports_as_valid_r4_audit_event(
         person = [e for e in doc["entity"] if e.get("role", {}).get("code") == "1"]
         assert person[0]["what"]["identifier"]["value"] == "ipp-42"
         details = {d["type"]: d["valueString"] for d in doc["entity"][0]["detail"]}
-        assert details == {"seq": str(ev.seq), "hash": ev.hash, "prev_hash": ev.prev_hash, "key_id": "sha256"}
+        assert details == {
+            "seq": str(ev.seq),
+            "chain": str(ev.chain),
+            "chain_seq": str(ev.chain_seq),
+            "hash": ev.hash,
+            "prev_hash": ev.prev_hash,
+            "key_id": "sha256",
+        }
         assert ("outcomeDesc" in doc) == (outcome != "success")
     actions = {e.action: d["action"] for e, d in zip(events, exported, strict=True)}
     assert actions["received"] == "C" and actions["read"] == "R" and actions["delivered"] == "E"
