@@ -6,6 +6,7 @@ Every change of a user or a grant, every login and every lockout is an audit eve
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -39,8 +40,15 @@ __all__ = [
 ]
 
 _hasher = PasswordHasher()  # argon2id, the library's current recommended parameters
-# verified when the user does not exist, so both answers take the same time
-_DUMMY_HASH = _hasher.hash("not-a-password-of-anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user does not exist, so both answers take the same time; computed on
+    first use (an argon2 hash costs 64 MiB and a fraction of a second at every import)."""
+    return _hasher.hash("not-a-password-of-anyone")
+
+
 MIN_PASSWORD_LENGTH = 12
 
 
@@ -277,7 +285,7 @@ def authenticate_local(
     user = find_user(session, username)
     if user is None or user.password_hash is None or not user.active:
         try:
-            _hasher.verify(_DUMMY_HASH, password + "x")
+            _hasher.verify(_dummy_hash(), password + "x")
         except VerificationError:
             pass
         audit.append(
