@@ -10,14 +10,16 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import fhirpathpy
+from fhirpathpy.engine.nodes import TypeInfo as _TypeInfo
 from fhirpathpy.models import models as _fhirpath_models
 
-from profiles._paths import Node, matches_pattern, select, split_path
+from profiles._fhirpath import Fallback, compile_invariant
+from profiles._paths import Node, is_mapping, matches_pattern, select, split_path
 from profiles._report import Issue, Severity, ValidationRunError
 
 __all__ = [
@@ -151,9 +153,34 @@ class Profile:
 Resolver = Callable[[str], str | None]  # reference -> resource type, within a Bundle
 
 
+# fhirpathpy sets this class attribute on the first ``is()``/``as()`` it evaluates, and some of its
+# answers depend on it afterwards (type paths): set it once here, so that a report does not depend on
+# what the process evaluated before (nor on which invariants the compiled closures answered).
+_TypeInfo.model = _fhirpath_models["r4"]  # type: ignore[assignment]
+
+
 @functools.lru_cache(maxsize=512)
-def _compiled(expression: str) -> Any:
-    return fhirpathpy.compile(expression, _fhirpath_models["r4"])
+def _reference(expression: str) -> Callable[[Any], list[Any]]:
+    """fhirpathpy's evaluation of ``expression`` (the reference the compiled closures follow)."""
+    compiled = fhirpathpy.compile(expression, _fhirpath_models["r4"])
+    return lambda value: compiled(value, None)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expression: str) -> Callable[[Any], list[Any]]:
+    """``expression`` compiled to closures (``profiles._fhirpath``), fhirpathpy where they step aside."""
+    fast = compile_invariant(expression)
+    reference = _reference(expression)
+    if fast is None:
+        return reference
+
+    def evaluate(value: Any) -> list[Any]:
+        try:
+            return fast(value)
+        except Fallback:
+            return reference(value)
+
+    return evaluate
 
 
 def _element_label(segment: str) -> str:
@@ -193,6 +220,24 @@ def reference_type(reference: str, resolve: Resolver | None) -> str | None:
         return None
     match = _CONDITIONAL_TYPE.match(reference) or _REF_TYPE.search(reference)
     return match.group(1) if match else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _split_last(path: str, prefix: str) -> tuple[str | None, str, str]:
+    """(parent path, last segment, rule-path prefix of the last segment); no parent: ``None``."""
+    segments = split_path(path)
+    if len(segments) <= 1:
+        return None, path, prefix
+    parent_path = ".".join(segments[:-1])
+    return parent_path, segments[-1], f"{prefix}.{parent_path}" if prefix else parent_path
+
+
+@functools.lru_cache(maxsize=8192)
+def _card_plan(path: str) -> tuple[str, str, str, str]:
+    """A cardinality rule's (parent path, last segment, element label, slice/url note)."""
+    segments = split_path(path)
+    last = segments[-1]
+    return ".".join(segments[:-1]), last, _element_label(last), _slice_note(last)
 
 
 class _Checker:
@@ -243,64 +288,76 @@ class _Checker:
         found = self._selected.get(key)
         if found is not None:
             return found
-        segments = split_path(path)
-        if len(segments) <= 1:
+        parent_path, last, last_prefix = _split_last(path, prefix)
+        if parent_path is None:
             found = select(node, path, self.lookup, prefix=prefix)
         else:
-            parent_path = ".".join(segments[:-1])
-            last_prefix = f"{prefix}.{parent_path}" if prefix else parent_path
             found = [
                 child
                 for parent in self.select(node, parent_path, prefix)
-                for child in select(parent, segments[-1], self.lookup, prefix=last_prefix)
+                for child in select(parent, last, self.lookup, prefix=last_prefix)
             ]
         self._selected[key] = found
         return found
 
     def nodes(self, path: str) -> list[Node]:
-        return self.select(self.root, path) if path else [self.root]
+        if not path:
+            return [self.root]
+        found = self._selected.get((self.root.path, path, ""))
+        return found if found is not None else self.select(self.root, path)
 
     def issue(self, profile: Profile, severity: Severity, code: Any, path: str, message: str, rule: str) -> None:
         self.issues.append(Issue(severity, code, path, message, profile.url, rule))
 
     def run(self, profile: Profile) -> None:
+        checks = {
+            Card: self.card,
+            Fixed: self.fixed,
+            Binding: self.binding,
+            RefTarget: self.ref_target,
+            Types: self.types,
+            Invariant: self.invariant,
+        }
         for rule in profile.rules:
-            if isinstance(rule, Card):
-                self.card(profile, rule)
-            elif isinstance(rule, Fixed):
-                self.fixed(profile, rule)
-            elif isinstance(rule, Binding):
-                self.binding(profile, rule)
-            elif isinstance(rule, RefTarget):
-                self.ref_target(profile, rule)
-            elif isinstance(rule, Types):
-                self.types(profile, rule)
-            else:
-                self.invariant(profile, rule)
+            check: Any = checks.get(type(rule)) or self._check_for(rule)
+            check(profile, rule)
+
+    def _check_for(self, rule: Rule) -> Callable[[Profile, Any], None]:
+        """The check of a rule whose class is a subclass of a rule kind (the isinstance order of old)."""
+        for kind, check in (
+            (Card, self.card),
+            (Fixed, self.fixed),
+            (Binding, self.binding),
+            (RefTarget, self.ref_target),
+            (Types, self.types),
+        ):
+            if isinstance(rule, kind):
+                return check
+        return self.invariant
 
     def card(self, profile: Profile, rule: Card) -> None:
-        segments = split_path(rule.path)
-        parent_path = ".".join(segments[:-1])
-        last = segments[-1]
+        parent_path, last, label, note = _card_plan(rule.path)
         for parent in self.nodes(parent_path):
             children = self.select(parent, last, parent_path)
-            where = f"{parent.path}.{_element_label(last)}"
-            if len(children) < rule.min:
+            count = len(children)
+            if count < rule.min:
+                where = f"{parent.path}.{label}"
                 self.issue(
                     profile,
                     rule.severity,
                     "required",
                     where,
-                    f"{where}{_slice_note(last)}: minimum cardinality {rule.min}, found {len(children)}",
+                    f"{where}{note}: minimum cardinality {rule.min}, found {count}",
                     "card",
                 )
-            if rule.max is not None and len(children) > rule.max:
+            if rule.max is not None and count > rule.max:
+                where = f"{parent.path}.{label}"
                 self.issue(
                     profile,
                     rule.severity,
                     "structure",
                     children[rule.max].path,
-                    f"{where}{_slice_note(last)}: maximum cardinality {rule.max}, found {len(children)}",
+                    f"{where}{note}: maximum cardinality {rule.max}, found {count}",
                     "card",
                 )
 
@@ -364,12 +421,12 @@ class _Checker:
     @staticmethod
     def _open_system_code(node: Node, vs: ValueSet) -> str | None:
         """``system|code`` when the code was accepted only because its whole system is in ``vs``."""
-        if not vs.open_systems or not isinstance(node.value, Mapping):
+        if not vs.open_systems or not is_mapping(node.value):
             return None
         codings = node.value.get("coding") if "coding" in node.value else [node.value]
         if not isinstance(codings, list):
             return None
-        pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
+        pairs = [(c.get("system"), c.get("code")) for c in codings if is_mapping(c)]
         if any(code in vs.codes and (not vs.systems or system in vs.systems) for system, code in pairs):
             return None
         opened = [f"{system}|{code}" for system, code in pairs if system in vs.open_systems]
@@ -383,10 +440,10 @@ class _Checker:
             if value in vs.codes:
                 return None
             return node.path, f"{node.path}: code {value!r} is not in value set {vs.describe()}"
-        if not isinstance(value, Mapping):
+        if not is_mapping(value):
             return None
         if "coding" in value or "text" in value:  # CodeableConcept
-            codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
+            codings = [c for c in value.get("coding", []) if is_mapping(c)]
             if not codings or any(vs.contains(c.get("system"), c.get("code")) for c in codings):
                 return None  # text only: nothing coded to check (the HL7 validator accepts it too)
             where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
@@ -405,7 +462,7 @@ class _Checker:
         prefix = segments[-1].removesuffix("[x]")
         allowed = {t[:1].upper() + t[1:] for t in rule.types}
         for parent in self.nodes(parent_path):
-            if not isinstance(parent.value, Mapping):
+            if not is_mapping(parent.value):
                 continue
             for key in parent.value:
                 if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)].isupper():
@@ -422,7 +479,7 @@ class _Checker:
 
     def ref_target(self, profile: Profile, rule: RefTarget) -> None:
         for node in self.nodes(rule.path):
-            if not isinstance(node.value, Mapping):
+            if not is_mapping(node.value):
                 continue
             reference = node.value.get("reference")
             if not isinstance(reference, str):
@@ -440,7 +497,7 @@ class _Checker:
 
     def invariant(self, profile: Profile, rule: Invariant) -> None:
         for node in self.nodes(rule.context):
-            if rule.when and not (isinstance(node.value, Mapping) and any(k.startswith(rule.when) for k in node.value)):
+            if rule.when and not (is_mapping(node.value) and any(k.startswith(rule.when) for k in node.value)):
                 continue
             try:
                 result = _compiled(rule.expression)(node.value)
