@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Node", "is_mapping", "matches_pattern", "select", "split_path"]
+__all__ = ["Node", "compile_pattern", "is_mapping", "matches_pattern", "select", "split_path"]
 
 
 class Node:
@@ -208,3 +208,26 @@ def matches_pattern(actual: Any, pattern: Any) -> bool:
             return False
         return all(any(matches_pattern(item, wanted) for item in actual) for wanted in pattern)
     return bool(actual == pattern)
+
+
+def compile_pattern(pattern: Any) -> Callable[[Any], bool]:
+    """``lambda actual: matches_pattern(actual, pattern)``, with the pattern's structure walked once."""
+    if is_mapping(pattern):
+        items = tuple((key, compile_pattern(value)) for key, value in pattern.items())
+
+        def mapping(actual: Any) -> bool:
+            if not is_mapping(actual):
+                return False
+            return all(matches(actual.get(key)) for key, matches in items)
+
+        return mapping
+    if isinstance(pattern, list):
+        wanted = tuple(compile_pattern(value) for value in pattern)
+
+        def sequence(actual: Any) -> bool:
+            if not isinstance(actual, list):
+                return False
+            return all(any(matches(item) for item in actual) for matches in wanted)
+
+        return sequence
+    return lambda actual: bool(actual == pattern)

@@ -19,7 +19,7 @@ from fhirpathpy.engine.nodes import TypeInfo as _TypeInfo
 from fhirpathpy.models import models as _fhirpath_models
 
 from profiles._fhirpath import Fallback, compile_invariant
-from profiles._paths import Node, is_mapping, matches_pattern, select, split_path
+from profiles._paths import Node, compile_pattern, is_mapping, matches_pattern, select, split_path
 from profiles._report import Issue, Severity, ValidationRunError
 
 __all__ = [
@@ -60,6 +60,18 @@ class ValueSet:
         return self.name or self.url
 
 
+@functools.lru_cache(maxsize=2048)
+def _plain_path(subpath: str) -> tuple[str, ...] | None:
+    """The element names of a sub-path made of plain elements only (no choice, slice, extension
+    url, list-typed JSON subclass...), read without nodes; ``None`` otherwise. "" is the item."""
+    if not subpath:
+        return ()
+    names = split_path(subpath)
+    if any(not name or not name.isidentifier() for name in names):
+        return None
+    return names
+
+
 @dataclass(frozen=True)
 class Slice:
     """A named slice: the items of the element whose sub-paths match any of the ``match`` patterns."""
@@ -68,12 +80,42 @@ class Slice:
     match: tuple[tuple[str, Any], ...]
 
     def predicate(self, item: Any) -> bool:
-        root = Node("", item)
-        for subpath, pattern in self.match:
-            for node in select(root, subpath):
-                if matches_pattern(node.value, pattern):
-                    return True
-        return False
+        return self._matcher(item)
+
+    @functools.cached_property
+    def _matcher(self) -> Callable[[Any], bool]:
+        """The recognition compiled once per slice: plain sub-paths read straight from the JSON,
+        patterns compiled (``_paths.compile_pattern``); other sub-paths through ``select``."""
+        tests = [(_plain_path(subpath), subpath, compile_pattern(pattern)) for subpath, pattern in self.match]
+
+        def matcher(item: Any) -> bool:
+            root: Node | None = None
+            for plain, subpath, matches in tests:
+                if plain is not None:
+                    values = [item]
+                    for name in plain:
+                        found: list[Any] = []
+                        for value in values:
+                            if is_mapping(value):
+                                child = value.get(name)
+                                if child is None:
+                                    continue
+                                if isinstance(child, list):
+                                    found.extend(x for x in child if x is not None)
+                                else:
+                                    found.append(child)
+                        values = found
+                    if any(matches(value) for value in values):
+                        return True
+                    continue
+                if root is None:
+                    root = Node("", item)
+                for node in select(root, subpath):
+                    if matches(node.value):
+                        return True
+            return False
+
+        return matcher
 
 
 @dataclass(frozen=True)
@@ -240,6 +282,28 @@ def _card_plan(path: str) -> tuple[str, str, str, str]:
     return ".".join(segments[:-1]), last, _element_label(last), _slice_note(last)
 
 
+_CHAIN_SLICES: dict[tuple[int, ...], tuple[tuple[Profile, ...], dict[str, Slice]]] = {}
+
+
+def _chain_slices(profiles: tuple[Profile, ...]) -> dict[str, Slice]:
+    """The slices of a chain (a slice named by several profiles: any of their recognitions), merged
+    once per chain so that each merged slice compiles its recognition once. Keyed by the profiles'
+    identities (a Profile may hold unhashable values); the entry keeps them alive."""
+    key = tuple(id(p) for p in profiles)
+    cached = _CHAIN_SLICES.get(key)
+    if cached is not None and all(a is b for a, b in zip(cached[0], profiles, strict=True)):
+        return cached[1]
+    slices: dict[str, Slice] = {}
+    for profile in profiles:
+        for slice_ in profile.slices:
+            known = slices.get(slice_.path)
+            slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
+    if len(_CHAIN_SLICES) > 1024:
+        _CHAIN_SLICES.clear()
+    _CHAIN_SLICES[key] = (profiles, slices)
+    return slices
+
+
 class _Checker:
     """Checks one resource against a chain of profiles.
 
@@ -252,11 +316,7 @@ class _Checker:
         self.root = root
         self.resolve = resolve
         self.lenient = lenient
-        self.slices: dict[str, Slice] = {}
-        for profile in profiles:  # a slice named by several profiles of the chain: any of their recognitions
-            for slice_ in profile.slices:
-                known = self.slices.get(slice_.path)
-                self.slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
+        self.slices = _chain_slices(tuple(profiles))
         self.issues: list[Issue] = []
         self._predicates: dict[str, Callable[[Any], bool]] = {}
         self._selected: dict[tuple[str, str, str], list[Node]] = {}
