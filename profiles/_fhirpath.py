@@ -192,6 +192,55 @@ def _member_exists(key: str, empty: bool) -> Fn:
     return member_exists
 
 
+def _member_compare(key: str, literal: str, negate: bool) -> Fn:
+    """``key = 'literal'`` (``negate``: ``!=``) on the current items without making nodes: what
+    ``_equality(_member(key), literal)`` answers, stepping aside where they do."""
+    underscored = "_" + key
+
+    def compare(items: Items) -> Items:
+        values: list[tuple[Any, str]] = []
+        for item in items:
+            if not isinstance(item, _N):
+                raise Fallback
+            data = item.data
+            if not (type(data) is dict or _is_mapping(data)):
+                if key == "length" or isinstance(data, float):
+                    raise Fallback
+                continue
+            child, choices = _child_paths(item.path, key)
+            if choices:
+                value = None
+                for choice_key, choice_underscored, choice_child in choices:
+                    value = data.get(choice_key)
+                    extension = data.get(choice_underscored)
+                    if value is not None or extension is not None:
+                        if extension is not None:
+                            raise Fallback
+                        child = choice_child
+                        break
+            else:
+                value = data.get(key)
+                if data.get(underscored) is not None:
+                    raise Fallback
+            if value is None:
+                continue
+            for element in value if type(value) is list else (value,):
+                if element is None or isinstance(element, (float, list)):
+                    raise Fallback
+                values.append((element, _N(element, child).path or ""))  # _N: its checks, its type path
+        if not values:
+            return []
+        if len(values) != 1:
+            return [negate]
+        data, path = values[0]
+        if path == "Quantity" or _is_mapping(data):
+            raise Fallback
+        equal = bool(data == literal)
+        return [not equal if negate else equal]
+
+    return compare
+
+
 def _resource_filter(name: str) -> Fn:
     """A capitalised first identifier at the root (``Encounter.extension``): the root if it is one."""
 
@@ -459,6 +508,25 @@ def _type_name(node: dict[str, Any]) -> str:
     return text
 
 
+def _member_equality(op: str, left: dict[str, Any], right: dict[str, Any]) -> Fn | None:
+    """``key = 'literal'`` / ``key != 'literal'`` fused (no node made), or ``None``."""
+    if left["type"] != "TermExpression" or right["type"] != "TermExpression":
+        return None
+    term, literal = left["children"][0], right["children"][0]
+    if term["type"] != "InvocationTerm" or literal["type"] != "LiteralTerm":
+        return None
+    member, value = term["children"][0], literal["children"][0]
+    if member["type"] != "MemberInvocation" or value["type"] != "StringLiteral":
+        return None
+    key = str(member["children"][0].get("text"))
+    if not re.fullmatch(r"[a-z][A-Za-z0-9_]*", key):
+        return None
+    (text,) = _literal("StringLiteral", value)
+    if not isinstance(text, str):
+        return None
+    return _member_compare(key, text, op == "!=")
+
+
 def _member_existence(first: dict[str, Any], invocation: dict[str, Any], at_root: bool) -> Fn | None:
     """``<path>.key.exists()`` / ``.empty()`` fused (no node made for the items of ``key``), or ``None``."""
     if invocation["type"] != "FunctionInvocation":
@@ -540,6 +608,9 @@ def _compile(node: dict[str, Any], at_root: bool) -> Fn:
         op = node["terminalNodeText"][0]
         if op not in ("=", "!="):
             raise _Unsupported(op)
+        fused = _member_equality(op, children[0], children[1])
+        if fused is not None:
+            return fused
         return _equality(op, _compile(children[0], at_root), _compile(children[1], at_root))
     if kind in ("AndExpression", "OrExpression", "ImpliesExpression"):
         op = node["terminalNodeText"][0]
