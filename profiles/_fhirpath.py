@@ -99,6 +99,8 @@ def _child_paths(path: str | None, key: str) -> tuple[str, tuple[tuple[str, str,
         )
         plain = "Extension" if key == "extension" else child
         found = (_PATH2TYPE.get(plain, plain), choices)
+        if len(_CHILD_PATHS) > 8192:  # type paths come from the input too (resourceType): bounded
+            _CHILD_PATHS.clear()
         _CHILD_PATHS[(path, key)] = found
     return found
 
