@@ -3,6 +3,11 @@
 Prints the median wall time of ``profiles.check_rendition`` and ``mappings.dlu_fhir.to_fhir`` on
 the sample records, the DMP's ITI-65 Provide Document Bundle (PDSm) for the rich DLU's CDA and the
 TDDUI examples (after a warm-up run: models and FHIRPath compiled).
+
+First, the bench suite's "FHIR profiles" block measured as ``python -m bench --only blocks`` does
+(the demo DLU for 30 people, the FHIR tags of its renditions through the gateway's gate, after
+two warm-up DLUs), in wall time and in CPU time of the process: the CPU time does not grow when
+other processes share the machine, the wall time does.
 """
 
 from __future__ import annotations
@@ -55,8 +60,48 @@ def _iti65(ctx: RenderContext) -> dict[str, Any]:
     return provide_bundle(envelope, [entry], [cda], {}, "1.2.250.1.999.1.1")
 
 
+def dlu_block(runs: int = 30) -> tuple[float, float]:
+    """(median wall ms, median CPU ms) of the FHIR checks of one demo DLU, as bench_blocks times them."""
+    import dataclasses
+
+    from bench.suite import demo_record, dlu_record
+    from gateway.conformance import check_rendition as gate
+    from gateway.settings import Settings
+    from mappings import registry
+    from tests.peers.gateway import random_master_keys
+
+    doc = registry.get("dlu")
+    assert doc is not None
+    settings = Settings(
+        profile="test", embedded_worker=False, master_keys=random_master_keys(), audit_keys=random_master_keys()
+    )
+    base = demo_record()
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(runs + 2):
+        record = doc.record_model.model_validate_json(json.dumps(dlu_record(i, "blk", base)).encode())
+        renditions = doc.render(record, RenderContext(now=datetime.now(UTC), submission_id=uuid.uuid4()))
+        wall = cpu = 0.0
+        for rendition in renditions:
+            for tag in rendition.conformance:
+                if not tag.startswith("fhir"):
+                    continue
+                one = dataclasses.replace(rendition, conformance=(tag,))
+                w, c = time.perf_counter(), time.process_time()
+                outcome = gate(one, settings=settings)
+                cpu += time.process_time() - c
+                wall += time.perf_counter() - w
+                assert all(r["ok"] for r in outcome), outcome
+        if i >= 2:
+            walls.append(wall)
+            cpus.append(cpu)
+    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+
+
 def main() -> None:
     repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    wall, cpu = dlu_block()
+    print(f"{'FHIR profiles block (demo DLU, 30 people)':<48} wall {wall:.2f} ms, CPU {cpu:.2f} ms (medians)")
     ctx = RenderContext(now=datetime(2036, 1, 1, tzinfo=UTC), submission_id=uuid.uuid4())
     print(f"{'case':<48} {'bytes':>8} {'median ms':>10}")
     for name in ("minimal", "rich"):

@@ -14,20 +14,34 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Node", "matches_pattern", "select", "split_path"]
+__all__ = ["Node", "compile_pattern", "is_mapping", "matches_pattern", "select", "split_path"]
 
 
-@dataclass(frozen=True)
 class Node:
-    """One value found in a resource, with its location and how it was reached."""
+    """One value found in a resource, with its location and how it was reached.
 
-    path: str
-    value: Any
-    parent: Any = None  # the JSON object holding it, for primitive extensions (``_name``)
-    key: str = ""
+    A plain class with slots (not a frozen dataclass): thousands are made per Bundle and a frozen
+    dataclass's ``__init__`` costs several times more. Treat it as immutable."""
+
+    __slots__ = ("key", "parent", "path", "value")
+
+    def __init__(self, path: str, value: Any, parent: Any = None, key: str = "") -> None:
+        self.path = path
+        self.value = value
+        self.parent = parent  # the JSON object holding it, for primitive extensions (``_name``)
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Node):
+            return NotImplemented
+        return (self.path, self.value, self.parent, self.key) == (other.path, other.value, other.parent, other.key)
+
+    __hash__ = None  # type: ignore[assignment]  # as the dataclass: the value is a dict
+
+    def __repr__(self) -> str:
+        return f"Node(path={self.path!r}, value={self.value!r}, parent={self.parent!r}, key={self.key!r})"
 
 
 #: slice name -> predicate on an item; the key is the rule-path prefix ending with ``name:slice``
@@ -78,39 +92,61 @@ def _extension_name(name: str) -> tuple[str, str] | None:
     return None
 
 
+def is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, without the ABC check for JSON's own types (the hot path)."""
+    kind = type(value)
+    if kind is dict:
+        return True
+    if kind is str or kind is list or kind is int or kind is bool:
+        return False
+    return isinstance(value, Mapping)
+
+
+@functools.lru_cache(maxsize=8192)
+def _name_plan(name: str) -> tuple[int, str, str]:
+    """How ``_children`` reads element ``name``: (0, name, "") a plain element, (1, prefix, "") a
+    choice ``name[x]``, (2, element, url) ``extension(url)``; computed once per name."""
+    if name.endswith("[x]"):
+        return 1, name[:-3], ""
+    extension = _extension_name(name)
+    if extension is not None:
+        return 2, extension[0], extension[1]
+    return 0, name, ""
+
+
 def _children(node: Node, name: str) -> list[Node]:
     """The nodes of element ``name`` under ``node`` (one per list item)."""
     value = node.value
+    kind, element, url = _name_plan(name)
+    if kind == 0:
+        if not is_mapping(value):
+            return []
+        child = value.get(element)
+        if child is None:
+            return []
+        return _wrap(node.path, element, child, value)
     results: list[Node] = []
-    if name.endswith("[x]"):
-        prefix = name[:-3]
-        if isinstance(value, Mapping):
+    if kind == 1:
+        prefix = element
+        if is_mapping(value):
             for key, child in value.items():
                 if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)].isupper():
                     results.extend(_wrap(node.path, key, child, value))
         return results
-    extension = _extension_name(name)
-    if extension is not None:
-        element, url = extension
-        holder = value
-        holder_path = node.path
-        if not isinstance(value, Mapping):  # a primitive: its extensions live in "_<key>"
-            holder = node.parent.get("_" + node.key) if isinstance(node.parent, Mapping) else None
-            holder_path = _sibling(node.path, node.key)
-        if not isinstance(holder, Mapping):
-            return []
-        items = holder.get(element)
-        if not isinstance(items, list):
-            return []
-        for index, item in enumerate(items):
-            if isinstance(item, Mapping) and item.get("url") == url:
-                results.append(Node(f"{holder_path}.{element}[{index}]", item, holder, element))
-        return results
-    if not isinstance(value, Mapping):
+    holder = value
+    holder_path = node.path
+    if not is_mapping(value):  # a primitive: its extensions live in "_<key>"
+        holder = node.parent.get("_" + node.key) if is_mapping(node.parent) else None
+        holder_path = _sibling(node.path, node.key)
+    if not is_mapping(holder):
         return []
-    if name not in value:
+    items = holder.get(element)
+    if not isinstance(items, list):
         return []
-    return _wrap(node.path, name, value[name], value)
+    for index, item in enumerate(items):
+        if is_mapping(item) and item.get("url") == url:
+            results.append(Node(f"{holder_path}.{element}[{index}]", item, holder, element))
+    return results
 
 
 def _sibling(path: str, key: str) -> str:
@@ -128,22 +164,34 @@ def _wrap(base: str, key: str, child: Any, holder: Mapping[str, Any]) -> list[No
     return [Node(f"{base}.{key}", child, holder, key)]
 
 
-def select(root: Node, path: str, slice_lookup: SliceLookup | None = None, prefix: str = "") -> list[Node]:
-    """All nodes reached from ``root`` by the rule ``path`` (``prefix`` = rule path of ``root``)."""
-    nodes = [root]
+@functools.lru_cache(maxsize=8192)
+def _select_plan(path: str, prefix: str) -> tuple[tuple[str, str, str], ...]:
+    """(element name, slice name, rule-path prefix) of each segment of ``path`` under ``prefix``."""
+    plan = []
     rule_prefix = prefix
     for segment in split_path(path):
         name, slice_name = _segment(segment)
         rule_prefix = f"{rule_prefix}.{segment}" if rule_prefix else segment
+        plan.append((name, slice_name, rule_prefix))
+    return tuple(plan)
+
+
+def select(root: Node, path: str, slice_lookup: SliceLookup | None = None, prefix: str = "") -> list[Node]:
+    """All nodes reached from ``root`` by the rule ``path`` (``prefix`` = rule path of ``root``)."""
+    nodes = [root]
+    for name, slice_name, rule_prefix in _select_plan(path, prefix):
         predicate = slice_lookup(rule_prefix) if (slice_name and slice_lookup) else None
         if slice_name and predicate is None:
             raise KeyError(f"undeclared slice {rule_prefix!r}")
-        next_nodes: list[Node] = []
-        for node in nodes:
-            for child in _children(node, name):
-                if predicate is None or predicate(child.value):
-                    next_nodes.append(child)
-        nodes = next_nodes
+        if len(nodes) == 1 and predicate is None:
+            nodes = _children(nodes[0], name)
+        else:
+            next_nodes: list[Node] = []
+            for node in nodes:
+                for child in _children(node, name):
+                    if predicate is None or predicate(child.value):
+                        next_nodes.append(child)
+            nodes = next_nodes
         if not nodes:
             break
     return nodes
@@ -151,8 +199,8 @@ def select(root: Node, path: str, slice_lookup: SliceLookup | None = None, prefi
 
 def matches_pattern(actual: Any, pattern: Any) -> bool:
     """FHIR ``pattern[x]`` semantics: every element of the pattern is present with the same value."""
-    if isinstance(pattern, Mapping):
-        if not isinstance(actual, Mapping):
+    if is_mapping(pattern):
+        if not is_mapping(actual):
             return False
         return all(matches_pattern(actual.get(key), value) for key, value in pattern.items())
     if isinstance(pattern, list):
@@ -160,3 +208,26 @@ def matches_pattern(actual: Any, pattern: Any) -> bool:
             return False
         return all(any(matches_pattern(item, wanted) for item in actual) for wanted in pattern)
     return bool(actual == pattern)
+
+
+def compile_pattern(pattern: Any) -> Callable[[Any], bool]:
+    """``lambda actual: matches_pattern(actual, pattern)``, with the pattern's structure walked once."""
+    if is_mapping(pattern):
+        items = tuple((key, compile_pattern(value)) for key, value in pattern.items())
+
+        def mapping(actual: Any) -> bool:
+            if not is_mapping(actual):
+                return False
+            return all(matches(actual.get(key)) for key, matches in items)
+
+        return mapping
+    if isinstance(pattern, list):
+        wanted = tuple(compile_pattern(value) for value in pattern)
+
+        def sequence(actual: Any) -> bool:
+            if not isinstance(actual, list):
+                return False
+            return all(any(matches(item) for item in actual) for matches in wanted)
+
+        return sequence
+    return lambda actual: bool(actual == pattern)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import fhirpathpy
+from fhirpathpy.engine.nodes import TypeInfo as _TypeInfo
 from fhirpathpy.models import models as _fhirpath_models
 
-from profiles._paths import Node, matches_pattern, select, split_path
+from profiles._fhirpath import Fallback, compile_invariant
+from profiles._paths import Node, compile_pattern, is_mapping, matches_pattern, select, split_path
 from profiles._report import Issue, Severity, ValidationRunError
 
 __all__ = [
@@ -58,6 +60,18 @@ class ValueSet:
         return self.name or self.url
 
 
+@functools.lru_cache(maxsize=2048)
+def _plain_path(subpath: str) -> tuple[str, ...] | None:
+    """The element names of a sub-path made of plain elements only (no choice, slice, extension
+    url, list-typed JSON subclass...), read without nodes; ``None`` otherwise. "" is the item."""
+    if not subpath:
+        return ()
+    names = split_path(subpath)
+    if any(not name or not name.isidentifier() for name in names):
+        return None
+    return names
+
+
 @dataclass(frozen=True)
 class Slice:
     """A named slice: the items of the element whose sub-paths match any of the ``match`` patterns."""
@@ -66,12 +80,42 @@ class Slice:
     match: tuple[tuple[str, Any], ...]
 
     def predicate(self, item: Any) -> bool:
-        root = Node("", item)
-        for subpath, pattern in self.match:
-            for node in select(root, subpath):
-                if matches_pattern(node.value, pattern):
-                    return True
-        return False
+        return self._matcher(item)
+
+    @functools.cached_property
+    def _matcher(self) -> Callable[[Any], bool]:
+        """The recognition compiled once per slice: plain sub-paths read straight from the JSON,
+        patterns compiled (``_paths.compile_pattern``); other sub-paths through ``select``."""
+        tests = [(_plain_path(subpath), subpath, compile_pattern(pattern)) for subpath, pattern in self.match]
+
+        def matcher(item: Any) -> bool:
+            root: Node | None = None
+            for plain, subpath, matches in tests:
+                if plain is not None:
+                    values = [item]
+                    for name in plain:
+                        found: list[Any] = []
+                        for value in values:
+                            if is_mapping(value):
+                                child = value.get(name)
+                                if child is None:
+                                    continue
+                                if isinstance(child, list):
+                                    found.extend(x for x in child if x is not None)
+                                else:
+                                    found.append(child)
+                        values = found
+                    if any(matches(value) for value in values):
+                        return True
+                    continue
+                if root is None:
+                    root = Node("", item)
+                for node in select(root, subpath):
+                    if matches(node.value):
+                        return True
+            return False
+
+        return matcher
 
 
 @dataclass(frozen=True)
@@ -151,9 +195,34 @@ class Profile:
 Resolver = Callable[[str], str | None]  # reference -> resource type, within a Bundle
 
 
+# fhirpathpy sets this class attribute on the first ``is()``/``as()`` it evaluates, and some of its
+# answers depend on it afterwards (type paths): set it once here, so that a report does not depend on
+# what the process evaluated before (nor on which invariants the compiled closures answered).
+_TypeInfo.model = _fhirpath_models["r4"]  # type: ignore[assignment]
+
+
 @functools.lru_cache(maxsize=512)
-def _compiled(expression: str) -> Any:
-    return fhirpathpy.compile(expression, _fhirpath_models["r4"])
+def _reference(expression: str) -> Callable[[Any], list[Any]]:
+    """fhirpathpy's evaluation of ``expression`` (the reference the compiled closures follow)."""
+    compiled = fhirpathpy.compile(expression, _fhirpath_models["r4"])
+    return lambda value: compiled(value, None)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expression: str) -> Callable[[Any], list[Any]]:
+    """``expression`` compiled to closures (``profiles._fhirpath``), fhirpathpy where they step aside."""
+    fast = compile_invariant(expression)
+    reference = _reference(expression)
+    if fast is None:
+        return reference
+
+    def evaluate(value: Any) -> list[Any]:
+        try:
+            return fast(value)
+        except Fallback:
+            return reference(value)
+
+    return evaluate
 
 
 def _element_label(segment: str) -> str:
@@ -195,6 +264,46 @@ def reference_type(reference: str, resolve: Resolver | None) -> str | None:
     return match.group(1) if match else None
 
 
+@functools.lru_cache(maxsize=8192)
+def _split_last(path: str, prefix: str) -> tuple[str | None, str, str]:
+    """(parent path, last segment, rule-path prefix of the last segment); no parent: ``None``."""
+    segments = split_path(path)
+    if len(segments) <= 1:
+        return None, path, prefix
+    parent_path = ".".join(segments[:-1])
+    return parent_path, segments[-1], f"{prefix}.{parent_path}" if prefix else parent_path
+
+
+@functools.lru_cache(maxsize=8192)
+def _card_plan(path: str) -> tuple[str, str, str, str]:
+    """A cardinality rule's (parent path, last segment, element label, slice/url note)."""
+    segments = split_path(path)
+    last = segments[-1]
+    return ".".join(segments[:-1]), last, _element_label(last), _slice_note(last)
+
+
+_CHAIN_SLICES: dict[tuple[int, ...], tuple[tuple[Profile, ...], dict[str, Slice]]] = {}
+
+
+def _chain_slices(profiles: tuple[Profile, ...]) -> dict[str, Slice]:
+    """The slices of a chain (a slice named by several profiles: any of their recognitions), merged
+    once per chain so that each merged slice compiles its recognition once. Keyed by the profiles'
+    identities (a Profile may hold unhashable values); the entry keeps them alive."""
+    key = tuple(id(p) for p in profiles)
+    cached = _CHAIN_SLICES.get(key)
+    if cached is not None and all(a is b for a, b in zip(cached[0], profiles, strict=True)):
+        return cached[1]
+    slices: dict[str, Slice] = {}
+    for profile in profiles:
+        for slice_ in profile.slices:
+            known = slices.get(slice_.path)
+            slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
+    if len(_CHAIN_SLICES) > 1024:
+        _CHAIN_SLICES.clear()
+    _CHAIN_SLICES[key] = (profiles, slices)
+    return slices
+
+
 class _Checker:
     """Checks one resource against a chain of profiles.
 
@@ -207,11 +316,7 @@ class _Checker:
         self.root = root
         self.resolve = resolve
         self.lenient = lenient
-        self.slices: dict[str, Slice] = {}
-        for profile in profiles:  # a slice named by several profiles of the chain: any of their recognitions
-            for slice_ in profile.slices:
-                known = self.slices.get(slice_.path)
-                self.slices[slice_.path] = Slice(slice_.path, known.match + slice_.match) if known else slice_
+        self.slices = _chain_slices(tuple(profiles))
         self.issues: list[Issue] = []
         self._predicates: dict[str, Callable[[Any], bool]] = {}
         self._selected: dict[tuple[str, str, str], list[Node]] = {}
@@ -243,64 +348,76 @@ class _Checker:
         found = self._selected.get(key)
         if found is not None:
             return found
-        segments = split_path(path)
-        if len(segments) <= 1:
+        parent_path, last, last_prefix = _split_last(path, prefix)
+        if parent_path is None:
             found = select(node, path, self.lookup, prefix=prefix)
         else:
-            parent_path = ".".join(segments[:-1])
-            last_prefix = f"{prefix}.{parent_path}" if prefix else parent_path
             found = [
                 child
                 for parent in self.select(node, parent_path, prefix)
-                for child in select(parent, segments[-1], self.lookup, prefix=last_prefix)
+                for child in select(parent, last, self.lookup, prefix=last_prefix)
             ]
         self._selected[key] = found
         return found
 
     def nodes(self, path: str) -> list[Node]:
-        return self.select(self.root, path) if path else [self.root]
+        if not path:
+            return [self.root]
+        found = self._selected.get((self.root.path, path, ""))
+        return found if found is not None else self.select(self.root, path)
 
     def issue(self, profile: Profile, severity: Severity, code: Any, path: str, message: str, rule: str) -> None:
         self.issues.append(Issue(severity, code, path, message, profile.url, rule))
 
     def run(self, profile: Profile) -> None:
+        checks = {
+            Card: self.card,
+            Fixed: self.fixed,
+            Binding: self.binding,
+            RefTarget: self.ref_target,
+            Types: self.types,
+            Invariant: self.invariant,
+        }
         for rule in profile.rules:
-            if isinstance(rule, Card):
-                self.card(profile, rule)
-            elif isinstance(rule, Fixed):
-                self.fixed(profile, rule)
-            elif isinstance(rule, Binding):
-                self.binding(profile, rule)
-            elif isinstance(rule, RefTarget):
-                self.ref_target(profile, rule)
-            elif isinstance(rule, Types):
-                self.types(profile, rule)
-            else:
-                self.invariant(profile, rule)
+            check: Any = checks.get(type(rule)) or self._check_for(rule)
+            check(profile, rule)
+
+    def _check_for(self, rule: Rule) -> Callable[[Profile, Any], None]:
+        """The check of a rule whose class is a subclass of a rule kind (the isinstance order of old)."""
+        for kind, check in (
+            (Card, self.card),
+            (Fixed, self.fixed),
+            (Binding, self.binding),
+            (RefTarget, self.ref_target),
+            (Types, self.types),
+        ):
+            if isinstance(rule, kind):
+                return check
+        return self.invariant
 
     def card(self, profile: Profile, rule: Card) -> None:
-        segments = split_path(rule.path)
-        parent_path = ".".join(segments[:-1])
-        last = segments[-1]
+        parent_path, last, label, note = _card_plan(rule.path)
         for parent in self.nodes(parent_path):
             children = self.select(parent, last, parent_path)
-            where = f"{parent.path}.{_element_label(last)}"
-            if len(children) < rule.min:
+            count = len(children)
+            if count < rule.min:
+                where = f"{parent.path}.{label}"
                 self.issue(
                     profile,
                     rule.severity,
                     "required",
                     where,
-                    f"{where}{_slice_note(last)}: minimum cardinality {rule.min}, found {len(children)}",
+                    f"{where}{note}: minimum cardinality {rule.min}, found {count}",
                     "card",
                 )
-            if rule.max is not None and len(children) > rule.max:
+            if rule.max is not None and count > rule.max:
+                where = f"{parent.path}.{label}"
                 self.issue(
                     profile,
                     rule.severity,
                     "structure",
                     children[rule.max].path,
-                    f"{where}{_slice_note(last)}: maximum cardinality {rule.max}, found {len(children)}",
+                    f"{where}{note}: maximum cardinality {rule.max}, found {count}",
                     "card",
                 )
 
@@ -364,12 +481,12 @@ class _Checker:
     @staticmethod
     def _open_system_code(node: Node, vs: ValueSet) -> str | None:
         """``system|code`` when the code was accepted only because its whole system is in ``vs``."""
-        if not vs.open_systems or not isinstance(node.value, Mapping):
+        if not vs.open_systems or not is_mapping(node.value):
             return None
         codings = node.value.get("coding") if "coding" in node.value else [node.value]
         if not isinstance(codings, list):
             return None
-        pairs = [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
+        pairs = [(c.get("system"), c.get("code")) for c in codings if is_mapping(c)]
         if any(code in vs.codes and (not vs.systems or system in vs.systems) for system, code in pairs):
             return None
         opened = [f"{system}|{code}" for system, code in pairs if system in vs.open_systems]
@@ -383,10 +500,10 @@ class _Checker:
             if value in vs.codes:
                 return None
             return node.path, f"{node.path}: code {value!r} is not in value set {vs.describe()}"
-        if not isinstance(value, Mapping):
+        if not is_mapping(value):
             return None
         if "coding" in value or "text" in value:  # CodeableConcept
-            codings = [c for c in value.get("coding", []) if isinstance(c, Mapping)]
+            codings = [c for c in value.get("coding", []) if is_mapping(c)]
             if not codings or any(vs.contains(c.get("system"), c.get("code")) for c in codings):
                 return None  # text only: nothing coded to check (the HL7 validator accepts it too)
             where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path
@@ -405,7 +522,7 @@ class _Checker:
         prefix = segments[-1].removesuffix("[x]")
         allowed = {t[:1].upper() + t[1:] for t in rule.types}
         for parent in self.nodes(parent_path):
-            if not isinstance(parent.value, Mapping):
+            if not is_mapping(parent.value):
                 continue
             for key in parent.value:
                 if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)].isupper():
@@ -422,7 +539,7 @@ class _Checker:
 
     def ref_target(self, profile: Profile, rule: RefTarget) -> None:
         for node in self.nodes(rule.path):
-            if not isinstance(node.value, Mapping):
+            if not is_mapping(node.value):
                 continue
             reference = node.value.get("reference")
             if not isinstance(reference, str):
@@ -440,7 +557,7 @@ class _Checker:
 
     def invariant(self, profile: Profile, rule: Invariant) -> None:
         for node in self.nodes(rule.context):
-            if rule.when and not (isinstance(node.value, Mapping) and any(k.startswith(rule.when) for k in node.value)):
+            if rule.when and not (is_mapping(node.value) and any(k.startswith(rule.when) for k in node.value)):
                 continue
             try:
                 result = _compiled(rule.expression)(node.value)

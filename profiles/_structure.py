@@ -66,8 +66,11 @@ def _message(error: Mapping[str, Any], where: str) -> str:
 
 
 def _walk(value: Any, path: str, issues: list[Issue]) -> None:
-    """ele-1, R4B-only resource types and fhirVersion, over the whole tree."""
-    if isinstance(value, Mapping):
+    """ele-1, R4B-only resource types and fhirVersion, over the whole tree.
+
+    Strings and other scalars are handled in their parent's loop: no call and no location string
+    for the leaves (most of the tree), only for a leaf that has something to report."""
+    if isinstance(value, dict) or isinstance(value, Mapping):
         if not value:
             issues.append(
                 Issue(
@@ -95,16 +98,27 @@ def _walk(value: Any, path: str, issues: list[Issue]) -> None:
                 )
             if key == "div":
                 continue
-            _walk(child, f"{path}.{key}", issues)
+            if isinstance(child, str):
+                if not child:
+                    _empty_string(f"{path}.{key}", issues)
+            elif isinstance(child, (dict, list)) or isinstance(child, Mapping):
+                _walk(child, f"{path}.{key}", issues)
     elif isinstance(value, list):
         if not value:
             issues.append(Issue("error", "invariant", path, f"{path}: ele-1: an array must not be empty", rule="ele-1"))
         for index, item in enumerate(value):
             # JSON null is allowed in primitive arrays only as a placeholder for "_x" extensions
-            if item is not None:
+            if isinstance(item, str):
+                if not item:
+                    _empty_string(f"{path}[{index}]", issues)
+            elif isinstance(item, (dict, list)) or isinstance(item, Mapping):
                 _walk(item, f"{path}[{index}]", issues)
     elif isinstance(value, str) and value == "":
-        issues.append(Issue("error", "invariant", path, f"{path}: ele-1: a string must not be empty", rule="ele-1"))
+        _empty_string(path, issues)
+
+
+def _empty_string(path: str, issues: list[Issue]) -> None:
+    issues.append(Issue("error", "invariant", path, f"{path}: ele-1: a string must not be empty", rule="ele-1"))
 
 
 def check_structure(resource: Mapping[str, Any]) -> list[Issue]:

@@ -187,17 +187,23 @@ def _declared(resource: Mapping[str, Any]) -> list[str]:
 def _references(node: Node) -> list[Node]:
     """Every ``reference`` string in the tree (Reference.reference), with its location."""
     out: list[Node] = []
-    value = node.value
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            if key == "reference" and isinstance(child, str):
-                out.append(Node(f"{node.path}.reference", child))
-            elif isinstance(child, list):
-                for index, item in enumerate(child):
-                    out.extend(_references(Node(f"{node.path}.{key}[{index}]", item)))
-            elif isinstance(child, Mapping):
-                out.extend(_references(Node(f"{node.path}.{key}", child)))
+    _collect_references(node.value, node.path, out)
     return out
+
+
+def _collect_references(value: Any, path: str, out: list[Node]) -> None:
+    """``_references`` without a node per visited object: a location string only for containers."""
+    if not (isinstance(value, dict) or isinstance(value, Mapping)):
+        return
+    for key, child in value.items():
+        if key == "reference" and isinstance(child, str):
+            out.append(Node(f"{path}.reference", child))
+        elif isinstance(child, list):
+            for index, item in enumerate(child):
+                if isinstance(item, dict) or isinstance(item, Mapping):
+                    _collect_references(item, f"{path}.{key}[{index}]", out)
+        elif isinstance(child, dict) or isinstance(child, Mapping):
+            _collect_references(child, f"{path}.{key}", out)
 
 
 def _run(resource: dict[str, Any], profile: str | None, family: str | None, strict_family: bool) -> Report:

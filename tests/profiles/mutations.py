@@ -10,6 +10,7 @@ another resource type, change a choice's type) and look for the issue at the rul
 from __future__ import annotations
 
 import copy
+import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -530,3 +531,106 @@ def _nodes(checker: _Checker) -> Callable[[str], list[Node]]:
             return []
 
     return find
+
+
+# -- random mutations (equivalence corpora: tests/profiles/test_fhirpath_compiled.py, bench/profiles_equivalence.py)
+def _locations(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key/index path in ``value`` (the root excluded)."""
+    out: list[tuple[Any, ...]] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out.append((*path, key))
+            out.extend(_locations(child, (*path, key)))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            out.append((*path, index))
+            out.extend(_locations(child, (*path, index)))
+    return out
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+_ODD_VALUES: tuple[Any, ...] = (
+    "",
+    " ",
+    "x" * 5000,
+    "mutated",
+    "2026-13-45",
+    "urn:uuid:00000000-0000-0000-0000-000000000000",
+    "#missing",
+    "Patient/unknown",
+    0,
+    -1,
+    10**20,
+    1.5,
+    True,
+    False,
+    None,
+    {},
+    [],
+    {"unknown": "x"},
+    ["a", "b"],
+    {"system": "https://example.org/mutated-system", "code": "mutated"},
+    {"coding": [{"system": "https://example.org/mutated-system", "code": "mutated"}]},
+    {"reference": "Organization/x"},
+    {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
+)
+
+
+def random_mutation(resource: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
+    """A copy of ``resource`` with one random change (seeded ``rng``: reproducible), ``None`` if empty.
+
+    Not aimed at a rule: drop, duplicate or empty an element, a wrong JSON type, an extreme or
+    empty value, another code/system/type, an unknown element, a primitive extension, an
+    extension without url, a contained resource... (the inputs the engine must not trip on)."""
+    out = copy.deepcopy(resource)
+    locations = _locations(out)
+    if not locations:
+        return None
+    path = rng.choice(locations)
+    parent = _get(out, path[:-1])
+    key = path[-1]
+    current = parent[key]
+    action = rng.randrange(12)
+    if action == 0:  # drop the element
+        del parent[key]
+    elif action == 1:  # duplicate a repeated item / make a single value a list
+        if isinstance(parent, list):
+            parent.append(copy.deepcopy(current))
+        else:
+            parent[key] = [current, copy.deepcopy(current)]
+    elif action == 2:  # an odd value (wrong type, empty, extreme)
+        parent[key] = copy.deepcopy(rng.choice(_ODD_VALUES))
+    elif action == 3 and isinstance(current, str):  # another string
+        parent[key] = rng.choice(("mutated", current + "-mutated", current.upper(), current[:1], "VALI", "QUAL"))
+    elif action == 4 and isinstance(current, dict):  # an unknown element
+        current["unknownElement" + str(rng.randrange(3))] = "x"
+    elif action == 5 and isinstance(current, dict) and "system" in current:
+        current["system"] = rng.choice(("https://example.org/mutated-system", "urn:oid:1.2.250.1.213.1.4.8"))
+    elif action == 6 and isinstance(current, dict) and "code" in current:
+        current["code"] = rng.choice(("mutated", "VALI", "document", "entered-in-error", "resolved"))
+    elif action == 7 and isinstance(parent, dict) and isinstance(key, str) and not isinstance(current, (dict, list)):
+        parent["_" + key] = {"extension": [{"url": "https://example.org/ext", "valueString": "x"}]}
+    elif action == 8 and isinstance(parent, list):  # remove every item but one / empty the list
+        del parent[rng.randrange(len(parent)) :]
+    elif action == 9 and isinstance(current, dict):  # an extension (maybe without url)
+        extension: dict[str, Any] = {"valueString": "x"}
+        if rng.random() < 0.8:
+            extension["url"] = rng.choice(
+                (
+                    "https://example.org/ext",
+                    "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability",
+                )
+            )
+        current.setdefault("extension", []).append(extension)
+    elif action == 10 and isinstance(current, dict) and "type" in current and isinstance(current["type"], str):
+        current["type"] = rng.choice(("document", "transaction", "batch", "history", "searchset", "collection"))
+    elif action == 11 and isinstance(current, dict) and isinstance(current.get("resourceType"), str):
+        current["contained"] = [{"resourceType": "Organization", "id": "c1", "meta": {"versionId": "1"}}]
+    else:
+        parent[key] = copy.deepcopy(rng.choice(_ODD_VALUES))
+    return out
