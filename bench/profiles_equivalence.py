@@ -5,8 +5,8 @@
 
 The corpus (built once, saved to ``--corpus`` so that both sides validate exactly the same inputs):
 
-- every JSON resource of ``/work/shared/fhir-examples`` and of the IG packages of
-  ``/work/shared/fhir-ig/packages`` (examples and conformance resources alike);
+- every JSON resource of ``../shared/fhir-examples`` and of the IG packages of
+  ``../shared/fhir-ig/packages`` (examples and conformance resources alike);
 - the gateway's FHIR outputs: the DLU document bundle of every DLU record fixture, the PPA TDDUI
   bundle of every PPA fixture, the TDDUI export, the SDO Consent/Tasks, the DMP's ITI-65 bundles,
   with their entries (``tests.profiles.test_mutations.samples`` and the whole bundles);
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tarfile
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = Path("/work/shared/fhir-examples")
-PACKAGES = Path("/work/shared/fhir-ig/packages")
+SHARED = Path(os.environ.get("DUI_GATEWAY_SHARED_DIR", ROOT.parent / "shared"))  # ../shared beside the checkout
+EXAMPLES = SHARED / "fhir-examples"
+PACKAGES = SHARED / "fhir-ig" / "packages"
 TAGS = ("fhir:r4", "fhir:tddui", "fhir:pdsm")
 SEED = 20261201
 RANDOM_PER_CARRIER = 12
