@@ -1,6 +1,6 @@
 """Benchmark: DLU mapping alone, and mapping + full CI-SIS validation (XSD + 3 schematrons), single process.
 
-Usage: CISIS_KIT_DIR=/work/shared/cisis-kit python bench/bench_dlu.py [--n 200] [--record rich]
+Usage: CISIS_KIT_DIR=../shared/cisis-kit python bench/bench_dlu.py [--n 200] [--record rich]
 Prints per-document latency percentiles and throughput. No assertion: figures only.
 """
 

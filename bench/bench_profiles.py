@@ -31,7 +31,7 @@ from profiles import check_rendition, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "tests" / "resources" / "records"
-TDDUI = Path("/work/shared/fhir-examples/tddui")
+TDDUI = Path(__file__).resolve().parents[1].parent / "shared" / "fhir-examples" / "tddui"
 
 
 def median_ms(action: Callable[[], object], repeat: int) -> float:

@@ -17,10 +17,11 @@ from gateway.settings import Settings
 from mappings.base import Rendition
 from mappings.dlu import DLU as DLU_TYPE
 from tests.mappings.conftest import fixed_ctx, load_record
+from tests.support.shared import SHARED
 
 pytestmark = pytest.mark.conformance
 
-KIT = Path(os.environ.get("CISIS_KIT_DIR", "/work/shared/cisis-kit"))
+KIT = Path(os.environ.get("CISIS_KIT_DIR") or SHARED / "cisis-kit")
 DLU = "DLU-EHPAD-DLU_2022.01"
 
 

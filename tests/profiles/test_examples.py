@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from profiles import validate
+from tests.support.shared import SHARED
 
-EXAMPLES = Path("/work/shared/fhir-examples")
+EXAMPLES = SHARED / "fhir-examples"
 TDDUI = EXAMPLES / "tddui"
 PDSM = EXAMPLES / "pdsm4dmp"
 SERAFIN = "https://smt.esante.gouv.fr/terminologie-SERAFINPH"

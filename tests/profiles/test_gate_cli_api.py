@@ -17,9 +17,10 @@ from fastapi import FastAPI
 
 from profiles import check_rendition, validate
 from profiles.api import router
+from tests.support.shared import SHARED
 
-TDDUI = Path("/work/shared/fhir-examples/tddui")
-PDSM = Path("/work/shared/fhir-examples/pdsm4dmp")
+TDDUI = SHARED / "fhir-examples" / "tddui"
+PDSM = SHARED / "fhir-examples" / "pdsm4dmp"
 pytestmark = pytest.mark.skipif(not TDDUI.is_dir(), reason="shared FHIR examples not available")
 
 

@@ -20,8 +20,9 @@ from profiles import validate
 from profiles.definitions.generated import load
 from tests.profiles.conftest import COVERAGE
 from tests.profiles.mutations import run
+from tests.support.shared import SHARED
 
-EXAMPLES = Path("/work/shared/fhir-examples") if Path("/work/shared/fhir-examples").is_dir() else None
+EXAMPLES = (SHARED / "fhir-examples") if (SHARED / "fhir-examples").is_dir() else None
 RECORDS = Path(__file__).resolve().parents[1] / "resources" / "records"
 CTX = RenderContext(now=datetime(2026, 1, 5, 9, 0, tzinfo=UTC), submission_id=uuid.UUID(int=11))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,9 @@ import profiles
 from connectors.sandbox.sdo import SdoSandbox
 from profiles.definitions.sdo import INPUT_TASK_CS
 from tests.connectors.sdo.conftest import ESSMS_A, ESSMS_B
+from tests.support.shared import SHARED
 
-EXAMPLES = Path("/work/shared/fhir-examples/sdo")
+EXAMPLES = SHARED / "fhir-examples" / "sdo"
 
 
 def _token(box: SdoSandbox, finess: str) -> str:
