@@ -7,6 +7,7 @@ submission that is durably stored; any exception rolls everything back.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from gateway.api.problems import Unauthorized
 from gateway.errors import Forbidden
 from gateway.runtime import Runtime
+from gateway.security import auth_cache
 from gateway.security.authz import Kind, Principal, expand_scopes, missing_scope
 from gateway.security.clients import authenticate
 from gateway.security.oauth import InvalidToken, looks_like_jwt
@@ -172,25 +174,40 @@ def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | 
     admin = runtime.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
         return Caller(principal=Principal.platform_operator(scopes=ADMIN_SCOPES), credential="admin_token")
+    caches = runtime.auth_caches
     if looks_like_jwt(token):
         try:
-            claims = runtime.token_signer.verify(token)
+            claims = runtime.token_signer.verify(token)  # the signature and expiry, every time
         except InvalidToken:
             raise Unauthorized("invalid or expired access token") from None
-        with runtime.session_factory() as session:
-            client = session.get(ApiClient, claims.client_id)
-            session.commit()
+        client = caches.clients.get(claims.client_id)
+        if client is None:
+            since = auth_cache.generation()
+            with runtime.session_factory() as session:
+                client = session.get(ApiClient, claims.client_id)
+                session.commit()
+            if client is not None and client.active:
+                caches.clients.put(claims.client_id, client, since=since)
         if client is None or not client.active or client.tenant_id != claims.tenant_id:
             raise Unauthorized("invalid or expired access token")
         # the token's scopes, never more than the client holds now
         allowed = expand_scopes(client.scopes.split())
         return _client_caller(client, claims.scopes & allowed, "access_token")
+    # an API key: remembered briefly under the digest of the whole key (never the key itself),
+    # so a known key costs no database round trip; another secret is checked as before
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    caller: Caller | None = caches.callers.get(digest)
+    if caller is not None:
+        return caller
+    since = auth_cache.generation()
     with runtime.session_factory() as session:
         client = authenticate(session, token)
         session.commit()
     if client is None:
         raise Unauthorized("invalid or revoked API key")
-    return _client_caller(client, expand_scopes(client.scopes.split()), "api_key")
+    caller = _client_caller(client, expand_scopes(client.scopes.split()), "api_key")
+    caches.callers.put(digest, caller, since=since)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 
 from gateway import audit
 from gateway.errors import Conflict, FieldError, Forbidden, ValidationFailed
+from gateway.security import auth_cache
+from gateway.security.auth_cache import TtlCache
 from gateway.security.clients import essms_of_tenant
 from gateway.security.crypto import KeyRing, encrypt
 from gateway.storage.codec import facts_to_json
@@ -150,8 +152,16 @@ def _replay(existing: Submission, *, request_hash: str) -> tuple[Submission, boo
     return existing, False
 
 
-def _essms(session: Session, tenant_id: str) -> set[str]:
-    """The tenant's ESSMS, read once per transaction (a group-committed batch stores many)."""
+def _essms(session: Session, tenant_id: str, cache: TtlCache[str, frozenset[str]] | None = None) -> Set[str]:
+    """The tenant's ESSMS, read once per transaction (a group-committed batch stores many), or
+    from the process's short-lived cache (gateway.security.auth_cache) when one is given."""
+    if cache is not None:
+        known = cache.get(tenant_id)
+        if known is None:
+            since = auth_cache.generation()
+            known = frozenset(essms_of_tenant(session, tenant_id))
+            cache.put(tenant_id, known, since=since)
+        return known
     transaction = session.get_transaction()
     cached: tuple[Any, dict[str, set[str]]] | None = session.info.get("intake_essms")
     if cached is None or cached[0] is not transaction:
@@ -214,14 +224,16 @@ def store(
     keyring: KeyRing,
     correlation_id: str,
     now: datetime | None = None,
+    essms_cache: TtlCache[str, frozenset[str]] | None = None,
 ) -> tuple[Submission, bool]:
     """Store a prepared submission in status ``received`` with its ``received`` audit event.
 
     Returns ``(submission, created)`` as :func:`submit`. Raises ``Forbidden`` or ``Conflict``
-    before writing anything; nothing here commits.
+    before writing anything; nothing here commits. ``essms_cache``: the tenant's ESSMS as this
+    process read them lately (``Runtime.auth_caches``), instead of reading them again.
     """
     facts = prepared.facts
-    if facts.essms_finess not in _essms(session, client.tenant_id):
+    if facts.essms_finess not in _essms(session, client.tenant_id, essms_cache):
         raise Forbidden(
             f"ESSMS with FINESS {facts.essms_finess} does not belong to this API client's organisation",
         )
