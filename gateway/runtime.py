@@ -38,6 +38,7 @@ class Runtime:
     _bulkheads: Any = None
     _token_signer: Any = None
     _auth_caches: Any = None
+    _intake_store_many: Any = None  # gateway.api.submissions.store_many_for
 
     def __post_init__(self) -> None:
         # Sessions carry this runtime's audit sealer, so audit.append never falls back to

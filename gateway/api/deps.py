@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -50,7 +51,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:  # an app built only to print its OpenAPI document
         raise RuntimeError("this application was created without a runtime")
@@ -138,12 +139,17 @@ class Caller:
         return self.principal.tenant_id
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    caller = _authenticate(runtime, credentials)
+    # async, so that a credential checked lately costs no hop to a thread; one that must be
+    # read from the database is checked in a thread
+    caller = _authenticate(runtime, credentials, read=False)
+    if caller is None:
+        caller = await run_in_threadpool(_authenticate, runtime, credentials)
+    assert caller is not None
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(caller.actor)  # 429 + Retry-After over the client's rate
@@ -160,9 +166,12 @@ def _client_caller(client: ApiClient, scopes: frozenset[str], credential: str) -
     return Caller(principal=principal, client=client, credential=credential)
 
 
-def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+def _authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None, *, read: bool = True
+) -> Caller | None:
     """Authenticate the bearer token: an API key, an OAuth2 access token (JWT), or the
-    administrator token when configured.
+    administrator token when configured. ``read=False``: None instead of reading the database
+    (the credential is not in this process's short-lived cache).
 
     The look-up runs in its own short transaction, so the request's Session (and, on SQLite,
     the write lock) is not taken before the body has been received. A token's client is looked up
@@ -182,6 +191,8 @@ def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | 
             raise Unauthorized("invalid or expired access token") from None
         client = caches.clients.get(claims.client_id)
         if client is None:
+            if not read:
+                return None
             since = auth_cache.generation()
             with runtime.session_factory() as session:
                 client = session.get(ApiClient, claims.client_id)
@@ -199,6 +210,8 @@ def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | 
     caller: Caller | None = caches.callers.get(digest)
     if caller is not None:
         return caller
+    if not read:
+        return None
     since = auth_cache.generation()
     with runtime.session_factory() as session:
         client = authenticate(session, token)
@@ -213,14 +226,14 @@ def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_scope(*any_of: str) -> Callable[[Caller], Caller]:
+def require_scope(*any_of: str) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that accepts callers holding at least one of these scopes (403 names the first).
 
     Legacy names (``read``, ``submit``, ``audit``) are accepted and mean their current scopes, so
     a route written against the first vocabulary still admits the right callers."""
     wanted = tuple(dict.fromkeys(s for name in any_of for s in LEGACY_ORDER.get(name, (name,))))
 
-    def dependency(caller: CallerDep) -> Caller:
+    async def dependency(caller: CallerDep) -> Caller:
         missing = missing_scope(caller.principal, *wanted)
         if missing is not None:
             raise InsufficientScope(missing)
