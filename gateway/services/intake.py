@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -309,20 +308,59 @@ class StoreRequest:
 
 
 _SUBMISSIONS = cast(Table, Submission.__table__)
-_INSERT_IGNORING: dict[str, Any] = {
-    "postgresql": pg_insert(_SUBMISSIONS).on_conflict_do_nothing().returning(_SUBMISSIONS.c.id),
-    "sqlite": sqlite_insert(_SUBMISSIONS).on_conflict_do_nothing().returning(_SUBMISSIONS.c.id),
-}
+_SQLITE_INSERT_IGNORING = sqlite_insert(_SUBMISSIONS).on_conflict_do_nothing().returning(_SUBMISSIONS.c.id)
+
+# PostgreSQL: the batch's columns as arrays, one row per element (unnest): the statement's text is
+# the same whatever the batch size, so psycopg converts it once and the server prepares and plans
+# it once (a VALUES list per batch size would be parsed, converted and planned for every batch).
+# Columns the same for every row of a batch are plain parameters.
+_PG_ARRAY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "client_id",
+    "document_type",
+    "essms_finess",
+    "person_ref",
+    "idempotency_key",
+    "request_hash",
+    "payload_ct",
+    "data_key_id",
+    "facts",
+    "correlation_id",
+)
+_PG_INSERT_UNNEST = text(
+    "INSERT INTO submissions (id, tenant_id, client_id, document_type, essms_finess, person_ref, status,"
+    " idempotency_key, request_hash, payload_ct, data_key_id, report, facts, correlation_id, lease_owner,"
+    " lease_until, created_at, updated_at)"
+    " SELECT r.id, r.tenant_id, r.client_id, r.document_type, r.essms_finess, r.person_ref, :status,"
+    " r.idempotency_key, r.request_hash, r.payload_ct, r.data_key_id, NULL, r.facts, r.correlation_id, NULL,"
+    " NULL, :now, :now"
+    " FROM unnest(CAST(:id AS varchar[]), CAST(:tenant_id AS varchar[]), CAST(:client_id AS varchar[]),"
+    " CAST(:document_type AS varchar[]), CAST(:essms_finess AS varchar[]), CAST(:person_ref AS varchar[]),"
+    " CAST(:idempotency_key AS varchar[]), CAST(:request_hash AS varchar[]), CAST(:payload_ct AS bytea[]),"
+    " CAST(:data_key_id AS varchar[]), CAST(:facts AS json[]), CAST(:correlation_id AS varchar[]))"
+    " AS r(id, tenant_id, client_id, document_type, essms_finess, person_ref, idempotency_key, request_hash,"
+    " payload_ct, data_key_id, facts, correlation_id)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for all rows; the ids inserted."""
-    stmt = _INSERT_IGNORING.get(session.get_bind().dialect.name)
-    if stmt is None:  # pragma: no cover - the gateway runs on PostgreSQL and SQLite only
-        raise RuntimeError("no batched intake for this database")
-    # a list of parameter sets: SQLAlchemy sends them as one multi-row INSERT ("insertmanyvalues")
-    # from one compiled statement, whatever the batch size
-    return set(session.execute(stmt, rows).scalars())
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]], *, now: datetime) -> set[str]:
+    """One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for all rows (status ``received``,
+    created and updated ``now``); the ids inserted."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        params: dict[str, Any] = {"status": "received", "now": now}
+        for name in _PG_ARRAY_COLUMNS:
+            if name == "facts":  # the JSON column's text, as SQLAlchemy's JSON type writes it
+                params[name] = [json.dumps(row[name]) for row in rows]
+            else:
+                params[name] = [row[name] for row in rows]
+        return set(session.execute(_PG_INSERT_UNNEST, params).scalars())
+    if dialect == "sqlite":
+        # a list of parameter sets: one multi-row INSERT ("insertmanyvalues") compiled once
+        return set(session.execute(_SQLITE_INSERT_IGNORING, rows).scalars())
+    raise RuntimeError(f"no batched intake for {dialect}")  # pragma: no cover - PostgreSQL and SQLite only
 
 
 def store_many(
@@ -390,7 +428,7 @@ def store_many(
                 "created_at": now,
                 "updated_at": now,
             }
-    inserted = _insert_ignoring_duplicates(session, [rows[i] for i in accepted])
+    inserted = _insert_ignoring_duplicates(session, [rows[i] for i in accepted], now=now)
     entries: list[audit.Entry] = []
     for i in accepted:
         req = requests[i]

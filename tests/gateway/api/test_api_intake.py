@@ -434,6 +434,13 @@ def test_a_batch_is_one_insert_and_settles_keys_within_itself(
         )
         session.commit()
     assert created
+    with session_factory() as session:  # no Idempotency-Key in the whole batch (all NULL)
+        outcomes = intake.store_many(
+            session, [intake.StoreRequest(client_row, prepared("sans clé"), None, "c0")], keyring=keyring
+        )
+        session.commit()
+    assert not isinstance(outcomes[0], Exception) and outcomes[0][1]
+    outcomes_alone_id = outcomes[0][0].id
 
     def req(text: str, key: str | None, finess: str = tenant.finess) -> intake.StoreRequest:
         return intake.StoreRequest(client_row, prepared(text, finess), key, "c1")
@@ -471,11 +478,22 @@ def test_a_batch_is_one_insert_and_settles_keys_within_itself(
     assert len(inserts) == 1, "the batch's submissions are one INSERT"
     events = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS")]
     assert len(events) == 1, "their audit events too"
-    assert count_rows(session_factory) == (3, 3)
+    assert count_rows(session_factory) == (4, 4)
     received = {e.entity_id for e in audit_events(session_factory, action="received")}
-    assert received == {earlier.id, first[0].id, third[0].id}
+    assert received == {earlier.id, outcomes_alone_id, first[0].id, third[0].id}
     with session_factory() as session:
         assert audit.verify(session).ok
         stored = session.get(Submission, first[0].id)
         assert stored is not None and stored.payload_ct != prepared("un").plaintext
         assert stored.request_hash == intake.canonical_hash("test-note", note(tenant.finess, text="un")["record"])
+
+
+def test_the_postgresql_batch_insert_names_every_column_of_submissions() -> None:
+    """``store_many``'s INSERT on PostgreSQL is written by hand (unnest): a column added to the
+    model must be added there too."""
+    import re
+
+    sql = str(intake._PG_INSERT_UNNEST)
+    listed = re.match(r"INSERT INTO submissions \(([^)]*)\)", sql)
+    assert listed is not None
+    assert [c.strip() for c in listed.group(1).split(",")] == [c.name for c in Submission.__table__.columns]
