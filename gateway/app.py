@@ -153,6 +153,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             if exc.name != "gateway.worker":
                 raise
             _log.warning("embedded_workers_unavailable", reason="gateway.worker is not installed")
+    # the document types are imported now, not by the first submission (validated on the event loop)
+    await run_in_threadpool(registry.codes)
     loop = asyncio.get_running_loop()
     serving_loop(loop)  # from here on, a coroutine writing to SQLite directly is refused (storage.db)
     try:

@@ -37,6 +37,8 @@ class Runtime:
     _workers: Any = None
     _bulkheads: Any = None
     _token_signer: Any = None
+    _auth_caches: Any = None
+    _intake_store_many: Any = None  # gateway.api.submissions.store_many_for
 
     def __post_init__(self) -> None:
         # Sessions carry this runtime's audit sealer, so audit.append never falls back to
@@ -77,6 +79,16 @@ class Runtime:
 
             self._token_signer = TokenSigner.from_settings(self.settings)
         return self._token_signer
+
+    @property
+    def auth_caches(self) -> Any:
+        """This process's short-lived memory of authenticated credentials and of each tenant's ESSMS
+        (gateway.security.auth_cache; ``auth_cache_seconds``, 0: none), built on first use."""
+        if self._auth_caches is None:
+            from gateway.security.auth_cache import AuthCaches
+
+            self._auth_caches = AuthCaches(self.settings.auth_cache_seconds)
+        return self._auth_caches
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:

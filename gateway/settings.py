@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     queue_depth_cache_seconds: float = Field(default=1.0, ge=0)
     rate_limit_per_second: float = Field(default=0.0, ge=0)  # per API client and per process (429)
     rate_limit_burst: int = Field(default=50, ge=1)
+    # how long a process reuses an authenticated credential and a tenant's ESSMS without reading
+    # them again (gateway.security.auth_cache): a revocation by another process takes effect
+    # within this delay, one in the same process at once; 0: read them for every request
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     busy_retry_after_seconds: int = Field(default=5, ge=1)  # Retry-After when the database is saturated
     # ops console (gateway.console, docs/console.md)
     console_enabled: bool = True

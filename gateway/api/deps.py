@@ -7,18 +7,21 @@ submission that is durably stored; any exception rolls everything back.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from gateway.api.problems import Unauthorized
 from gateway.errors import Forbidden
 from gateway.runtime import Runtime
+from gateway.security import auth_cache
 from gateway.security.authz import Kind, Principal, expand_scopes, missing_scope
 from gateway.security.clients import authenticate
 from gateway.security.oauth import InvalidToken, looks_like_jwt
@@ -48,7 +51,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:  # an app built only to print its OpenAPI document
         raise RuntimeError("this application was created without a runtime")
@@ -136,12 +139,17 @@ class Caller:
         return self.principal.tenant_id
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    caller = _authenticate(runtime, credentials)
+    # async, so that a credential checked lately costs no hop to a thread; one that must be
+    # read from the database is checked in a thread
+    caller = _authenticate(runtime, credentials, read=False)
+    if caller is None:
+        caller = await run_in_threadpool(_authenticate, runtime, credentials)
+    assert caller is not None
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(caller.actor)  # 429 + Retry-After over the client's rate
@@ -158,9 +166,12 @@ def _client_caller(client: ApiClient, scopes: frozenset[str], credential: str) -
     return Caller(principal=principal, client=client, credential=credential)
 
 
-def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+def _authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None, *, read: bool = True
+) -> Caller | None:
     """Authenticate the bearer token: an API key, an OAuth2 access token (JWT), or the
-    administrator token when configured.
+    administrator token when configured. ``read=False``: None instead of reading the database
+    (the credential is not in this process's short-lived cache).
 
     The look-up runs in its own short transaction, so the request's Session (and, on SQLite,
     the write lock) is not taken before the body has been received. A token's client is looked up
@@ -172,38 +183,57 @@ def _authenticate(runtime: Runtime, credentials: HTTPAuthorizationCredentials | 
     admin = runtime.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
         return Caller(principal=Principal.platform_operator(scopes=ADMIN_SCOPES), credential="admin_token")
+    caches = runtime.auth_caches
     if looks_like_jwt(token):
         try:
-            claims = runtime.token_signer.verify(token)
+            claims = runtime.token_signer.verify(token)  # the signature and expiry, every time
         except InvalidToken:
             raise Unauthorized("invalid or expired access token") from None
-        with runtime.session_factory() as session:
-            client = session.get(ApiClient, claims.client_id)
-            session.commit()
+        client = caches.clients.get(claims.client_id)
+        if client is None:
+            if not read:
+                return None
+            since = auth_cache.generation()
+            with runtime.session_factory() as session:
+                client = session.get(ApiClient, claims.client_id)
+                session.commit()
+            if client is not None and client.active:
+                caches.clients.put(claims.client_id, client, since=since)
         if client is None or not client.active or client.tenant_id != claims.tenant_id:
             raise Unauthorized("invalid or expired access token")
         # the token's scopes, never more than the client holds now
         allowed = expand_scopes(client.scopes.split())
         return _client_caller(client, claims.scopes & allowed, "access_token")
+    # an API key: remembered briefly under the digest of the whole key (never the key itself),
+    # so a known key costs no database round trip; another secret is checked as before
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    caller: Caller | None = caches.callers.get(digest)
+    if caller is not None:
+        return caller
+    if not read:
+        return None
+    since = auth_cache.generation()
     with runtime.session_factory() as session:
         client = authenticate(session, token)
         session.commit()
     if client is None:
         raise Unauthorized("invalid or revoked API key")
-    return _client_caller(client, expand_scopes(client.scopes.split()), "api_key")
+    caller = _client_caller(client, expand_scopes(client.scopes.split()), "api_key")
+    caches.callers.put(digest, caller, since=since)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_scope(*any_of: str) -> Callable[[Caller], Caller]:
+def require_scope(*any_of: str) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that accepts callers holding at least one of these scopes (403 names the first).
 
     Legacy names (``read``, ``submit``, ``audit``) are accepted and mean their current scopes, so
     a route written against the first vocabulary still admits the right callers."""
     wanted = tuple(dict.fromkeys(s for name in any_of for s in LEGACY_ORDER.get(name, (name,))))
 
-    def dependency(caller: CallerDep) -> Caller:
+    async def dependency(caller: CallerDep) -> Caller:
         missing = missing_scope(caller.principal, *wanted)
         if missing is not None:
             raise InsufficientScope(missing)

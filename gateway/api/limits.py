@@ -70,16 +70,32 @@ class QueueGuard:
                 self._at = now
             return self._depth
 
-    def check(self) -> None:
-        """Raise :class:`ServiceUnavailable` when the queue is too deep to take more."""
+    def check_cached(self) -> bool:
+        """:meth:`check` without I/O: True when it could decide from the cached depth (raising
+        :class:`ServiceUnavailable` as ``check`` would), False when the depth must be read again
+        (then call ``check``, from a thread: it queries the database)."""
         if self.max_depth <= 0:
-            return
-        if self.depth() >= self.max_depth:
+            return True
+        with self._lock:
+            if self._clock() - self._at >= self.cache_seconds:
+                return False
+            depth = self._depth
+        self._refuse_over(depth)
+        return True
+
+    def _refuse_over(self, depth: int) -> None:
+        if depth >= self.max_depth:
             raise ServiceUnavailable(
                 "the gateway's queue is full; nothing was stored: send it again later",
                 retry_after=self.retry_after,
                 type_suffix="overloaded",
             )
+
+    def check(self) -> None:
+        """Raise :class:`ServiceUnavailable` when the queue is too deep to take more."""
+        if self.max_depth <= 0:
+            return
+        self._refuse_over(self.depth())
 
 
 class RateLimiter:

@@ -301,6 +301,9 @@ _EVENTS = cast(Table, AuditEvent.__table__)
 # Core statements, built once: an append is two statements without the ORM's unit of work (the
 # flush of one event and the head's update cost more CPU than the rest of the append).
 _INSERT_EVENT = _EVENTS.insert()
+# with RETURNING, SQLAlchemy sends a list of rows as one multi-row INSERT ("insertmanyvalues")
+# from a statement compiled once; without it, psycopg would run one INSERT per row
+_INSERT_EVENTS = _EVENTS.insert().returning(_EVENTS.c.seq)
 _EVENT_COLUMNS = tuple(column.key for column in _EVENTS.c)  # the mapped attributes' names
 _MOVE_HEAD = (
     _HEAD.update()
@@ -514,8 +517,8 @@ def append_many(session: Session, entries: Sequence[Entry], *, sealer: AuditSeal
     rows = [{key: getattr(event, key) for key in _EVENT_COLUMNS} for event in events]
     if len(rows) == 1:
         session.execute(_INSERT_EVENT, rows[0])
-    else:
-        session.execute(_EVENTS.insert().values(rows))  # one statement for them all
+    else:  # one compiled statement for any number of rows, sent as one multi-row INSERT
+        session.execute(_INSERT_EVENTS, rows).all()
     session.execute(_MOVE_HEAD, {"chain": chain, "new_seq": position, "new_hash": prev_hash})
     head[1], head[2] = position, prev_hash
     if head[3] is not None:

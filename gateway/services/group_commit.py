@@ -8,6 +8,9 @@ thread, which writes every submission waiting at that moment in one transaction 
 once; each request is answered only after that commit returned. No request waits for others
 to arrive: a lone request is a batch of one.
 
+Jobs are either functions of the shared session (``submit``) or items written together by one
+function (``submit_item``: intake's submissions, one multi-row INSERT per transaction).
+
 A job that raises a :class:`~gateway.errors.GatewayError` (``Forbidden``, ``Conflict``: raised
 before anything is written) fails alone. Any other error, or a failed commit, rolls the batch
 back and runs each of its jobs again in a transaction of its own, so one job never decides the
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
@@ -34,10 +37,17 @@ _log = get_logger("gateway.intake")
 
 
 class _Job(Generic[T]):
-    __slots__ = ("fn", "future")
+    __slots__ = ("batch_fn", "fn", "future", "item")
 
-    def __init__(self, fn: Callable[[Session], T]) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Session], T] | None,
+        batch_fn: Callable[[Session, list[Any]], Sequence[Any]] | None = None,
+        item: Any = None,
+    ) -> None:
         self.fn = fn
+        self.batch_fn = batch_fn
+        self.item = item
         self.future: Future[T] = Future()
 
 
@@ -56,7 +66,16 @@ class GroupCommitter:
 
     def submit(self, fn: Callable[[Session], T]) -> Future[T]:
         """Run ``fn(session)`` in a shared transaction; the future resolves after the commit."""
-        job: _Job[T] = _Job(fn)
+        return self._enqueue(_Job(fn))
+
+    def submit_item(self, batch_fn: Callable[[Session, list[Any]], Sequence[Any]], item: Any) -> Future[Any]:
+        """Hand over ``item``; the items of one transaction handed with the same ``batch_fn`` are
+        written by one call ``batch_fn(session, items)``, which returns one outcome per item, in
+        order: a value, or a :class:`~gateway.errors.GatewayError` for an item that wrote nothing
+        (its future raises it). The future resolves after the commit."""
+        return self._enqueue(_Job(None, batch_fn, item))
+
+    def _enqueue(self, job: _Job[T]) -> Future[T]:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the intake committer is closed")
@@ -102,14 +121,25 @@ class GroupCommitter:
                 return
 
     def _run(self, batch: list[_Job[Any]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: dict[int, tuple[bool, Any]] = {}
         session = self.session_factory()
         try:
-            for job in batch:
+            groups: dict[Callable[[Session, list[Any]], Sequence[Any]], list[int]] = {}
+            for n, job in enumerate(batch):
+                if job.batch_fn is not None:
+                    groups.setdefault(job.batch_fn, []).append(n)
+                    continue
+                assert job.fn is not None
                 try:
-                    outcomes.append((True, job.fn(session)))
+                    outcomes[n] = (True, job.fn(session))
                 except GatewayError as exc:  # raised before the job wrote anything
-                    outcomes.append((False, exc))
+                    outcomes[n] = (False, exc)
+            for batch_fn, members in groups.items():
+                results = batch_fn(session, [batch[n].item for n in members])
+                if len(results) != len(members):
+                    raise RuntimeError(f"a batch function returned {len(results)} outcomes for {len(members)} items")
+                for n, result in zip(members, results, strict=True):
+                    outcomes[n] = (not isinstance(result, GatewayError), result)
             session.commit()
         except Exception as exc:
             session.rollback()
@@ -125,7 +155,8 @@ class GroupCommitter:
             session.close()
         self.batches += 1
         self.jobs += len(batch)
-        for job, (ok, value) in zip(batch, outcomes, strict=True):
+        for n, job in enumerate(batch):
+            ok, value = outcomes[n]
             if ok:
                 job.future.set_result(value)
             else:

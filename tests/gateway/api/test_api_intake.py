@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.errors import Conflict
+from gateway.errors import Conflict, Forbidden
 from gateway.security.crypto import KeyRing
 from gateway.services import intake
 from gateway.storage.models import ApiClient, Submission
@@ -408,3 +408,92 @@ def test_a_rule_over_an_object_never_quotes_its_personal_values() -> None:
     quoted, plain = field_errors(errors)
     assert "DUPONT" not in quoted.message and "1941" not in quoted.message
     assert plain.message == "Value error, 'qualifiee' requires the INS"  # a closed vocabulary is not personal data
+
+
+def test_a_batch_is_one_insert_and_settles_keys_within_itself(
+    tenant: Any, session_factory: sessionmaker[Session], keyring: KeyRing
+) -> None:
+    """``store_many`` (the group commit's writer): one INSERT for the batch; a key seen earlier in the
+    same batch or in the database is a replay (same body) or a conflict; a foreign ESSMS is refused
+    alone; each stored submission has its audit event."""
+    from sqlalchemy import event
+
+    from gateway import audit
+
+    def prepared(text: str, finess: str = tenant.finess) -> intake.Prepared:
+        return intake.prepare(document_type="test-note", record_json=note(finess, text=text)["record"])
+
+    with session_factory() as s:
+        client_row = s.get(ApiClient, tenant.client_id)
+        assert client_row is not None
+    with session_factory() as session:  # a key stored before the batch
+        [(earlier, created)] = intake.store_many(  # type: ignore[misc]
+            session,
+            [intake.StoreRequest(client_row, prepared("avant"), "known", "c0")],
+            keyring=keyring,
+        )
+        session.commit()
+    assert created
+    with session_factory() as session:  # no Idempotency-Key in the whole batch (all NULL)
+        outcomes = intake.store_many(
+            session, [intake.StoreRequest(client_row, prepared("sans clé"), None, "c0")], keyring=keyring
+        )
+        session.commit()
+    assert not isinstance(outcomes[0], Exception) and outcomes[0][1]
+    outcomes_alone_id = outcomes[0][0].id
+
+    def req(text: str, key: str | None, finess: str = tenant.finess) -> intake.StoreRequest:
+        return intake.StoreRequest(client_row, prepared(text, finess), key, "c1")
+
+    statements: list[str] = []
+    engine = session_factory.kw["bind"]
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        with session_factory() as session:
+            outcomes = intake.store_many(
+                session,
+                [
+                    req("un", "k1"),
+                    req("un", "k1"),  # same key, same body: the first one's answer
+                    req("deux", "k1"),  # same key, another body: 409
+                    req("trois", None),
+                    req("quatre", "k4", finess="990000001"),  # not this tenant's ESSMS: 403
+                    req("avant", "known"),  # stored before: replayed
+                ],
+                keyring=keyring,
+            )
+            session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    first, replayed, conflict, third, refused, known = outcomes
+    assert not isinstance(first, Exception) and first[1]
+    assert not isinstance(replayed, Exception) and replayed == (replayed[0], False)
+    assert replayed[0].id == first[0].id
+    assert isinstance(conflict, Conflict)
+    assert not isinstance(third, Exception) and third[1]
+    assert isinstance(refused, Forbidden)
+    assert not isinstance(known, Exception) and known[0].id == earlier.id and not known[1]
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO SUBMISSIONS")]
+    assert len(inserts) == 1, "the batch's submissions are one INSERT"
+    events = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS")]
+    assert len(events) == 1, "their audit events too"
+    assert count_rows(session_factory) == (4, 4)
+    received = {e.entity_id for e in audit_events(session_factory, action="received")}
+    assert received == {earlier.id, outcomes_alone_id, first[0].id, third[0].id}
+    with session_factory() as session:
+        assert audit.verify(session).ok
+        stored = session.get(Submission, first[0].id)
+        assert stored is not None and stored.payload_ct != prepared("un").plaintext
+        assert stored.request_hash == intake.canonical_hash("test-note", note(tenant.finess, text="un")["record"])
+
+
+def test_the_postgresql_batch_insert_names_every_column_of_submissions() -> None:
+    """``store_many``'s INSERT on PostgreSQL is written by hand (unnest): a column added to the
+    model must be added there too."""
+    import re
+
+    sql = str(intake._PG_INSERT_UNNEST)
+    listed = re.match(r"INSERT INTO submissions \(([^)]*)\)", sql)
+    assert listed is not None
+    assert [c.strip() for c in listed.group(1).split(",")] == [c.name for c in Submission.__table__.columns]
