@@ -29,11 +29,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import DateTime, String, and_, bindparam, exists, literal, or_, select, update
+from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit, persons, routing_store
@@ -82,6 +82,7 @@ def _lit(value: str) -> Any:
 
 
 _QUEUED = ("received", "processing")
+_SUBMISSIONS = cast(Table, Submission.__table__)
 _TIMESTAMP = DateTime(timezone=True)
 
 
@@ -403,14 +404,17 @@ def _write(
         }
         if result.facts is not None:
             values["facts"] = facts_to_json(result.facts)
-    done = session.execute(
-        update(Submission)
-        .where(Submission.id == loaded.submission_id, Submission.status == "processing")
-        .where(Submission.lease_owner == worker_id)
+    # a Core statement on the session's connection: no ORM object of this row is in the session
+    done = session.connection().execute(
+        _SUBMISSIONS.update()
+        .where(
+            _SUBMISSIONS.c.id == loaded.submission_id,
+            _SUBMISSIONS.c.status == "processing",
+            _SUBMISSIONS.c.lease_owner == worker_id,
+        )
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done.rowcount != 1:
         return False
     actor = f"worker:{worker_id}"
     events: list[tuple[str, str, dict[str, Any]]] = []  # appended last: the audit head is the last lock
