@@ -188,6 +188,42 @@ class _Result:
 _REACHING = ("pending", "in_flight", "sent", "delivered", "unconfirmed")
 
 
+_RENDITION_ROWS = cast(Table, RenditionRow.__table__)
+_DELIVERY_ROWS = cast(Table, Delivery.__table__)
+# the statements of _previous_versions, built once (bound: the series' fields, or ``earlier``)
+_SERIES_RENDITIONS = (
+    select(
+        _RENDITION_ROWS.c.kind,
+        _RENDITION_ROWS.c.set_id,
+        _RENDITION_ROWS.c.version,
+        _RENDITION_ROWS.c.document_id,
+        _RENDITION_ROWS.c.created_at,
+        _RENDITION_ROWS.c.submission_id,
+    )
+    .join(_SUBMISSIONS, _RENDITION_ROWS.c.submission_id == _SUBMISSIONS.c.id)
+    .where(
+        _SUBMISSIONS.c.tenant_id == bindparam("tenant_id"),
+        _SUBMISSIONS.c.essms_finess == bindparam("essms_finess"),
+        _SUBMISSIONS.c.person_ref == bindparam("person_ref"),
+        _SUBMISSIONS.c.document_type == bindparam("document_type"),
+        _SUBMISSIONS.c.id != bindparam("submission_id"),
+    )
+)
+_REACHED = (
+    select(_DELIVERY_ROWS.c.submission_id)
+    .where(
+        _DELIVERY_ROWS.c.submission_id.in_(bindparam("earlier", expanding=True)),
+        _DELIVERY_ROWS.c.status.in_(_REACHING),
+    )
+    .distinct()
+)
+_KEPT = select(_SUBMISSIONS.c.id).where(
+    _SUBMISSIONS.c.id.in_(bindparam("earlier", expanding=True)),
+    _SUBMISSIONS.c.status == "routed",
+    ~exists().where(_DELIVERY_ROWS.c.submission_id == _SUBMISSIONS.c.id),
+)
+
+
 def _previous_versions(
     session: Session, sub: Submission
 ) -> tuple[dict[str, PreviousVersion], dict[str, PreviousVersion]]:
@@ -199,44 +235,22 @@ def _previous_versions(
     nor one whose every delivery was dead-lettered, failed or cancelled. (What *each* destination
     holds is the connectors' business: ``Envelope.held``.)
     """
-    rows = session.execute(
-        select(
-            RenditionRow.kind,
-            RenditionRow.set_id,
-            RenditionRow.version,
-            RenditionRow.document_id,
-            RenditionRow.created_at,
-            RenditionRow.submission_id,
-        )
-        .join(Submission, RenditionRow.submission_id == Submission.id)
-        .where(
-            Submission.tenant_id == sub.tenant_id,
-            Submission.essms_finess == sub.essms_finess,
-            Submission.person_ref == sub.person_ref,
-            Submission.document_type == sub.document_type,
-            Submission.id != sub.id,
-        )
-    ).all()
+    connection = session.connection()
+    params = {
+        "tenant_id": sub.tenant_id,
+        "essms_finess": sub.essms_finess,
+        "person_ref": sub.person_ref,
+        "document_type": sub.document_type,
+        "submission_id": sub.id,
+    }
+    rows = connection.execute(_SERIES_RENDITIONS, params).all()
     if not rows:
         return {}, {}
-    earlier = {r.submission_id for r in rows}
-    reached = set(
-        session.scalars(
-            select(Delivery.submission_id)
-            .where(Delivery.submission_id.in_(earlier), Delivery.status.in_(_REACHING))
-            .distinct()
-        ).all()
-    )
+    earlier = sorted({r.submission_id for r in rows})
+    reached = set(connection.execute(_REACHED, {"earlier": earlier}).scalars())
     # a version routed to no destination is kept by the gateway and served by its FHIR facade:
     # the DUI vendor holds it, so a newer version replaces it
-    kept = session.scalars(
-        select(Submission.id).where(
-            Submission.id.in_(earlier),
-            Submission.status == "routed",
-            ~exists().where(Delivery.submission_id == Submission.id),
-        )
-    ).all()
-    reached.update(kept)
+    reached.update(connection.execute(_KEPT, {"earlier": earlier}).scalars())
     highest: dict[str, int] = {}
     replaceable: dict[str, tuple[int, str]] = {}
     newest_of_kind: dict[str, tuple[int, datetime, str]] = {}

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -172,13 +172,20 @@ def send_budget(runtime: Runtime, connector: Connector) -> float:
     return min(float(connector.send_timeout), float(runtime.settings.max_send_seconds))
 
 
+_RENDITIONS = cast(Table, Rendition.__table__)
+# built once; Core rows (columns by name), cheaper than ORM objects for rows only read
+_RENDITIONS_OF = (
+    select(_RENDITIONS).where(_RENDITIONS.c.submission_id == bindparam("submission_id")).order_by(_RENDITIONS.c.kind)
+)
+
+
 def _build_envelope(runtime: Runtime, session: Session, got: outbox.Claimed, connector: Connector) -> Envelope:
     """Everything the send needs, read in the claim's transaction (``outbox.claim(prepare=...)``)."""
     row, sub, token = got.row, got.submission, got.token
     if sub is None:
         raise _Unpreparable("the submission row disappeared", permanent=False)
     code = tenant_code(session, sub.tenant_id)
-    rows = session.scalars(select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)).all()
+    rows = session.connection().execute(_RENDITIONS_OF, {"submission_id": sub.id}).all()
     try:
         renditions = tuple(load_rendition(session, r, keyring=runtime.keyring) for r in rows)
     except KeyUnavailable as exc:

@@ -41,10 +41,10 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import DateTime, String, and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, func, literal, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from connectors.base import Acknowledgement, HeldVersion, Receipt
@@ -169,6 +169,14 @@ def _audit_abandoned(
 
 
 # -- status of a submission ---------------------------------------------------------------------
+_DELIVERIES = cast(Table, Delivery.__table__)
+# built once (building a statement per call costs more CPU than running it)
+_SUBMISSION_DELIVERIES = select(_DELIVERIES.c.destination, _DELIVERIES.c.seq, _DELIVERIES.c.status).where(
+    _DELIVERIES.c.submission_id == bindparam("submission_id"), _DELIVERIES.c.status != "cancelled"
+)
+_LAST_SEQ = select(func.max(_DELIVERIES.c.seq)).where(_DELIVERIES.c.series_key == bindparam("series_key"))
+
+
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
 
@@ -180,11 +188,8 @@ def refresh_submission_status(session: Session, submission: Submission, *, now: 
     """
     if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
         return submission.status
-    rows = session.execute(
-        select(Delivery.destination, Delivery.seq, Delivery.status).where(
-            Delivery.submission_id == submission.id, Delivery.status != "cancelled"
-        )
-    ).all()
+    session.flush()  # what the caller changed is read back (a Core statement does not autoflush)
+    rows = session.connection().execute(_SUBMISSION_DELIVERIES, {"submission_id": submission.id}).all()
     latest: dict[str, tuple[int, str]] = {}
     for destination, seq, status in rows:
         if destination not in latest or seq > latest[destination][0]:
@@ -220,7 +225,8 @@ def enqueue(
     append). The sequence number comes from the ``(series_key, seq)`` index.
     """
     advisory_series_lock(session, series)
-    last = session.scalar(select(func.max(Delivery.seq)).where(Delivery.series_key == series)) or 0
+    session.flush()  # as the ORM's autoflush would
+    last = session.connection().execute(_LAST_SEQ, {"series_key": series}).scalar() or 0
     out = []
     for name, connector in destinations:
         row = Delivery(
@@ -527,25 +533,41 @@ def extend(session: Session, token: ClaimToken, *, until: datetime, now: datetim
     return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+_RENDITIONS = cast(Table, Rendition.__table__)
+_HELD = (
+    select(
+        _RENDITIONS.c.kind,
+        _RENDITIONS.c.set_id,
+        _RENDITIONS.c.version,
+        _RENDITIONS.c.document_id,
+        _DELIVERIES.c.remote_id,
+    )
+    .join(_DELIVERIES, _DELIVERIES.c.submission_id == _RENDITIONS.c.submission_id)
+    .where(
+        _DELIVERIES.c.destination == bindparam("destination"),
+        _DELIVERIES.c.series_key == bindparam("series_key"),
+        _DELIVERIES.c.seq < bindparam("seq"),
+        _DELIVERIES.c.status == "delivered",
+        _DELIVERIES.c.submission_id != bindparam("submission_id"),
+    )
+)
+
+
 def held_versions(session: Session, row: Delivery) -> dict[str, HeldVersion]:
     """Per set_id, the newest version of this delivery's series that *its destination* acknowledged.
 
     Only deliveries ``delivered`` to the same destination count: a version that was cancelled,
     dead-lettered, refused by routing or still unacknowledged there is not held by it.
     """
-    query = (
-        select(Rendition.kind, Rendition.set_id, Rendition.version, Rendition.document_id, Delivery.remote_id)
-        .join(Delivery, Delivery.submission_id == Rendition.submission_id)
-        .where(
-            Delivery.destination == row.destination,
-            Delivery.series_key == row.series_key,
-            Delivery.seq < row.seq,
-            Delivery.status == "delivered",
-            Delivery.submission_id != row.submission_id,
-        )
-    )
+    params = {
+        "destination": row.destination,
+        "series_key": row.series_key,
+        "seq": row.seq,
+        "submission_id": row.submission_id,
+    }
     held: dict[str, HeldVersion] = {}
-    for kind, set_id, version, document_id, remote_id in session.execute(query).all():
+    session.flush()  # as the ORM's autoflush would
+    for kind, set_id, version, document_id, remote_id in session.connection().execute(_HELD, params).all():
         current = held.get(set_id)
         if current is None or version > current.version:
             held[set_id] = HeldVersion(
@@ -565,6 +587,25 @@ class Finished:
     error: str | None = None
     next_attempt_at: datetime | None = None
     remote_id: str | None = None
+
+
+@functools.cache
+def _finish_statement(postgres: bool) -> Any:
+    """The delivery, its submission and the attempt of a token, built once per dialect;
+    executed with ``delivery_id`` and ``attempt_id`` bound."""
+    query = (
+        select(Delivery, Submission, Attempt)
+        .join(Submission, Submission.id == Delivery.submission_id)
+        .outerjoin(
+            Attempt,
+            and_(Attempt.id == bindparam("attempt_id", type_=String()), Attempt.delivery_id == Delivery.id),
+        )
+        .where(Delivery.id == bindparam("delivery_id", type_=String()))
+        .execution_options(populate_existing=True)
+    )
+    if postgres:
+        query = query.with_for_update(of=[Delivery, Submission])
+    return query
 
 
 def finish(
@@ -589,16 +630,8 @@ def finish(
     # One statement: the delivery and its submission locked (in that order: the rows of one
     # joined tuple are locked in FROM order), and the attempt, which only the delivery's lock
     # holder changes.
-    query = (
-        select(Delivery, Submission, Attempt)
-        .join(Submission, Submission.id == Delivery.submission_id)
-        .outerjoin(Attempt, and_(Attempt.id == token.attempt_id, Attempt.delivery_id == Delivery.id))
-        .where(Delivery.id == token.delivery_id)
-        .execution_options(populate_existing=True)
-    )
-    if _is_postgres(session):
-        query = query.with_for_update(of=[Delivery, Submission])
-    found = session.execute(query).first()
+    query = _finish_statement(_is_postgres(session))
+    found = session.execute(query, {"delivery_id": token.delivery_id, "attempt_id": token.attempt_id}).first()
     if found is None or found[2] is None:  # deleted under us: nothing sensible to record
         return Finished(token.delivery_id, "lease_lost", token.attempt, error)
     row, sub, attempt = found
