@@ -539,33 +539,37 @@ def _store_renditions(
         return seal
 
     stored = []
+    rows = []
     for rendition in renditions:
         rid = str(uuid.uuid4())
         ciphertext, key_id = encrypt(
             session, tenant_id=loaded.tenant_id, plaintext=rendition.content, keyring=runtime.keyring, aad=rid.encode()
         )
-        session.add(
-            RenditionRow(
-                id=rid,
-                submission_id=loaded.submission_id,
-                kind=rendition.kind,
-                media_type=rendition.media_type,
-                document_id=rendition.document_id,
-                set_id=rendition.set_id,
-                version=rendition.version,
-                replaces=rendition.replaces,
-                content_ct=ciphertext,
-                data_key_id=key_id,
-                sha256=hashlib.sha256(rendition.content).hexdigest(),
-                size=len(rendition.content),
-                metadata_json=metadata_to_json(rendition, seal=sealer(rid)),
-                created_at=now,
-            )
+        rows.append(
+            {
+                "id": rid,
+                "submission_id": loaded.submission_id,
+                "kind": rendition.kind,
+                "media_type": rendition.media_type,
+                "document_id": rendition.document_id,
+                "set_id": rendition.set_id,
+                "version": rendition.version,
+                "replaces": rendition.replaces,
+                "content_ct": ciphertext,
+                "data_key_id": key_id,
+                "sha256": hashlib.sha256(rendition.content).hexdigest(),
+                "size": len(rendition.content),
+                "metadata_json": metadata_to_json(rendition, seal=sealer(rid)),
+                "created_at": now,
+            }
         )
         stored.append(
             {"id": rid, "kind": rendition.kind, "document_id": rendition.document_id, "version": rendition.version}
         )
-    session.flush()
+    if rows:
+        session.flush()  # a data key the encryption created comes first (the rows refer to it)
+        # one executemany of a Core insert: no ORM objects for rows this transaction only writes
+        session.connection().execute(_RENDITION_ROWS.insert(), rows)
     return stored
 
 

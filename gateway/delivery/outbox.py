@@ -222,31 +222,35 @@ def enqueue(
     """One pending delivery per (destination, connector), next in the series.
 
     Takes the series' advisory lock (call after locking the submission, before any audit
-    append). The sequence number comes from the ``(series_key, seq)`` index.
+    append). The sequence number comes from the ``(series_key, seq)`` index. The rows returned
+    are detached (not in the session): what was written, to read; load a row to change it.
     """
     advisory_series_lock(session, series)
     session.flush()  # as the ORM's autoflush would
-    last = session.connection().execute(_LAST_SEQ, {"series_key": series}).scalar() or 0
-    out = []
-    for name, connector in destinations:
-        row = Delivery(
-            id=str(uuid.uuid4()),
-            submission_id=submission_id,
-            tenant_id=tenant_id,
-            destination=name,
-            connector=connector,
-            series_key=series,
-            seq=last + 1,
-            status="pending",
-            next_attempt_at=now,
-            attempt_count=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        out.append(row)
-    session.flush()
-    return out
+    connection = session.connection()
+    last = connection.execute(_LAST_SEQ, {"series_key": series}).scalar() or 0
+    values = [
+        {
+            "id": str(uuid.uuid4()),
+            "submission_id": submission_id,
+            "tenant_id": tenant_id,
+            "destination": name,
+            "connector": connector,
+            "series_key": series,
+            "seq": last + 1,
+            "status": "pending",
+            "next_attempt_at": now,
+            "attempt_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for name, connector in destinations
+    ]
+    if values:
+        # a Core insert (one executemany), cheaper than the ORM's unit of work for rows only written
+        connection.execute(_DELIVERIES.insert(), values)
+    # returned detached (not in the session), as written: load them to change them
+    return [Delivery(**value) for value in values]
 
 
 # A newer version in one of these is (or will be) at the destination before an older one sent
@@ -464,6 +468,9 @@ def _take(
     )
 
 
+_INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+
+
 def _opened(
     session: Session,
     row: Delivery,
@@ -477,21 +484,26 @@ def _opened(
 ) -> Claimed:
     """``row`` is leased to ``worker_id``: open its attempt, let ``prepare`` read, then audit."""
     actor = f"worker:{worker_id}"
-    attempt = Attempt(
-        id=str(uuid.uuid4()),
-        delivery_id=row.id,
-        number=row.attempt_count,
-        worker=worker_id,
-        started_at=now,
-        outcome="started",
+    attempt_id = str(uuid.uuid4())
+    session.flush()  # the lease (an expired one is taken over through the ORM) before its attempt
+    # a Core insert: the attempt is only written here (finish reads it back by id)
+    session.connection().execute(
+        _INSERT_ATTEMPT,
+        {
+            "id": attempt_id,
+            "delivery_id": row.id,
+            "number": row.attempt_count,
+            "worker": worker_id,
+            "started_at": now,
+            "outcome": "started",
+        },
     )
-    session.add(attempt)
     sub = session.get(Submission, row.submission_id)
     token = ClaimToken(
         delivery_id=row.id,
         owner=worker_id,
         attempt=row.attempt_count,
-        attempt_id=attempt.id,
+        attempt_id=attempt_id,
         lease_until=now + timedelta(seconds=lease_seconds),
     )
     claimed = Claimed(token=token, row=row, submission=sub)
