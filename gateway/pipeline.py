@@ -132,7 +132,7 @@ def _claim_statement(postgres: bool) -> Any:
             updated_at=now,
         )
         .returning(Submission)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 

@@ -45,7 +45,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, func, literal, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from connectors.base import Acknowledgement, HeldVersion, Receipt
 from gateway import audit
@@ -362,7 +362,7 @@ def _claim_statements(postgres: bool) -> tuple[Any, Any]:
             updated_at=bindparam("now", type_=_TIMESTAMP),
         )
         .returning(Delivery)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     return expired, lease
 
@@ -480,6 +480,9 @@ def _take(
 
 
 _INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+# what a delivery reads of its submission: not the stored record nor the pipeline's report
+# (loaded only if accessed), which it never needs
+_SUBMISSION_READ = (defer(Submission.payload_ct), defer(Submission.report))
 
 
 def _opened(
@@ -509,7 +512,7 @@ def _opened(
             "outcome": "started",
         },
     )
-    sub = session.get(Submission, row.submission_id)
+    sub = session.get(Submission, row.submission_id, options=_SUBMISSION_READ)
     token = ClaimToken(
         delivery_id=row.id,
         owner=worker_id,
@@ -624,6 +627,7 @@ def _finish_statement(postgres: bool) -> Any:
             and_(Attempt.id == bindparam("attempt_id", type_=String()), Attempt.delivery_id == Delivery.id),
         )
         .where(Delivery.id == bindparam("delivery_id", type_=String()))
+        .options(*_SUBMISSION_READ)
         .execution_options(populate_existing=True)
     )
     if postgres:
