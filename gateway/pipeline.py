@@ -29,11 +29,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import DateTime, String, and_, bindparam, exists, literal, or_, select, update
+from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit, persons, routing_store
@@ -82,6 +82,7 @@ def _lit(value: str) -> Any:
 
 
 _QUEUED = ("received", "processing")
+_SUBMISSIONS = cast(Table, Submission.__table__)
 _TIMESTAMP = DateTime(timezone=True)
 
 
@@ -131,7 +132,7 @@ def _claim_statement(postgres: bool) -> Any:
             updated_at=now,
         )
         .returning(Submission)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 
@@ -187,6 +188,42 @@ class _Result:
 _REACHING = ("pending", "in_flight", "sent", "delivered", "unconfirmed")
 
 
+_RENDITION_ROWS = cast(Table, RenditionRow.__table__)
+_DELIVERY_ROWS = cast(Table, Delivery.__table__)
+# the statements of _previous_versions, built once (bound: the series' fields, or ``earlier``)
+_SERIES_RENDITIONS = (
+    select(
+        _RENDITION_ROWS.c.kind,
+        _RENDITION_ROWS.c.set_id,
+        _RENDITION_ROWS.c.version,
+        _RENDITION_ROWS.c.document_id,
+        _RENDITION_ROWS.c.created_at,
+        _RENDITION_ROWS.c.submission_id,
+    )
+    .join(_SUBMISSIONS, _RENDITION_ROWS.c.submission_id == _SUBMISSIONS.c.id)
+    .where(
+        _SUBMISSIONS.c.tenant_id == bindparam("tenant_id"),
+        _SUBMISSIONS.c.essms_finess == bindparam("essms_finess"),
+        _SUBMISSIONS.c.person_ref == bindparam("person_ref"),
+        _SUBMISSIONS.c.document_type == bindparam("document_type"),
+        _SUBMISSIONS.c.id != bindparam("submission_id"),
+    )
+)
+_REACHED = (
+    select(_DELIVERY_ROWS.c.submission_id)
+    .where(
+        _DELIVERY_ROWS.c.submission_id.in_(bindparam("earlier", expanding=True)),
+        _DELIVERY_ROWS.c.status.in_(_REACHING),
+    )
+    .distinct()
+)
+_KEPT = select(_SUBMISSIONS.c.id).where(
+    _SUBMISSIONS.c.id.in_(bindparam("earlier", expanding=True)),
+    _SUBMISSIONS.c.status == "routed",
+    ~exists().where(_DELIVERY_ROWS.c.submission_id == _SUBMISSIONS.c.id),
+)
+
+
 def _previous_versions(
     session: Session, sub: Submission
 ) -> tuple[dict[str, PreviousVersion], dict[str, PreviousVersion]]:
@@ -198,44 +235,22 @@ def _previous_versions(
     nor one whose every delivery was dead-lettered, failed or cancelled. (What *each* destination
     holds is the connectors' business: ``Envelope.held``.)
     """
-    rows = session.execute(
-        select(
-            RenditionRow.kind,
-            RenditionRow.set_id,
-            RenditionRow.version,
-            RenditionRow.document_id,
-            RenditionRow.created_at,
-            RenditionRow.submission_id,
-        )
-        .join(Submission, RenditionRow.submission_id == Submission.id)
-        .where(
-            Submission.tenant_id == sub.tenant_id,
-            Submission.essms_finess == sub.essms_finess,
-            Submission.person_ref == sub.person_ref,
-            Submission.document_type == sub.document_type,
-            Submission.id != sub.id,
-        )
-    ).all()
+    connection = session.connection()
+    params = {
+        "tenant_id": sub.tenant_id,
+        "essms_finess": sub.essms_finess,
+        "person_ref": sub.person_ref,
+        "document_type": sub.document_type,
+        "submission_id": sub.id,
+    }
+    rows = connection.execute(_SERIES_RENDITIONS, params).all()
     if not rows:
         return {}, {}
-    earlier = {r.submission_id for r in rows}
-    reached = set(
-        session.scalars(
-            select(Delivery.submission_id)
-            .where(Delivery.submission_id.in_(earlier), Delivery.status.in_(_REACHING))
-            .distinct()
-        ).all()
-    )
+    earlier = sorted({r.submission_id for r in rows})
+    reached = set(connection.execute(_REACHED, {"earlier": earlier}).scalars())
     # a version routed to no destination is kept by the gateway and served by its FHIR facade:
     # the DUI vendor holds it, so a newer version replaces it
-    kept = session.scalars(
-        select(Submission.id).where(
-            Submission.id.in_(earlier),
-            Submission.status == "routed",
-            ~exists().where(Delivery.submission_id == Submission.id),
-        )
-    ).all()
-    reached.update(kept)
+    reached.update(connection.execute(_KEPT, {"earlier": earlier}).scalars())
     highest: dict[str, int] = {}
     replaceable: dict[str, tuple[int, str]] = {}
     newest_of_kind: dict[str, tuple[int, datetime, str]] = {}
@@ -403,14 +418,17 @@ def _write(
         }
         if result.facts is not None:
             values["facts"] = facts_to_json(result.facts)
-    done = session.execute(
-        update(Submission)
-        .where(Submission.id == loaded.submission_id, Submission.status == "processing")
-        .where(Submission.lease_owner == worker_id)
+    # a Core statement on the session's connection: no ORM object of this row is in the session
+    done = session.connection().execute(
+        _SUBMISSIONS.update()
+        .where(
+            _SUBMISSIONS.c.id == loaded.submission_id,
+            _SUBMISSIONS.c.status == "processing",
+            _SUBMISSIONS.c.lease_owner == worker_id,
+        )
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done.rowcount != 1:
         return False
     actor = f"worker:{worker_id}"
     events: list[tuple[str, str, dict[str, Any]]] = []  # appended last: the audit head is the last lock
@@ -521,33 +539,37 @@ def _store_renditions(
         return seal
 
     stored = []
+    rows = []
     for rendition in renditions:
         rid = str(uuid.uuid4())
         ciphertext, key_id = encrypt(
             session, tenant_id=loaded.tenant_id, plaintext=rendition.content, keyring=runtime.keyring, aad=rid.encode()
         )
-        session.add(
-            RenditionRow(
-                id=rid,
-                submission_id=loaded.submission_id,
-                kind=rendition.kind,
-                media_type=rendition.media_type,
-                document_id=rendition.document_id,
-                set_id=rendition.set_id,
-                version=rendition.version,
-                replaces=rendition.replaces,
-                content_ct=ciphertext,
-                data_key_id=key_id,
-                sha256=hashlib.sha256(rendition.content).hexdigest(),
-                size=len(rendition.content),
-                metadata_json=metadata_to_json(rendition, seal=sealer(rid)),
-                created_at=now,
-            )
+        rows.append(
+            {
+                "id": rid,
+                "submission_id": loaded.submission_id,
+                "kind": rendition.kind,
+                "media_type": rendition.media_type,
+                "document_id": rendition.document_id,
+                "set_id": rendition.set_id,
+                "version": rendition.version,
+                "replaces": rendition.replaces,
+                "content_ct": ciphertext,
+                "data_key_id": key_id,
+                "sha256": hashlib.sha256(rendition.content).hexdigest(),
+                "size": len(rendition.content),
+                "metadata_json": metadata_to_json(rendition, seal=sealer(rid)),
+                "created_at": now,
+            }
         )
         stored.append(
             {"id": rid, "kind": rendition.kind, "document_id": rendition.document_id, "version": rendition.version}
         )
-    session.flush()
+    if rows:
+        session.flush()  # a data key the encryption created comes first (the rows refer to it)
+        # one executemany of a Core insert: no ORM objects for rows this transaction only writes
+        session.connection().execute(_RENDITION_ROWS.insert(), rows)
     return stored
 
 

@@ -34,6 +34,8 @@ class Runtime:
     sources: dict[str, Any] = field(default_factory=dict)  # inbound source name -> (Source, tenant id/code)
     credentials: Any = None  # gateway.credentials.CredentialsProvider
     routing_state: dict[str, Any] = field(default_factory=dict)  # gateway.routing_store's (version in force)
+    # the delivery engine's claims look for expired leases first again from this time (claim clock)
+    expired_check_at: Any = None
     _workers: Any = None
     _bulkheads: Any = None
     _token_signer: Any = None

@@ -364,7 +364,7 @@ def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer
     if held is not None and held[0] is transaction and transaction.is_active:
         head: list[Any] = held[1]
         if head[3] is None:
-            return head, sorted(int(v) for v in session.scalars(_PG_NEXT_SEQS, {"n": count}))
+            return head, sorted(int(v) for v in session.connection().execute(_PG_NEXT_SEQS, {"n": count}).scalars())
         return head, list(range(head[3], head[3] + count))
     root = session.get_transaction()
     chosen = session.info.get(_CHAIN_INFO)
@@ -374,15 +374,16 @@ def _lock_head(session: Session, entity_id: str, count: int, sealer: AuditSealer
     else:
         chain = chain_for(entity_id, chains)
         session.info[_CHAIN_INFO] = (root, chain)
+    connection = session.connection()
     for attempt in range(2):
         if dialect == "postgresql":
-            rows = session.execute(_PG_LOCK_HEAD_COLUMNS, {"chain": chain, "n": count}).all()
+            rows = connection.execute(_PG_LOCK_HEAD_COLUMNS, {"chain": chain, "n": count}).all()
             if rows:
                 head = [chain, int(rows[0][0]), str(rows[0][1]), None]
                 seqs = sorted(int(row[2]) for row in rows)
                 break
         else:
-            row = session.execute(_SQLITE_READ_HEAD_COLUMNS, {"chain": chain}).one_or_none()
+            row = connection.execute(_SQLITE_READ_HEAD_COLUMNS, {"chain": chain}).one_or_none()
             if row is not None:
                 head = [chain, int(row[0]), str(row[1]), int(row[2]) + 1]
                 seqs = list(range(head[3], head[3] + count))
@@ -514,12 +515,15 @@ def append_many(session: Session, entries: Sequence[Entry], *, sealer: AuditSeal
     # Written now, not at the commit: a caller that expires the session before committing
     # (``expire_all`` to re-read what it changed) cannot drop them. The events are returned
     # detached (not in the session): each is written once, here.
+    # Core statements on the session's connection (same transaction): the ORM's execution path
+    # costs more CPU than the statements themselves.
     rows = [{key: getattr(event, key) for key in _EVENT_COLUMNS} for event in events]
+    connection = session.connection()
     if len(rows) == 1:
-        session.execute(_INSERT_EVENT, rows[0])
+        connection.execute(_INSERT_EVENT, rows[0])
     else:  # one compiled statement for any number of rows, sent as one multi-row INSERT
-        session.execute(_INSERT_EVENTS, rows).all()
-    session.execute(_MOVE_HEAD, {"chain": chain, "new_seq": position, "new_hash": prev_hash})
+        connection.execute(_INSERT_EVENTS, rows).all()
+    connection.execute(_MOVE_HEAD, {"chain": chain, "new_seq": position, "new_hash": prev_hash})
     head[1], head[2] = position, prev_hash
     if head[3] is not None:
         head[3] = seqs[-1] + 1

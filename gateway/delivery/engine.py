@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -172,13 +172,20 @@ def send_budget(runtime: Runtime, connector: Connector) -> float:
     return min(float(connector.send_timeout), float(runtime.settings.max_send_seconds))
 
 
+_RENDITIONS = cast(Table, Rendition.__table__)
+# built once; Core rows (columns by name), cheaper than ORM objects for rows only read
+_RENDITIONS_OF = (
+    select(_RENDITIONS).where(_RENDITIONS.c.submission_id == bindparam("submission_id")).order_by(_RENDITIONS.c.kind)
+)
+
+
 def _build_envelope(runtime: Runtime, session: Session, got: outbox.Claimed, connector: Connector) -> Envelope:
     """Everything the send needs, read in the claim's transaction (``outbox.claim(prepare=...)``)."""
     row, sub, token = got.row, got.submission, got.token
     if sub is None:
         raise _Unpreparable("the submission row disappeared", permanent=False)
     code = tenant_code(session, sub.tenant_id)
-    rows = session.scalars(select(Rendition).where(Rendition.submission_id == sub.id).order_by(Rendition.kind)).all()
+    rows = session.connection().execute(_RENDITIONS_OF, {"submission_id": sub.id}).all()
     try:
         renditions = tuple(load_rendition(session, r, keyring=runtime.keyring) for r in rows)
     except KeyUnavailable as exc:
@@ -218,6 +225,9 @@ def _build_envelope(runtime: Runtime, session: Session, got: outbox.Claimed, con
     )
 
 
+_EXPIRED_CHECK_MAX = timedelta(seconds=5)
+
+
 def claim_and_prepare(
     runtime: Runtime, *, worker_id: str, now: datetime, destinations: list[str] | None = None
 ) -> Prepared | outbox.Ended | None:
@@ -255,6 +265,12 @@ def claim_and_prepare(
             prepared = dataclasses.replace(prepared, envelope=envelope)
         found["prepared"] = prepared
 
+    # Expired leases (a dead worker's deliveries) are looked for first every few seconds of the
+    # claim clock, otherwise only when nothing pending is due: one statement less per claim.
+    due = runtime.expired_check_at
+    expired_first = due is None or now >= due or now < due - _EXPIRED_CHECK_MAX
+    if expired_first:
+        runtime.expired_check_at = now + min(_EXPIRED_CHECK_MAX, timedelta(seconds=runtime.settings.lease_seconds / 4))
     with runtime.session_factory() as session, session.begin():
         got = outbox.claim(
             session,
@@ -264,6 +280,7 @@ def claim_and_prepare(
             max_attempts=runtime.settings.max_attempts,
             destinations=names,
             prepare=prepare,
+            expired_first=expired_first,
         )
     if not isinstance(got, outbox.Claimed):
         return got

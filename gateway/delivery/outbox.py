@@ -41,11 +41,11 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import DateTime, String, and_, bindparam, exists, func, literal, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy.orm import Session, aliased, defer
 
 from connectors.base import Acknowledgement, HeldVersion, Receipt
 from gateway import audit
@@ -169,6 +169,14 @@ def _audit_abandoned(
 
 
 # -- status of a submission ---------------------------------------------------------------------
+_DELIVERIES = cast(Table, Delivery.__table__)
+# built once (building a statement per call costs more CPU than running it)
+_SUBMISSION_DELIVERIES = select(_DELIVERIES.c.destination, _DELIVERIES.c.seq, _DELIVERIES.c.status).where(
+    _DELIVERIES.c.submission_id == bindparam("submission_id"), _DELIVERIES.c.status != "cancelled"
+)
+_LAST_SEQ = select(func.max(_DELIVERIES.c.seq)).where(_DELIVERIES.c.series_key == bindparam("series_key"))
+
+
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
 
@@ -180,11 +188,8 @@ def refresh_submission_status(session: Session, submission: Submission, *, now: 
     """
     if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
         return submission.status
-    rows = session.execute(
-        select(Delivery.destination, Delivery.seq, Delivery.status).where(
-            Delivery.submission_id == submission.id, Delivery.status != "cancelled"
-        )
-    ).all()
+    session.flush()  # what the caller changed is read back (a Core statement does not autoflush)
+    rows = session.connection().execute(_SUBMISSION_DELIVERIES, {"submission_id": submission.id}).all()
     latest: dict[str, tuple[int, str]] = {}
     for destination, seq, status in rows:
         if destination not in latest or seq > latest[destination][0]:
@@ -217,30 +222,35 @@ def enqueue(
     """One pending delivery per (destination, connector), next in the series.
 
     Takes the series' advisory lock (call after locking the submission, before any audit
-    append). The sequence number comes from the ``(series_key, seq)`` index.
+    append). The sequence number comes from the ``(series_key, seq)`` index. The rows returned
+    are detached (not in the session): what was written, to read; load a row to change it.
     """
     advisory_series_lock(session, series)
-    last = session.scalar(select(func.max(Delivery.seq)).where(Delivery.series_key == series)) or 0
-    out = []
-    for name, connector in destinations:
-        row = Delivery(
-            id=str(uuid.uuid4()),
-            submission_id=submission_id,
-            tenant_id=tenant_id,
-            destination=name,
-            connector=connector,
-            series_key=series,
-            seq=last + 1,
-            status="pending",
-            next_attempt_at=now,
-            attempt_count=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        out.append(row)
-    session.flush()
-    return out
+    session.flush()  # as the ORM's autoflush would
+    connection = session.connection()
+    last = connection.execute(_LAST_SEQ, {"series_key": series}).scalar() or 0
+    values = [
+        {
+            "id": str(uuid.uuid4()),
+            "submission_id": submission_id,
+            "tenant_id": tenant_id,
+            "destination": name,
+            "connector": connector,
+            "series_key": series,
+            "seq": last + 1,
+            "status": "pending",
+            "next_attempt_at": now,
+            "attempt_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for name, connector in destinations
+    ]
+    if values:
+        # a Core insert (one executemany), cheaper than the ORM's unit of work for rows only written
+        connection.execute(_DELIVERIES.insert(), values)
+    # returned detached (not in the session), as written: load them to change them
+    return [Delivery(**value) for value in values]
 
 
 # A newer version in one of these is (or will be) at the destination before an older one sent
@@ -352,7 +362,7 @@ def _claim_statements(postgres: bool) -> tuple[Any, Any]:
             updated_at=bindparam("now", type_=_TIMESTAMP),
         )
         .returning(Delivery)
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
     return expired, lease
 
@@ -382,6 +392,7 @@ def claim(
     max_attempts: int,
     destinations: Collection[str],
     prepare: Callable[[Claimed], None] | None = None,
+    expired_first: bool = True,
 ) -> Claimed | Ended | None:
     """Inside one transaction: lease one due delivery and open its attempt.
 
@@ -392,6 +403,10 @@ def claim(
     ``prepare(claimed)`` runs in the same transaction once the delivery is leased, before the
     audit events are appended (the chain head is the last lock taken): the engine reads what
     the send needs there, saving a transaction and a re-read of the rows.
+
+    ``expired_first=False`` looks for an expired lease only when no pending delivery is due (one
+    statement instead of two per claim under load); the engine asks for it first every few
+    seconds, so a dead worker's delivery never waits behind a busy queue for long.
     """
     names = sorted(destinations)
     if not names:
@@ -408,13 +423,19 @@ def claim(
     # the database write lock (BEGIN IMMEDIATE), so the row read is the row written.
     expired, lease = _claim_statements(postgres)
     params = {"now": now, "destinations": names}
-    row = session.scalars(expired, params).first()
-    if row is not None:
-        return _take(session, row, **common)
-    params.update(worker_id=worker_id, lease_until=now + timedelta(seconds=lease_seconds))
-    leased = session.scalars(lease, params).first()
+    if expired_first:
+        row = session.scalars(expired, params).first()
+        if row is not None:
+            return _take(session, row, **common)
+    leased = session.scalars(
+        lease, {**params, "worker_id": worker_id, "lease_until": now + timedelta(seconds=lease_seconds)}
+    ).first()
     if leased is not None:
         return _opened(session, leased, [], **common)
+    if not expired_first:
+        row = session.scalars(expired, params).first()
+        if row is not None:
+            return _take(session, row, **common)
     return None
 
 
@@ -458,6 +479,12 @@ def _take(
     )
 
 
+_INSERT_ATTEMPT = cast(Table, Attempt.__table__).insert()
+# what a delivery reads of its submission: not the stored record nor the pipeline's report
+# (loaded only if accessed), which it never needs
+_SUBMISSION_READ = (defer(Submission.payload_ct), defer(Submission.report))
+
+
 def _opened(
     session: Session,
     row: Delivery,
@@ -471,21 +498,26 @@ def _opened(
 ) -> Claimed:
     """``row`` is leased to ``worker_id``: open its attempt, let ``prepare`` read, then audit."""
     actor = f"worker:{worker_id}"
-    attempt = Attempt(
-        id=str(uuid.uuid4()),
-        delivery_id=row.id,
-        number=row.attempt_count,
-        worker=worker_id,
-        started_at=now,
-        outcome="started",
+    attempt_id = str(uuid.uuid4())
+    session.flush()  # the lease (an expired one is taken over through the ORM) before its attempt
+    # a Core insert: the attempt is only written here (finish reads it back by id)
+    session.connection().execute(
+        _INSERT_ATTEMPT,
+        {
+            "id": attempt_id,
+            "delivery_id": row.id,
+            "number": row.attempt_count,
+            "worker": worker_id,
+            "started_at": now,
+            "outcome": "started",
+        },
     )
-    session.add(attempt)
-    sub = session.get(Submission, row.submission_id)
+    sub = session.get(Submission, row.submission_id, options=_SUBMISSION_READ)
     token = ClaimToken(
         delivery_id=row.id,
         owner=worker_id,
         attempt=row.attempt_count,
-        attempt_id=attempt.id,
+        attempt_id=attempt_id,
         lease_until=now + timedelta(seconds=lease_seconds),
     )
     claimed = Claimed(token=token, row=row, submission=sub)
@@ -527,25 +559,41 @@ def extend(session: Session, token: ClaimToken, *, until: datetime, now: datetim
     return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+_RENDITIONS = cast(Table, Rendition.__table__)
+_HELD = (
+    select(
+        _RENDITIONS.c.kind,
+        _RENDITIONS.c.set_id,
+        _RENDITIONS.c.version,
+        _RENDITIONS.c.document_id,
+        _DELIVERIES.c.remote_id,
+    )
+    .join(_DELIVERIES, _DELIVERIES.c.submission_id == _RENDITIONS.c.submission_id)
+    .where(
+        _DELIVERIES.c.destination == bindparam("destination"),
+        _DELIVERIES.c.series_key == bindparam("series_key"),
+        _DELIVERIES.c.seq < bindparam("seq"),
+        _DELIVERIES.c.status == "delivered",
+        _DELIVERIES.c.submission_id != bindparam("submission_id"),
+    )
+)
+
+
 def held_versions(session: Session, row: Delivery) -> dict[str, HeldVersion]:
     """Per set_id, the newest version of this delivery's series that *its destination* acknowledged.
 
     Only deliveries ``delivered`` to the same destination count: a version that was cancelled,
     dead-lettered, refused by routing or still unacknowledged there is not held by it.
     """
-    query = (
-        select(Rendition.kind, Rendition.set_id, Rendition.version, Rendition.document_id, Delivery.remote_id)
-        .join(Delivery, Delivery.submission_id == Rendition.submission_id)
-        .where(
-            Delivery.destination == row.destination,
-            Delivery.series_key == row.series_key,
-            Delivery.seq < row.seq,
-            Delivery.status == "delivered",
-            Delivery.submission_id != row.submission_id,
-        )
-    )
+    params = {
+        "destination": row.destination,
+        "series_key": row.series_key,
+        "seq": row.seq,
+        "submission_id": row.submission_id,
+    }
     held: dict[str, HeldVersion] = {}
-    for kind, set_id, version, document_id, remote_id in session.execute(query).all():
+    session.flush()  # as the ORM's autoflush would
+    for kind, set_id, version, document_id, remote_id in session.connection().execute(_HELD, params).all():
         current = held.get(set_id)
         if current is None or version > current.version:
             held[set_id] = HeldVersion(
@@ -565,6 +613,26 @@ class Finished:
     error: str | None = None
     next_attempt_at: datetime | None = None
     remote_id: str | None = None
+
+
+@functools.cache
+def _finish_statement(postgres: bool) -> Any:
+    """The delivery, its submission and the attempt of a token, built once per dialect;
+    executed with ``delivery_id`` and ``attempt_id`` bound."""
+    query = (
+        select(Delivery, Submission, Attempt)
+        .join(Submission, Submission.id == Delivery.submission_id)
+        .outerjoin(
+            Attempt,
+            and_(Attempt.id == bindparam("attempt_id", type_=String()), Attempt.delivery_id == Delivery.id),
+        )
+        .where(Delivery.id == bindparam("delivery_id", type_=String()))
+        .options(*_SUBMISSION_READ)
+        .execution_options(populate_existing=True)
+    )
+    if postgres:
+        query = query.with_for_update(of=[Delivery, Submission])
+    return query
 
 
 def finish(
@@ -589,16 +657,8 @@ def finish(
     # One statement: the delivery and its submission locked (in that order: the rows of one
     # joined tuple are locked in FROM order), and the attempt, which only the delivery's lock
     # holder changes.
-    query = (
-        select(Delivery, Submission, Attempt)
-        .join(Submission, Submission.id == Delivery.submission_id)
-        .outerjoin(Attempt, and_(Attempt.id == token.attempt_id, Attempt.delivery_id == Delivery.id))
-        .where(Delivery.id == token.delivery_id)
-        .execution_options(populate_existing=True)
-    )
-    if _is_postgres(session):
-        query = query.with_for_update(of=[Delivery, Submission])
-    found = session.execute(query).first()
+    query = _finish_statement(_is_postgres(session))
+    found = session.execute(query, {"delivery_id": token.delivery_id, "attempt_id": token.attempt_id}).first()
     if found is None or found[2] is None:  # deleted under us: nothing sensible to record
         return Finished(token.delivery_id, "lease_lost", token.attempt, error)
     row, sub, attempt = found

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -75,7 +75,33 @@ def metadata_to_json(rendition: Rendition, *, seal: Callable[[bytes], tuple[byte
     return out
 
 
-def load_rendition(session: Session, row: RenditionRow, *, keyring: KeyRing) -> Rendition:
+class StoredRendition(Protocol):
+    """What :func:`load_rendition` reads of a stored rendition: a ``renditions`` row, as an ORM
+    object or as a Core row of its columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def document_id(self) -> str: ...
+    @property
+    def set_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def replaces(self) -> str | None: ...
+    @property
+    def content_ct(self) -> bytes: ...
+    @property
+    def data_key_id(self) -> str: ...
+    @property
+    def metadata_json(self) -> dict[str, Any] | None: ...
+
+
+def load_rendition(session: Session, row: RenditionRow | StoredRendition, *, keyring: KeyRing) -> Rendition:
     """Decrypt a stored rendition back into the object connectors receive."""
     content = decrypt(
         session, data_key_id=row.data_key_id, ciphertext=row.content_ct, keyring=keyring, aad=row.id.encode()
