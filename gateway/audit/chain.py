@@ -315,10 +315,14 @@ _MOVE_HEAD = (
 # PostgreSQL, first append of a transaction: lock the chain's head, then take one global seq per
 # event, in one round trip. The CTE yields the locked row before any nextval() runs, so seqs
 # taken under a chain's lock increase along that chain. No row: the head does not exist yet.
+# The shared advisory lock (held until the transaction ends) is taken before any nextval(), so a
+# reader can wait for every seq taken so far to settle (gateway.audit.horizon).
 _PG_LOCK_HEAD = text(
-    "WITH head AS MATERIALIZED (SELECT last_seq, last_hash FROM audit_head WHERE id = :chain FOR UPDATE) "
+    "WITH head AS MATERIALIZED (SELECT last_seq, last_hash FROM audit_head WHERE id = :chain FOR UPDATE), "
+    "settle AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(1685416289, "  # horizon.APPEND_LOCK_CLASS
+    "CAST(CAST(CAST('audit_event_seq' AS regclass) AS oid) AS integer)) FROM head) "
     "SELECT head.last_seq, head.last_hash, nextval('audit_event_seq') "
-    "FROM head CROSS JOIN generate_series(1, CAST(:n AS integer))"
+    "FROM head CROSS JOIN settle CROSS JOIN generate_series(1, CAST(:n AS integer))"
 ).bindparams(bindparam("chain", type_=Integer()), bindparam("n", type_=Integer()))
 _PG_LOCK_HEAD_COLUMNS = _PG_LOCK_HEAD.columns(
     sa_column("last_seq", BigInteger()), sa_column("last_hash", String()), sa_column("nextval", BigInteger())
@@ -681,12 +685,20 @@ def _check_event(result: VerifyResult, sealer: AuditSealer, walk: _ChainWalk, ev
 
 
 def iter_events(
-    session: Session, *, since: datetime | None = None, until: datetime | None = None, batch_size: int = 500
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    batch_size: int = 500,
+    after: int = 0,
+    upto: int | None = None,
 ) -> Iterator[AuditEvent]:
-    """Events in global (``seq``) order, optionally limited to ``since <= recorded_at < until``."""
-    after = 0
+    """Events in global (``seq``) order, optionally limited to ``since <= recorded_at < until``
+    and ``after < seq <= upto`` (``upto``: a settled horizon, :func:`gateway.audit.horizon.settled_seq`)."""
     while True:
         stmt = select(AuditEvent).where(AuditEvent.seq > after)
+        if upto is not None:
+            stmt = stmt.where(AuditEvent.seq <= upto)
         if since is not None:
             stmt = stmt.where(AuditEvent.recorded_at >= _utc(since))
         if until is not None:

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import func, select
 
 from gateway.audit.anchor import Anchor, check_anchors, current_anchor, parse_anchors
 from gateway.audit.chain import AuditSealer, iter_events, record_heads, verify
 from gateway.audit.fhir import to_fhir_audit_event
+from gateway.audit.horizon import AuditNotSettled, settled_seq
 from gateway.settings import get_settings
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope, snapshot_engine
+from gateway.storage.models import AuditEvent
 
 __all__ = ["app"]
 
@@ -147,8 +150,12 @@ def export_command(
     until: Annotated[str | None, typer.Option(help="recorded time excluded from here on (ISO 8601)")] = None,
     format: Annotated[str, typer.Option("--format", help="output format: fhir (AuditEvent NDJSON)")] = "fhir",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (default: stdout)")] = None,
+    after: Annotated[
+        int, typer.Option("--after", min=0, help="only events after this seq (the 'up to seq' of the previous export)")
+    ] = 0,
 ) -> None:
-    """Export audit events as FHIR R4 AuditEvent resources, one JSON object per line."""
+    """Export audit events as FHIR R4 AuditEvent resources, one JSON object per line, in seq
+    order, up to the settled horizon (no event still being appended can appear below it later)."""
     if format != "fhir":
         raise typer.BadParameter("only --format fhir is supported", param_hint="--format")
     start, end = _parse_ts(since), _parse_ts(until)
@@ -156,11 +163,19 @@ def export_command(
     engine = make_engine(settings.database_url)
     count = 0
     try:
+        try:
+            # before the snapshot is taken: every event up to it is then in the snapshot
+            upto = settled_seq(engine)
+        except AuditNotSettled as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(code=1) from None
         factory = make_sessionmaker(snapshot_engine(engine))
         out = output.open("w", encoding="utf-8") if output is not None else sys.stdout
         try:
             with factory() as session, session.begin():
-                for event in iter_events(session, since=start, until=end):
+                if upto is None:  # SQLite: everything the snapshot holds is settled
+                    upto = int(session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0))) or 0)
+                for event in iter_events(session, since=start, until=end, after=after, upto=upto):
                     out.write(json.dumps(to_fhir_audit_event(event), ensure_ascii=False, separators=(",", ":")))
                     out.write("\n")
                     count += 1
@@ -169,4 +184,5 @@ def export_command(
                 out.close()
     finally:
         engine.dispose()
-    typer.echo(f"exported {count} events", err=True)
+    # the cursor of the next export (--after): nothing at or below it can appear any more
+    typer.echo(f"exported {count} events up to seq {max(upto, after)}", err=True)

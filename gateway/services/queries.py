@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway import audit
+from gateway.audit.horizon import settled_seq_of
 from gateway.errors import FieldError, NotFound, ValidationFailed
 from gateway.security.crypto import KeyRing, decrypt
 from gateway.storage.models import AuditEvent, Delivery, Rendition, Submission
@@ -329,8 +330,16 @@ def list_audit_events(
     """Audit events in chain order (tenant's only, or all for an administrator), and the next seq.
 
     The export itself is audited (``exported``), after the query, so it is in the next page.
+
+    Only settled events are returned (``seq`` up to :func:`gateway.audit.horizon.settled_seq`):
+    an event still being appended with a lower ``seq`` than one already committed would otherwise
+    appear behind the reader's cursor and be skipped by its next page. Raises
+    :class:`~gateway.audit.horizon.AuditNotSettled` when an append in flight does not end in time.
     """
+    horizon = settled_seq_of(session)
     stmt = select(AuditEvent)
+    if horizon is not None:
+        stmt = stmt.where(AuditEvent.seq <= horizon)
     if tenant_id is not None:
         stmt = stmt.where(AuditEvent.tenant_id == tenant_id)
     if since is not None:
