@@ -50,6 +50,9 @@ APPEND_LOCK_CLASS = 0x64756961
 SETTLE_TIMEOUT_SECONDS = 5.0
 # lock_not_available: lock_timeout expired
 _LOCK_NOT_AVAILABLE = "55P03"
+# the session.info key under which chain.py keeps the head its transaction locked (spelt here:
+# this module imports nothing from chain.py)
+_HEAD_INFO = "dui_gateway.audit_head"
 
 _SET_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
 _WAIT = text(
@@ -93,8 +96,14 @@ def settled_seq(bind: Engine | Connection, *, timeout: float | None = None) -> i
 
 
 def settled_seq_of(session: Session, *, timeout: float | None = None) -> int | None:
-    """:func:`settled_seq` of the session's database (on a connection of its own, not the session's)."""
+    """:func:`settled_seq` of the session's database (on a connection of its own, not the session's).
+
+    Call it before the session's transaction appends: once it has, it holds the appenders' lock
+    itself and the wait could only time out (refused at once instead)."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return None
+    held = session.info.get(_HEAD_INFO)
+    if held is not None and held[0].is_active:
+        raise RuntimeError("settled_seq_of: this transaction appended to the audit trail already; call it before")
     return settled_seq(bind, timeout=timeout)

@@ -256,3 +256,18 @@ def test_a_reader_paging_during_parallel_appends_misses_nothing(pg: Any) -> None
         ]
     assert len(committed) == 4 * 15
     assert read == committed  # in order, none skipped, none twice
+
+
+@pytest.mark.postgres
+def test_waiting_after_appending_in_the_same_transaction_is_refused(pg: Any) -> None:
+    from gateway.audit import chain
+
+    assert horizon._HEAD_INFO == chain._HEAD_INFO
+    _, factory, _ = pg
+    with session_scope(factory) as s:
+        assert settled_seq_of(s) is not None
+        _append(s, _entity(1, "own"))
+        with pytest.raises(RuntimeError, match="call it before"):
+            settled_seq_of(s)
+    with session_scope(factory) as s:  # a new transaction of the same session may wait again
+        assert settled_seq_of(s) is not None
