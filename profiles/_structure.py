@@ -141,6 +141,8 @@ def check_structure(resource: Mapping[str, Any]) -> list[Issue]:
             issues.append(Issue("error", _code_for(error["type"]), where, _message(error, where), rule="structure"))
     except KeyError as exc:  # a nested resource of an unknown type
         issues.append(Issue("error", "not-supported", rtype, f"unknown FHIR resource type {exc}", rule="structure"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
+        # a model's own validator tripping on a wrong JSON type (fhir_core's url type calls
+        # ``startswith`` on an int, hashes an object): the resource is malformed, no location known
         issues.append(Issue("error", "structure", rtype, f"{rtype}: {exc}", rule="structure"))
     return issues
