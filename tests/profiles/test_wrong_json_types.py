@@ -59,7 +59,12 @@ RAISED_BEFORE: list[tuple[str, dict[str, Any], str]] = [
     (
         "an integer where a url is expected (the model's own validator trips on it)",
         {"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {"url": 5}}]},
-        "DocumentReference",
+        "DocumentReference.content[0].attachment.url",
+    ),
+    (
+        "a boolean where a url is expected, in an extension",
+        {"resourceType": "Patient", "extension": [{"url": "https://example.org/x", "valueUrl": True}]},
+        "Patient.extension[0].valueUrl",
     ),
 ]
 
@@ -86,6 +91,24 @@ def test_a_wrong_json_type_in_a_bundle_entry_is_reported_at_the_entry() -> None:
     assert {"Bundle.entry[0].resource.meta.profile", "Bundle.entry[0].resource.contained"} <= set(
         _structure_errors(report)
     )
+
+
+def test_every_url_the_model_trips_on_is_located_and_the_rest_still_checked() -> None:
+    endpoint = {"resourceType": "Endpoint", "id": "e", "status": "active", "address": 1.5}
+    resource = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "contained": [endpoint],
+        "content": [{"attachment": {"url": 5, "size": "big"}}, {"attachment": {"url": False}}],
+    }
+    report = validate(resource)
+    messages = {i.expression: i.message for i in report.errors}
+    assert messages["DocumentReference.content[0].attachment.url"].endswith("a number is not a valid value here")
+    assert messages["DocumentReference.content[1].attachment.url"].endswith("a boolean is not a valid value here")
+    assert messages["DocumentReference.contained[0].address"].endswith("a number is not a valid value here")
+    assert "DocumentReference.content[0].attachment.size" in messages  # the rest of the resource is checked
+    assert "DocumentReference.contained[0].connectionType" in messages  # required, absent
+    assert resource["content"][0]["attachment"]["url"] == 5  # the caller's resource is left as it was
 
 
 def test_json_nested_past_the_recursion_limit_is_a_fatal_finding() -> None:
