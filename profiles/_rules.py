@@ -49,7 +49,11 @@ class ValueSet:
     open_systems: frozenset[str] = frozenset()  # whole code systems whose codes are not listed here
     partial: bool = False  # part of the value set has no code list: a code outside the rest is "not checked"
 
-    def contains(self, system: str | None, code: str | None) -> bool:
+    def contains(self, system: Any, code: Any) -> bool:
+        """Whether ``system|code`` is in the value set. They come from the JSON as they are: an
+        object or array there (a structure error) is in no value set."""
+        if _unhashable(system) or _unhashable(code):
+            return False
         if system is not None and system in self.open_systems:
             return code is not None
         if code is None or code not in self.codes:
@@ -58,6 +62,11 @@ class ValueSet:
 
     def describe(self) -> str:
         return self.name or self.url
+
+
+def _unhashable(value: Any) -> bool:
+    """A JSON object or array (what cannot be looked up in a set of codes or systems)."""
+    return isinstance(value, (dict, list))
 
 
 @functools.lru_cache(maxsize=2048)
@@ -487,6 +496,7 @@ class _Checker:
         if not isinstance(codings, list):
             return None
         pairs = [(c.get("system"), c.get("code")) for c in codings if is_mapping(c)]
+        pairs = [(system, code) for system, code in pairs if not _unhashable(system) and not _unhashable(code)]
         if any(code in vs.codes and (not vs.systems or system in vs.systems) for system, code in pairs):
             return None
         opened = [f"{system}|{code}" for system, code in pairs if system in vs.open_systems]
@@ -503,7 +513,9 @@ class _Checker:
         if not is_mapping(value):
             return None
         if "coding" in value or "text" in value:  # CodeableConcept
-            codings = [c for c in value.get("coding", []) if is_mapping(c)]
+            coding = value.get("coding")
+            # not an array (a structure error): no Coding to check, as for an array without one
+            codings = [c for c in coding if is_mapping(c)] if isinstance(coding, list) else []
             if not codings or any(vs.contains(c.get("system"), c.get("code")) for c in codings):
                 return None  # text only: nothing coded to check (the HL7 validator accepts it too)
             where = f"{node.path}.coding[0].code" if len(codings) == 1 else node.path

@@ -9,6 +9,7 @@ the gateway handles) plus what separates R4B from R4 and what the models let thr
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,14 +134,112 @@ def check_structure(resource: Mapping[str, Any]) -> list[Issue]:
     except (KeyError, ValueError, AttributeError):
         issues.append(Issue("fatal", "not-supported", rtype, f"{rtype}: unknown FHIR resource type", rule="structure"))
         return issues
+    issues.extend(_model_issues(model, dict(resource), rtype))
+    return issues
+
+
+def _model_issues(model: Any, data: dict[str, Any], rtype: str, tripped: int = 0) -> list[Issue]:
+    """What the R4B model finds in ``data``."""
+    issues: list[Issue] = []
     try:
-        model.model_validate(dict(resource))
+        model.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
             where = location(rtype, tuple(error["loc"]))
             issues.append(Issue("error", _code_for(error["type"]), where, _message(error, where), rule="structure"))
     except KeyError as exc:  # a nested resource of an unknown type
         issues.append(Issue("error", "not-supported", rtype, f"unknown FHIR resource type {exc}", rule="structure"))
+    except AttributeError as exc:
+        # fhir_core's url type calls ``startswith`` on whatever it is given: a number or a boolean
+        # there escapes pydantic. Find that element, report it, validate the rest without it.
+        path = _tripping_path(model, data) if tripped < _MAX_TRIPPED else ()
+        if not path or not isinstance(path[-1], str):
+            return [Issue("error", "structure", rtype, f"{rtype}: {exc}", rule="structure")]
+        data = copy.deepcopy(data) if not tripped else data
+        holder: Any = data
+        for part in path[:-1]:
+            holder = holder[part]
+        value = holder.pop(path[-1])
+        where = location(rtype, path)
+        issues.append(
+            Issue(
+                "error",
+                "structure",
+                where,
+                f"{where}: a {_json_kind(value)} is not a valid value here",
+                rule="structure",
+            )
+        )
+        issues.extend(
+            i
+            for i in _model_issues(model, data, rtype, tripped + 1)
+            if not (i.expression == where and i.code == "required")  # the element just taken out
+        )
     except (TypeError, ValueError) as exc:
+        # a model's own validator tripping on a wrong JSON type (fhir_core's url type hashes an
+        # object): the resource is malformed, no location known
         issues.append(Issue("error", "structure", rtype, f"{rtype}: {exc}", rule="structure"))
     return issues
+
+
+#: elements located by ``_tripping_path`` in one resource, and validations of a branch it may run
+#: to locate one; past either, one finding at the resource
+_MAX_TRIPPED = 8
+_MAX_PROBES = 256
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, Mapping) else "null"
+
+
+def _trips(model: Any, data: Any) -> bool:
+    try:
+        model.model_validate(data)
+    except AttributeError:
+        return True
+    except Exception:  # a finding or another failure: not the one looked for
+        return False
+    return False
+
+
+def _branch(value: Any, path: tuple[int | str, ...]) -> Any:
+    """``value`` reduced to the one branch leading to ``path`` (objects keep their resourceType)."""
+    if not path:
+        return value
+    key, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        out = {"resourceType": value["resourceType"]} if "resourceType" in value else {}
+        out[key] = _branch(value[key], rest)  # type: ignore[index]
+        return out
+    return [_branch(value[key], rest)]
+
+
+def _tripping_path(model: Any, data: dict[str, Any]) -> tuple[int | str, ...]:
+    """The location of an element the model's validator trips on (AttributeError), found by
+    validating the resource reduced to one branch at a time; ``()`` when no single branch does."""
+    path: tuple[int | str, ...] = ()
+    node: Any = data
+    probes = 0
+    while True:
+        children: list[tuple[int | str, Any]] = (
+            list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+        )
+        for key, child in children:
+            if key == "resourceType":
+                continue
+            probes += 1
+            if probes > _MAX_PROBES:  # a bound on the work a hostile input can cause
+                return ()
+            if _trips(model, _branch(data, (*path, key))):
+                path, node = (*path, key), child
+                break
+        else:
+            return path

@@ -32,10 +32,20 @@ def parse(resource: Mapping[str, Any] | bytes | str) -> tuple[dict[str, Any] | N
     except (ValueError, UnicodeDecodeError) as exc:
         report.add(Issue("fatal", "structure", "", f"not valid JSON: {exc}", rule="json"))
         return None, report
+    except RecursionError:
+        return None, _too_deep()
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         report.add(Issue("fatal", "structure", "", "not a FHIR resource: a JSON object with resourceType is expected"))
         return None, report
     return data, report
+
+
+def _too_deep() -> Report:
+    """The report on JSON nested deeper than Python's recursion limit lets the parser and the
+    checks go (about a thousand levels; the gateway's HTTP bodies stop at 64): not checked."""
+    report = Report()
+    report.add(Issue("fatal", "structure", "", "nested too deeply to be checked", rule="json"))
+    return report
 
 
 class _Run:
@@ -48,7 +58,7 @@ class _Run:
         self.full_urls: dict[str, str] = {}
         self.local_ids: set[str] = set()
         if resource.get("resourceType") == "Bundle":
-            for entry in resource.get("entry") or []:
+            for entry in _items(resource.get("entry")):
                 if not isinstance(entry, Mapping) or not isinstance(entry.get("resource"), Mapping):
                     continue
                 res = entry["resource"]
@@ -61,7 +71,7 @@ class _Run:
     def resolver(self, resource: Mapping[str, Any]) -> Resolver:
         contained = {
             "#" + str(c.get("id")): str(c.get("resourceType"))
-            for c in resource.get("contained") or []
+            for c in _items(resource.get("contained"))
             if isinstance(c, Mapping) and c.get("id")
         }
 
@@ -82,7 +92,7 @@ class _Run:
             self.report.profiles.append(definitions.base_url(rtype))
         for url in profiles:
             self.check_profile(resource, root, url, resolve, strict_family)
-        for index, contained in enumerate(resource.get("contained") or []):
+        for index, contained in enumerate(_items(resource.get("contained"))):
             if isinstance(contained, dict) and isinstance(contained.get("resourceType"), str):
                 self.check(contained, f"{path}.contained[{index}]", _declared(contained), False)
 
@@ -122,7 +132,7 @@ class _Run:
                 self.report.profiles.append(profile.url)
 
     def check_bundle_entries(self, bundle: dict[str, Any], strict_family: bool) -> None:
-        for index, entry in enumerate(bundle.get("entry") or []):
+        for index, entry in enumerate(_items(bundle.get("entry"))):
             if not isinstance(entry, Mapping):
                 continue
             resource = entry.get("resource")
@@ -178,10 +188,20 @@ class _Run:
                     )
 
 
+def _items(value: Any) -> list[Any]:
+    """The items of a repeating element; nothing when the JSON holds another type there (a
+    structure error reported by ``check_structure``: the profile checks do not iterate it)."""
+    return value if isinstance(value, list) else []
+
+
 def _declared(resource: Mapping[str, Any]) -> list[str]:
     meta = resource.get("meta")
     profiles = meta.get("profile") if isinstance(meta, Mapping) else None
-    return [p for p in profiles or [] if isinstance(p, str)]
+    if isinstance(profiles, (str, Mapping)):
+        # a structure error: its characters (keys) are read as profile URLs, each reported as not
+        # declared (information), as they always were; a number or a boolean declares nothing
+        return [p for p in profiles if isinstance(p, str)]
+    return [p for p in _items(profiles) if isinstance(p, str)]
 
 
 def _references(node: Node) -> list[Node]:
@@ -207,6 +227,13 @@ def _collect_references(value: Any, path: str, out: list[Node]) -> None:
 
 
 def _run(resource: dict[str, Any], profile: str | None, family: str | None, strict_family: bool) -> Report:
+    try:
+        return _checked(resource, profile, family, strict_family)
+    except RecursionError:  # a dict nested deeper than the recursive checks go
+        return _too_deep()
+
+
+def _checked(resource: dict[str, Any], profile: str | None, family: str | None, strict_family: bool) -> Report:
     run = _Run(resource, family)
     for issue in check_structure(resource):
         run.report.add(issue)

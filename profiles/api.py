@@ -28,18 +28,31 @@ def _outcome(report: Report, status: int) -> JSONResponse:
     return JSONResponse(report.to_operation_outcome(), status_code=status, media_type=FHIR_JSON)
 
 
-def _unwrap(body: dict[str, Any], profile: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """A ``Parameters`` body -> (its ``resource`` parameter, its ``profile`` parameter)."""
+def _unwrap(body: dict[str, Any], profile: str | None) -> tuple[dict[str, Any] | Issue, str | None]:
+    """A ``Parameters`` body -> (its ``resource`` parameter or why there is none, its ``profile`` parameter)."""
     if body.get("resourceType") != "Parameters":
         return body, profile
     resource: dict[str, Any] | None = None
-    for parameter in body.get("parameter") or []:
+    parameters = body.get("parameter")
+    if parameters is None:
+        parameters = []
+    if not isinstance(parameters, list):
+        return Issue("fatal", "structure", "Parameters.parameter", "Parameters.parameter is not an array"), profile
+    for index, parameter in enumerate(parameters):
         if not isinstance(parameter, dict):
             continue
         if parameter.get("name") == "resource" and isinstance(parameter.get("resource"), dict):
             resource = parameter["resource"]
         elif parameter.get("name") == "profile":
-            profile = parameter.get("valueUri") or parameter.get("valueCanonical") or profile
+            value = parameter.get("valueUri") or parameter.get("valueCanonical")
+            if not value:
+                continue
+            if not isinstance(value, str):
+                where = f"Parameters.parameter[{index}]"
+                return Issue("fatal", "structure", where, f"{where}: the profile is not a string"), profile
+            profile = value
+    if resource is None:
+        return Issue("fatal", "required", "Parameters.parameter", "no 'resource' parameter"), profile
     return resource, profile
 
 
@@ -51,8 +64,8 @@ async def _validate(request: Request, resource_type: str | None, profile: str | 
     if not isinstance(body, dict):
         return _outcome(Report([Issue("fatal", "structure", "", "body is not a FHIR resource")]), 400)
     resource, profile = _unwrap(body, profile)
-    if resource is None:
-        return _outcome(Report([Issue("fatal", "required", "Parameters.parameter", "no 'resource' parameter")]), 400)
+    if isinstance(resource, Issue):
+        return _outcome(Report([resource]), 400)
     if resource_type and resource.get("resourceType") != resource_type:
         issue = Issue("fatal", "invalid", "", f"{resource.get('resourceType')} posted to {resource_type}/$validate")
         return _outcome(Report([issue]), 400)

@@ -201,3 +201,33 @@ def test_pdsm_gate_checks_the_provide_bundle_and_its_entries() -> None:
     # the SubmissionSet slice (IHE MHD ProvideBundle, 1..1) is missing
     assert ("Bundle.entry", "card") in {(i.expression, i.rule) for i in report.errors}
     assert any("slice SubmissionSet" in i.message for i in report.errors)
+
+
+def test_validate_endpoint_reports_wrong_json_types_with_200(client: Client) -> None:
+    """Shapes that raised out of ``validate`` (HTTP 500): an OperationOutcome with their locations."""
+    patient = example("Patient-tddui-patient-ins-example.json")
+    patient["meta"]["profile"] = 5
+    patient["contained"] = True
+    answer = client.post("/fhir/Patient/$validate", content=json.dumps(patient))
+    assert answer.status_code == 200
+    errors = [i.get("expression") for i in answer.json()["issue"] if i["severity"] == "error"]
+    assert ["Patient.meta.profile"] in errors and ["Patient.contained"] in errors
+    consent = example("Consent-tddui-pp-pa-consent-accord-example.json")
+    consent["status"] = {"code": "active"}
+    consent["category"] = [{"coding": False}]
+    answer = client.post("/fhir/$validate", content=json.dumps(consent))
+    assert answer.status_code == 200
+    errors = [i.get("expression") for i in answer.json()["issue"] if i["severity"] == "error"]
+    assert ["Consent.status"] in errors and ["Consent.category[0].coding"] in errors
+    # a Parameters body whose parameters are not usable: 400, not 500
+    parameters = {"resourceType": "Parameters", "parameter": 5}
+    answer = client.post("/fhir/$validate", content=json.dumps(parameters))
+    assert answer.status_code == 400
+    assert answer.json()["issue"][0]["expression"] == ["Parameters.parameter"]
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "resource", "resource": consent}, {"name": "profile", "valueUri": {"url": "x"}}],
+    }
+    answer = client.post("/fhir/$validate", content=json.dumps(parameters))
+    assert answer.status_code == 400
+    assert answer.json()["issue"][0]["expression"] == ["Parameters.parameter[1]"]

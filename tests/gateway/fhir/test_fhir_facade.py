@@ -171,6 +171,27 @@ def test_validate_operation(facade: Facade, ppa_record: dict[str, Any]) -> None:
     _outcome(facade.post("/$validate", bundle, key="dgw_wrong"), 401, "login")
 
 
+def test_validate_operation_reports_wrong_json_types(facade: Facade) -> None:
+    """JSON of the wrong type where the profile checks iterate or look codes up (once an HTTP 500):
+    200 and an OperationOutcome locating each; an unusable Parameters body is a 400."""
+    patient = {"resourceType": "Patient", "meta": {"profile": 5}, "contained": True, "gender": {"code": "female"}}
+    answer = facade.post("/Patient/$validate", patient)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(FHIR_JSON)
+    errors = [i.get("expression") for i in answer.json()["issue"] if i["severity"] == "error"]
+    assert ["Patient.meta.profile"] in errors and ["Patient.contained"] in errors and ["Patient.gender"] in errors
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/1"},
+        "clinicalStatus": {"coding": [{"system": ["x"], "code": {"code": "active"}}]},
+        "verificationStatus": {"coding": False},
+    }
+    answer = facade.post("/$validate", condition)
+    assert answer.status_code == 200
+    errors = [i.get("expression") for i in answer.json()["issue"] if i["severity"] == "error"]
+    assert ["Condition.clinicalStatus.coding[0].code"] in errors and ["Condition.verificationStatus.coding"] in errors
+    _outcome(facade.post("/$validate", {"resourceType": "Parameters", "parameter": 5}), 400, "structure")
+
+
 def test_a_stock_fhir_client_browses_documents_to_binary(facade: Facade, ppa_record: dict[str, Any]) -> None:
     facade.submit_ppa(ppa_record)
     facade.submit_ppa(_updated(ppa_record))
