@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -574,6 +574,21 @@ class _Checker:
             try:
                 result = _compiled(rule.expression)(node.value)
             except Exception as exc:
+                # fhirpathpy fails on some primitives that carry extensions (``reference`` beside
+                # ``_reference``: "Expected string, but got [...]"); the constraint is about the
+                # value, so it is evaluated again on the value alone before giving up
+                plain = _without_primitive_extensions(node.value)
+                if plain is not node.value:
+                    try:
+                        result = _compiled(rule.expression)(plain)
+                    except Exception:  # noqa: S110 - the first failure is the one reported
+                        pass
+                    else:
+                        if result and result != [True]:
+                            self.issue(
+                                profile, rule.severity, "invariant", node.path, f"{rule.key}: {rule.human}", rule.key
+                            )
+                        continue
                 if not self.lenient:  # the resource is well-formed: the engine (or the constraint) failed
                     raise ValidationRunError(
                         f"{profile.url} {rule.key}: FHIRPath evaluation failed at {node.path}: {type(exc).__name__}"
@@ -586,6 +601,26 @@ class _Checker:
             # FHIR: a constraint fails when it evaluates to false; an empty result is not a failure.
             if result and result != [True]:
                 self.issue(profile, rule.severity, "invariant", node.path, f"{rule.key}: {rule.human}", rule.key)
+
+
+def _without_primitive_extensions(value: Any) -> Any:
+    """``value`` without the ``_name`` siblings of primitives that have a value (their id and
+    extensions); the same object when there is none."""
+    if isinstance(value, Mapping):
+        changed = False
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.startswith("_") and key[1:] in value:
+                changed = True
+                continue
+            plain = _without_primitive_extensions(item)
+            changed = changed or plain is not item
+            out[key] = plain
+        return out if changed else value
+    if isinstance(value, list):
+        items = [_without_primitive_extensions(item) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
 
 
 def check_profile(
