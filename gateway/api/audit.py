@@ -29,7 +29,7 @@ Auditor = Annotated[Caller, Depends(require_scope("audit:read", "admin"))]
     response_class=JSONResponse,
     responses={
         200: {"content": {FHIR_JSON: {}}, "description": "FHIR R4 Bundle (searchset) of AuditEvent"},
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, 403, 422, 503),
     },
 )
 def export_audit_events(
