@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, literal, or_, select, update
+from sqlalchemy import DateTime, Row, String, Table, and_, bindparam, exists, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import audit, persons, routing_store
@@ -84,6 +84,18 @@ def _lit(value: str) -> Any:
 _QUEUED = ("received", "processing")
 _SUBMISSIONS = cast(Table, Submission.__table__)
 _TIMESTAMP = DateTime(timezone=True)
+# what the claim returns of the submission: what the pipeline reads
+_CLAIMED_COLUMNS = (
+    "id",
+    "tenant_id",
+    "document_type",
+    "essms_finess",
+    "person_ref",
+    "payload_ct",
+    "data_key_id",
+    "report",
+    "created_at",
+)
 
 
 @functools.cache
@@ -123,29 +135,29 @@ def _claim_statement(postgres: bool) -> Any:
     if postgres:
         candidate = candidate.with_for_update(skip_locked=True, of=cand)
     return (
-        update(Submission)
-        .where(Submission.id == candidate.scalar_subquery())
+        update(_SUBMISSIONS)
+        .where(_SUBMISSIONS.c.id == candidate.scalar_subquery())
         .values(
             status="processing",
             lease_owner=bindparam("worker_id", type_=String(64)),
             lease_until=bindparam("lease_until", type_=_TIMESTAMP),
             updated_at=now,
         )
-        .returning(Submission)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        .returning(*(_SUBMISSIONS.c[name] for name in _CLAIMED_COLUMNS))
     )
 
 
-def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Submission | None:
+def _claim_row(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> Row[Any] | None:
     """Lease the oldest claimable queued submission, in one statement (UPDATE … RETURNING).
 
     The candidate walks ``ix_submissions_queue`` in order (no sort of the queue); "an older one of
     the same series is queued" probes ``ix_submissions_queue_series``. PostgreSQL: the candidate
     is locked with SKIP LOCKED (rows other workers hold are passed over); SQLite: the transaction
-    holds the database write lock (BEGIN IMMEDIATE).
+    holds the database write lock (BEGIN IMMEDIATE). A plain row of what the pipeline reads
+    (:data:`_CLAIMED_COLUMNS`), not an ORM object.
     """
     params = {"now": now, "worker_id": worker_id, "lease_until": now + timedelta(seconds=lease_seconds)}
-    return session.scalars(_claim_statement(_is_postgres(session)), params).first()
+    return session.connection().execute(_claim_statement(_is_postgres(session)), params).first()
 
 
 def _claim(session: Session, *, worker_id: str, now: datetime, lease_seconds: float) -> str | None:
@@ -225,7 +237,7 @@ _KEPT = select(_SUBMISSIONS.c.id).where(
 
 
 def _previous_versions(
-    session: Session, sub: Submission
+    session: Session, sub: Submission | Row[Any]
 ) -> tuple[dict[str, PreviousVersion], dict[str, PreviousVersion]]:
     """Per kind and per setId: the highest version issued and the version a new one replaces.
 
@@ -269,7 +281,7 @@ def _previous_versions(
     return by_kind, series
 
 
-def _load(session: Session, sub: Submission, runtime: Runtime) -> _Loaded:
+def _load(session: Session, sub: Row[Any], runtime: Runtime) -> _Loaded:
     code = tenant_code(session, sub.tenant_id)
     unreadable: str | None = None
     unavailable: str | None = None

@@ -177,6 +177,29 @@ _SUBMISSION_DELIVERIES = select(_DELIVERIES.c.destination, _DELIVERIES.c.seq, _D
 _LAST_SEQ = select(func.max(_DELIVERIES.c.seq)).where(_DELIVERIES.c.series_key == bindparam("series_key"))
 
 
+# the statuses of a submission that its deliveries decide
+_DERIVED = ("routed", "delivered", "partially_failed", "failed")
+
+
+def _derived_status(current: str, deliveries: Sequence[tuple[str, int, str]]) -> str:
+    """A submission's status from its deliveries that are not cancelled, ``(destination, seq,
+    status)`` (:func:`refresh_submission_status`)."""
+    if current not in _DERIVED:
+        return current
+    latest: dict[str, tuple[int, str]] = {}
+    for destination, seq, status in deliveries:
+        if destination not in latest or seq > latest[destination][0]:
+            latest[destination] = (seq, status)
+    counted = [status for _, status in latest.values()]
+    if not counted or any(status not in ENDED for _, _, status in deliveries):
+        return "routed"
+    if all(s == "delivered" for s in counted):
+        return "delivered"
+    if not any(s == "delivered" for s in counted):
+        return "failed"
+    return "partially_failed"
+
+
 def refresh_submission_status(session: Session, submission: Submission, *, now: datetime) -> str:
     """Derive a routed submission's status from its deliveries (call with the submission locked).
 
@@ -186,23 +209,11 @@ def refresh_submission_status(session: Session, submission: Submission, *, now: 
     (an ``unconfirmed`` delivery, whose receipt never came, is not delivered). Cancelled and
     rejected submissions keep their status; one without deliveries stays ``routed``.
     """
-    if submission.status not in ("routed", "delivered", "partially_failed", "failed"):
+    if submission.status not in _DERIVED:
         return submission.status
     session.flush()  # what the caller changed is read back (a Core statement does not autoflush)
     rows = session.connection().execute(_SUBMISSION_DELIVERIES, {"submission_id": submission.id}).all()
-    latest: dict[str, tuple[int, str]] = {}
-    for destination, seq, status in rows:
-        if destination not in latest or seq > latest[destination][0]:
-            latest[destination] = (seq, status)
-    counted = [status for _, status in latest.values()]
-    if not counted or any(status not in ENDED for _, _, status in rows):
-        new = "routed"
-    elif all(s == "delivered" for s in counted):
-        new = "delivered"
-    elif not any(s == "delivered" for s in counted):
-        new = "failed"
-    else:
-        new = "partially_failed"
+    new = _derived_status(submission.status, [(r.destination, r.seq, r.status) for r in rows])
     if new != submission.status:
         submission.status = new
         submission.updated_at = now
@@ -615,24 +626,72 @@ class Finished:
     remote_id: str | None = None
 
 
+_ATTEMPTS = cast(Table, Attempt.__table__)
+_SUBMISSION_ROWS = cast(Table, Submission.__table__)
+
+
 @functools.cache
 def _finish_statement(postgres: bool) -> Any:
-    """The delivery, its submission and the attempt of a token, built once per dialect;
-    executed with ``delivery_id`` and ``attempt_id`` bound."""
+    """What :func:`finish` locks and reads first, in one statement built once per dialect
+    (executed with ``delivery_id`` and ``attempt_id`` bound): the delivery and its submission,
+    locked (in that order: the rows of one joined tuple are locked in FROM order), and the
+    token's attempt (which only the delivery's lock holder changes). Plain Core rows: no ORM
+    object is made for rows this step only reads and updates."""
+    d, s, a = _DELIVERIES, _SUBMISSION_ROWS, _ATTEMPTS
     query = (
-        select(Delivery, Submission, Attempt)
-        .join(Submission, Submission.id == Delivery.submission_id)
-        .outerjoin(
-            Attempt,
-            and_(Attempt.id == bindparam("attempt_id", type_=String()), Attempt.delivery_id == Delivery.id),
+        select(
+            d.c.id,
+            d.c.tenant_id,
+            d.c.destination,
+            d.c.submission_id,
+            d.c.status,
+            d.c.lease_owner,
+            d.c.attempt_count,
+            s.c.status.label("submission_status"),
+            s.c.person_ref,
+            a.c.id.label("attempt_id"),
+            a.c.started_at,
         )
-        .where(Delivery.id == bindparam("delivery_id", type_=String()))
-        .options(*_SUBMISSION_READ)
-        .execution_options(populate_existing=True)
+        .select_from(
+            d.join(s, s.c.id == d.c.submission_id).outerjoin(
+                a, and_(a.c.id == bindparam("attempt_id", type_=String()), a.c.delivery_id == d.c.id)
+            )
+        )
+        .where(d.c.id == bindparam("delivery_id", type_=String()))
     )
     if postgres:
-        query = query.with_for_update(of=[Delivery, Submission])
+        query = query.with_for_update(of=[d, s])
     return query
+
+
+_UPDATE_DELIVERY = _DELIVERIES.update().where(_DELIVERIES.c.id == bindparam("delivery_id", type_=String()))
+_UPDATE_ATTEMPT = _ATTEMPTS.update().where(_ATTEMPTS.c.id == bindparam("attempt_id", type_=String()))
+# PostgreSQL: the attempt's update rides along the delivery's, as a data-modifying WITH (run once,
+# to completion, whether or not the outer statement reads it): one round trip instead of two. Its
+# values are bound under their own names (``attempt_*``), the delivery's under the column names.
+_ATTEMPT_DONE = (
+    _ATTEMPTS.update()
+    .where(_ATTEMPTS.c.id == bindparam("attempt_id", type_=String()))
+    .values(
+        finished_at=bindparam("attempt_finished_at"),
+        outcome=bindparam("attempt_outcome"),
+        error=bindparam("attempt_error"),
+        remote_id=bindparam("attempt_remote_id"),
+    )
+    .returning(_ATTEMPTS.c.id)
+    .cte("attempt_done")
+)
+# (no parameter named as a column of attempts: the WITH's SET would take it too)
+_UPDATE_DELIVERY_AND_ATTEMPT = (
+    _DELIVERIES.update()
+    .where(_DELIVERIES.c.id == bindparam("finished_delivery", type_=String()))
+    .add_cte(_ATTEMPT_DONE)
+)
+_UPDATE_SUBMISSION_STATUS = (
+    _SUBMISSION_ROWS.update()
+    .where(_SUBMISSION_ROWS.c.id == bindparam("submission_id", type_=String()))
+    .values(status=bindparam("new_status", type_=String()), updated_at=bindparam("updated_at", type_=_TIMESTAMP))
+)
 
 
 def finish(
@@ -652,116 +711,135 @@ def finish(
     ``outcome``: ``success`` (with ``receipt``), ``transient``, ``permanent``, or ``deferred``
     (the gateway could not prepare the send: an infrastructure fault, retried with backoff
     without using up the delivery's attempts). ``backoff(n)`` is the delay after the n-th attempt.
+
+    Plain Core statements on the session's connection, no ORM object: the rows locked and read,
+    the delivery and the attempt updated, the submission's deliveries read and its status
+    updated when it changes, then the audit events.
     """
     actor = f"worker:{token.owner}"
-    # One statement: the delivery and its submission locked (in that order: the rows of one
-    # joined tuple are locked in FROM order), and the attempt, which only the delivery's lock
-    # holder changes.
-    query = _finish_statement(_is_postgres(session))
-    found = session.execute(query, {"delivery_id": token.delivery_id, "attempt_id": token.attempt_id}).first()
-    if found is None or found[2] is None:  # deleted under us: nothing sensible to record
+    session.flush()  # the caller's pending changes first (Core statements do not autoflush)
+    connection = session.connection()
+    row = connection.execute(
+        _finish_statement(_is_postgres(session)), {"delivery_id": token.delivery_id, "attempt_id": token.attempt_id}
+    ).first()
+    if row is None or row.attempt_id is None:  # deleted under us: nothing sensible to record
         return Finished(token.delivery_id, "lease_lost", token.attempt, error)
-    row, sub, attempt = found
-    person_ref = sub.person_ref if sub is not None else None
-    attempt.finished_at = now
-    attempt.outcome = outcome
-    attempt.error = error
-    attempt.remote_id = receipt.remote_id if receipt is not None else None
+    person_ref = row.person_ref
+    attempt_values: dict[str, Any] = {
+        "finished_at": now,
+        "outcome": outcome,
+        "error": error,
+        "remote_id": receipt.remote_id if receipt is not None else None,
+    }
     common: dict[str, Any] = {"destination": row.destination, "attempt": token.attempt}
     peer: dict[str, Any] = {}
     if receipt is not None and receipt.remote_id is not None:
         peer["remote_id"] = receipt.remote_id
     if error:
         peer["error"] = error
+
+    def append(actions: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        audit.append_many(
+            session,
+            [
+                audit.Entry(
+                    actor=actor,
+                    action=action,
+                    entity_type="delivery",
+                    entity_id=row.id,
+                    outcome=result_outcome,
+                    tenant_id=row.tenant_id,
+                    person_ref=person_ref,
+                    detail=detail,
+                    at=now,
+                    peer=peer,
+                )
+                for action, result_outcome, detail in actions
+            ],
+        )
+
     owned = row.status == "in_flight" and row.lease_owner == token.owner and row.attempt_count == token.attempt
     if not owned:
         # Our lease lapsed and another worker took the delivery over (or an operator changed it):
         # the newer state wins; our attempt and its outcome stay on record, audited.
-        attempt.error = ((error or "") + " [lease lost before the outcome was recorded]").strip()
-        session.flush()
-        _audit(
-            session,
-            row,
-            actor=actor,
-            action="lease_lost",
-            outcome="failure",
-            person_ref=person_ref,
-            detail={**common, "outcome": outcome, "current_status": row.status},
-            at=now,
-            peer=peer,
-        )
+        attempt_values["error"] = ((error or "") + " [lease lost before the outcome was recorded]").strip()
+        connection.execute(_UPDATE_ATTEMPT, {"attempt_id": token.attempt_id, **attempt_values})
+        append([("lease_lost", "failure", {**common, "outcome": outcome, "current_status": row.status})])
         _log.warning("delivery_lease_lost", delivery_id=row.id, worker=token.owner, outcome=outcome)
         return Finished(row.id, "lease_lost", token.attempt, error)
+    released: dict[str, Any] = {"lease_owner": None, "lease_until": None, "updated_at": now}
+    values: dict[str, Any]
     if outcome == "success":
         assert receipt is not None
-        row.remote_id = receipt.remote_id[:255] if receipt.remote_id else None
-        row.last_error = None
+        remote_id = receipt.remote_id[:255] if receipt.remote_id else None
+        values = {**released, "remote_id": remote_id, "last_error": None}
         if receipt.status == "sent":
-            _release(row, "sent", now=now)
-            row.ack_ref = (receipt.ack_ref or "")[:255]
-            row.sent_at = now
-            row.receipt_due_at = now + timedelta(seconds=receipt_timeout_seconds)
-            result = Finished(row.id, "sent", token.attempt, remote_id=row.remote_id)
+            values.update(
+                status="sent",
+                ack_ref=(receipt.ack_ref or "")[:255],
+                sent_at=now,
+                receipt_due_at=now + timedelta(seconds=receipt_timeout_seconds),
+            )
+            result = Finished(row.id, "sent", token.attempt, remote_id=remote_id)
             actions = [("attempt", "success", common), ("sent", "success", {**common, "awaiting": "receipt"})]
         else:
-            _release(row, "delivered", now=now)
-            row.delivered_at = now
-            result = Finished(row.id, "delivered", token.attempt, remote_id=row.remote_id)
+            values.update(status="delivered", delivered_at=now)
+            result = Finished(row.id, "delivered", token.attempt, remote_id=remote_id)
             actions = [("attempt", "success", common), ("delivered", "success", common)]
     elif outcome == "deferred":
-        _release(row, "pending", now=now)
-        row.next_attempt_at = now + timedelta(seconds=backoff(max(1, token.attempt)))
-        row.last_error = error
-        result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=row.next_attempt_at)
+        due = now + timedelta(seconds=backoff(max(1, token.attempt)))
+        values = {**released, "status": "pending", "next_attempt_at": due, "last_error": error}
+        result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=due)
         actions = [("attempt", "failure", {**common, "kind": "deferred"})]
     else:
         actions = [("attempt", "failure", {**common, "kind": outcome})]
-        if outcome == "permanent" or row.attempt_count >= max_attempts:
-            reason = error if outcome == "permanent" else f"{row.attempt_count} attempts (max {max_attempts}): {error}"
-            _release(row, "dead", now=now)
-            row.last_error = reason or "failed"
-            peer["reason"] = row.last_error
+        attempts = row.attempt_count
+        if outcome == "permanent" or attempts >= max_attempts:
+            reason = error if outcome == "permanent" else f"{attempts} attempts (max {max_attempts}): {error}"
+            values = {**released, "status": "dead", "last_error": reason or "failed"}
+            peer["reason"] = values["last_error"]
             result = Finished(row.id, "dead", token.attempt, error)
-            actions.append(("dead_lettered", "failure", {**common, "attempts": row.attempt_count}))
+            actions.append(("dead_lettered", "failure", {**common, "attempts": attempts}))
         else:
-            _release(row, "pending", now=now)
-            row.next_attempt_at = now + timedelta(seconds=backoff(row.attempt_count))
-            row.last_error = error
-            result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=row.next_attempt_at)
-    session.flush()
-    if sub is not None:
-        refresh_submission_status(session, sub, now=now)
-    audit.append_many(
-        session,
-        [
-            audit.Entry(
-                actor=actor,
-                action=action,
-                entity_type="delivery",
-                entity_id=row.id,
-                outcome=result_outcome,
-                tenant_id=row.tenant_id,
-                person_ref=person_ref,
-                detail=detail,
-                at=now,
-                peer=peer,
-            )
-            for action, result_outcome, detail in actions
-        ],
-    )
+            due = now + timedelta(seconds=backoff(attempts))
+            values = {**released, "status": "pending", "next_attempt_at": due, "last_error": error}
+            result = Finished(row.id, "pending", token.attempt, error, next_attempt_at=due)
+    if _is_postgres(session):
+        attempt_params = {f"attempt_{key}": value for key, value in attempt_values.items()}
+        connection.execute(
+            _UPDATE_DELIVERY_AND_ATTEMPT,
+            {"finished_delivery": row.id, "attempt_id": token.attempt_id, **attempt_params, **values},
+        )
+    else:
+        connection.execute(_UPDATE_DELIVERY, {"delivery_id": row.id, **values})
+        connection.execute(_UPDATE_ATTEMPT, {"attempt_id": token.attempt_id, **attempt_values})
+    # the submission's status, from its deliveries read now, in a statement of its own: one
+    # begun after the submission's lock was granted sees what the lock's previous holder committed
+    # (a statement that waited for the lock reads the other rows as they were when it began)
+    new_status = row.submission_status
+    if new_status in _DERIVED:
+        deliveries = connection.execute(_SUBMISSION_DELIVERIES, {"submission_id": row.submission_id}).all()
+        new_status = _derived_status(new_status, [(r.destination, r.seq, r.status) for r in deliveries])
+    if new_status != row.submission_status:
+        connection.execute(
+            _UPDATE_SUBMISSION_STATUS, {"submission_id": row.submission_id, "new_status": new_status, "updated_at": now}
+        )
+    append(actions)
     if result.status == "sent":
-        _apply_early_receipts(session, row, since=as_utc(attempt.started_at), now=now, person_ref=person_ref, sub=sub)
+        _apply_early_receipts(
+            session, row.id, row.submission_id, since=as_utc(row.started_at), now=now, person_ref=person_ref
+        )
     return result
 
 
 def _apply_early_receipts(
     session: Session,
-    row: Delivery,
+    delivery_id: str,
+    submission_id: str,
     *,
     since: datetime,
     now: datetime,
     person_ref: str | None,
-    sub: Submission | None,
 ) -> None:
     """A receipt stored before the send was recorded (a fast peer) ends the delivery now.
 
@@ -771,7 +849,7 @@ def _apply_early_receipts(
     early = session.scalars(
         select(ReceiptRow)
         .where(
-            ReceiptRow.delivery_id == row.id,
+            ReceiptRow.delivery_id == delivery_id,
             ReceiptRow.applied.is_(False),
             ReceiptRow.outcome != "info",
             ReceiptRow.received_at >= since,
@@ -779,8 +857,13 @@ def _apply_early_receipts(
         .order_by(ReceiptRow.received_at)
         .limit(1)
     ).first()
-    if early is not None:
-        _apply_receipt(session, row, early, now=now, actor="gateway:receipts", person_ref=person_ref, sub=sub)
+    if early is None:
+        return
+    # rare (a receipt faster than our record of the send): the rows, locked by finish, loaded to change
+    row = session.get(Delivery, delivery_id, populate_existing=True)
+    sub = session.get(Submission, submission_id, options=_SUBMISSION_READ, populate_existing=True)
+    assert row is not None
+    _apply_receipt(session, row, early, now=now, actor="gateway:receipts", person_ref=person_ref, sub=sub)
 
 
 def dead_letter(
