@@ -108,7 +108,6 @@ def _idempotency_key(value: str | None) -> str | None:
 )
 async def submit(
     request: Request,
-    response: Response,
     background: BackgroundTasks,
     runtime: RuntimeDep,
     caller: Submitter,
@@ -117,7 +116,7 @@ async def submit(
         str | None,
         Header(alias="Idempotency-Key", description="same key + same body returns the first answer"),
     ] = None,
-) -> SubmissionAccepted:
+) -> Response:
     """Submit a DUI record; answered 202 once it is stored, processed asynchronously."""
     guard = getattr(request.app.state, "queue_guard", None)
     if guard is not None and not guard.check_cached():
@@ -144,14 +143,16 @@ async def submit(
     else:
         submission, created = await run_in_threadpool(_store_alone, runtime, store_many, item)
     accepted = SubmissionAccepted.of(submission)
+    headers = {"Location": f"/v1/submissions/{accepted.id}"}
     if created:
         SUBMISSIONS_RECEIVED.labels(document_type=accepted.document_type).inc()
         if runtime._workers is not None:  # embedded workers (SQLite): cut their idle sleep short
-            background.add_task(_wake_workers, runtime)  # runs after the response
+            background.add_task(_wake_workers, runtime)  # runs after the response (FastAPI attaches it)
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/submissions/{accepted.id}"
-    return accepted
+        headers["Idempotent-Replayed"] = "true"
+    # serialised here, once: returned as a model, FastAPI would validate it again against the
+    # response model and serialise it through its own path (the model stays the OpenAPI schema)
+    return Response(content=accepted.model_dump_json(), status_code=202, media_type="application/json", headers=headers)
 
 
 StoreMany = Callable[[Session, list[intake.StoreRequest]], list[tuple[Submission, bool] | GatewayError]]
