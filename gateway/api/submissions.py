@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -139,7 +138,7 @@ async def submit(
     store_many = store_many_for(runtime)
     if committer is not None:
         # with the other submissions of this moment: one INSERT for all, one commit
-        submission, created = await asyncio.wrap_future(committer.submit_item(store_many, item))
+        submission, created = await committer.run_item(store_many, item)
     else:
         submission, created = await run_in_threadpool(_store_alone, runtime, store_many, item)
     accepted = SubmissionAccepted.of(submission)
