@@ -53,7 +53,12 @@ class SubmissionEnvelope(BaseModel):
 
 
 def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # straight from the ASGI scope's raw headers (names are lower-case bytes): the first
+    # Content-Type, as Headers.get gives it, without building the Headers mapping per request
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return ""
 
 
 async def read_json_body(request: Request) -> Any:
