@@ -55,7 +55,8 @@ class SubmissionEnvelope(BaseModel):
 def _media_type(request: Request) -> str:
     # straight from the ASGI scope's raw headers (names are lower-case bytes): the first
     # Content-Type, as Headers.get gives it, without building the Headers mapping per request
-    for name, value in request.scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for name, value in headers:
         if name == b"content-type":
             return value.decode("latin-1").split(";", 1)[0].strip().lower()
     return ""
