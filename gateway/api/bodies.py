@@ -41,6 +41,12 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# built once: json.loads with keyword arguments builds a decoder (and its scanner) per call
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_members
+)
+
+
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether a parsed JSON value nests objects/arrays more than ``limit`` levels (iterative)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -67,12 +73,9 @@ def parse_json_body(body: bytes) -> Any:
     if nests_deeper_than(text, MAX_JSON_DEPTH):
         raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_members,
-        )
+        if text.startswith("\ufeff"):  # json.loads' own refusal, kept word for word
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidJson(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",

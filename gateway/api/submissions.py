@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -54,7 +53,13 @@ class SubmissionEnvelope(BaseModel):
 
 
 def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # straight from the ASGI scope's raw headers (names are lower-case bytes): the first
+    # Content-Type, as Headers.get gives it, without building the Headers mapping per request
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for name, value in headers:
+        if name == b"content-type":
+            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return ""
 
 
 async def read_json_body(request: Request) -> Any:
@@ -108,7 +113,6 @@ def _idempotency_key(value: str | None) -> str | None:
 )
 async def submit(
     request: Request,
-    response: Response,
     background: BackgroundTasks,
     runtime: RuntimeDep,
     caller: Submitter,
@@ -117,7 +121,7 @@ async def submit(
         str | None,
         Header(alias="Idempotency-Key", description="same key + same body returns the first answer"),
     ] = None,
-) -> SubmissionAccepted:
+) -> Response:
     """Submit a DUI record; answered 202 once it is stored, processed asynchronously."""
     guard = getattr(request.app.state, "queue_guard", None)
     if guard is not None and not guard.check_cached():
@@ -140,18 +144,20 @@ async def submit(
     store_many = store_many_for(runtime)
     if committer is not None:
         # with the other submissions of this moment: one INSERT for all, one commit
-        submission, created = await asyncio.wrap_future(committer.submit_item(store_many, item))
+        submission, created = await committer.run_item(store_many, item)
     else:
         submission, created = await run_in_threadpool(_store_alone, runtime, store_many, item)
     accepted = SubmissionAccepted.of(submission)
+    headers = {"Location": f"/v1/submissions/{accepted.id}"}
     if created:
         SUBMISSIONS_RECEIVED.labels(document_type=accepted.document_type).inc()
         if runtime._workers is not None:  # embedded workers (SQLite): cut their idle sleep short
-            background.add_task(_wake_workers, runtime)  # runs after the response
+            background.add_task(_wake_workers, runtime)  # runs after the response (FastAPI attaches it)
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/submissions/{accepted.id}"
-    return accepted
+        headers["Idempotent-Replayed"] = "true"
+    # serialised here, once: returned as a model, FastAPI would validate it again against the
+    # response model and serialise it through its own path (the model stays the OpenAPI schema)
+    return Response(content=accepted.model_dump_json(), status_code=202, media_type="application/json", headers=headers)
 
 
 StoreMany = Callable[[Session, list[intake.StoreRequest]], list[tuple[Submission, bool] | GatewayError]]

@@ -310,6 +310,25 @@ _MOVE_HEAD = (
     .where(_HEAD.c.id == bindparam("chain", type_=Integer()))
     .values(last_seq=bindparam("new_seq", type_=BigInteger()), last_hash=bindparam("new_hash", type_=String(64)))
 )
+# PostgreSQL: the events as arrays, one row per element (unnest), and the head's move, in one
+# statement: its text is the same whatever the number of events (psycopg converts it once, the
+# server prepares and plans it once) and an append is one round trip after the head's lock.
+_PG_APPEND = text(
+    "WITH events AS (INSERT INTO audit_events (seq, chain, chain_seq, id, recorded_at, tenant_id, actor, "
+    "action, entity_type, entity_id, person_ref, outcome, detail, prev_hash, hash, key_id) SELECT r.seq, "
+    "r.chain, r.chain_seq, r.id, r.recorded_at, r.tenant_id, r.actor, r.action, r.entity_type, "
+    "r.entity_id, r.person_ref, r.outcome, r.detail, r.prev_hash, r.hash, "
+    "r.key_id FROM unnest(CAST(:seq AS bigint[]), CAST(:chain AS integer[]), "
+    "CAST(:chain_seq AS bigint[]), CAST(:id AS varchar[]), CAST(:recorded_at AS timestamptz[]), "
+    "CAST(:tenant_id AS varchar[]), CAST(:actor AS varchar[]), CAST(:action AS varchar[]), "
+    "CAST(:entity_type AS varchar[]), CAST(:entity_id AS varchar[]), CAST(:person_ref AS varchar[]), "
+    "CAST(:outcome AS varchar[]), CAST(:detail AS json[]), CAST(:prev_hash AS varchar[]), "
+    "CAST(:hash AS varchar[]), CAST(:key_id AS varchar[])) AS r(seq, chain, chain_seq, id, recorded_at, "
+    "tenant_id, actor, action, entity_type, entity_id, person_ref, outcome, detail, prev_hash, hash, "
+    "key_id)) UPDATE audit_head SET last_seq = :new_seq, last_hash = :new_hash WHERE id = :head"
+).bindparams(
+    bindparam("head", type_=Integer()), bindparam("new_seq", type_=BigInteger()), bindparam("new_hash", type_=String())
+)
 # (The raw statements declare their result columns: SQLAlchemy then caches their result metadata
 # instead of building it at every call.)
 # PostgreSQL, first append of a transaction: lock the chain's head, then take one global seq per
@@ -456,7 +475,7 @@ def append(
     Locks the chain head until that transaction ends (once: later appends in the same
     transaction reuse the lock): call it late in the transaction, and do no network I/O between
     ``append`` and the commit. The caller's pending changes are flushed first, then the event
-    is inserted and the head moved (two statements). ``sealer`` defaults to the one built
+    is inserted and the head moved (two statements; one on PostgreSQL). ``sealer`` defaults to the one built
     from ``Settings.audit_keys``.
 
     ``detail`` is written by the gateway and checked for identity traits (a mistake raises).
@@ -521,17 +540,32 @@ def append_many(session: Session, entries: Sequence[Entry], *, sealer: AuditSeal
     # detached (not in the session): each is written once, here.
     # Core statements on the session's connection (same transaction): the ORM's execution path
     # costs more CPU than the statements themselves.
-    rows = [{key: getattr(event, key) for key in _EVENT_COLUMNS} for event in events]
     connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        params: dict[str, Any] = {"head": chain, "new_seq": position, "new_hash": prev_hash}
+        for name in _EVENT_COLUMNS:  # the statement's arrays, in the table's column order
+            if name == "detail":  # the JSON column's text, as SQLAlchemy's JSON type writes it
+                params[name] = [None if e.detail is None else json.dumps(e.detail) for e in events]
+            else:
+                params[name] = [getattr(e, name) for e in events]
+        connection.execute(_PG_APPEND, params)
+        _moved(head, position, prev_hash, seqs)
+        return events
+    rows = [{key: getattr(event, key) for key in _EVENT_COLUMNS} for event in events]
     if len(rows) == 1:
         connection.execute(_INSERT_EVENT, rows[0])
     else:  # one compiled statement for any number of rows, sent as one multi-row INSERT
         connection.execute(_INSERT_EVENTS, rows).all()
     connection.execute(_MOVE_HEAD, {"chain": chain, "new_seq": position, "new_hash": prev_hash})
-    head[1], head[2] = position, prev_hash
+    _moved(head, position, prev_hash, seqs)
+    return events
+
+
+def _moved(head: list[Any], position: int, last_hash: str, seqs: list[int]) -> None:
+    """Remember the head as this transaction just moved it (the next append reuses it)."""
+    head[1], head[2] = position, last_hash
     if head[3] is not None:
         head[3] = seqs[-1] + 1
-    return events
 
 
 # -- cross-chain anchors ------------------------------------------------------------------------

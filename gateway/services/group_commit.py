@@ -10,6 +10,8 @@ to arrive: a lone request is a batch of one.
 
 Jobs are either functions of the shared session (``submit``) or items written together by one
 function (``submit_item``: intake's submissions, one multi-row INSERT per transaction).
+``run_item`` is ``submit_item`` awaited from an event loop: the outcomes of one batch go back to
+that loop in one thread-safe call (one wake-up of the loop per batch, not one per request).
 
 A job that raises a :class:`~gateway.errors.GatewayError` (``Forbidden``, ``Conflict``: raised
 before anything is written) fails alone. Any other error, or a failed commit, rolls the batch
@@ -19,11 +21,12 @@ fate of another.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,18 +40,37 @@ _log = get_logger("gateway.intake")
 
 
 class _Job(Generic[T]):
-    __slots__ = ("batch_fn", "fn", "future", "item")
+    """A job and where its outcome goes: a thread-safe future, or an asyncio future of ``loop``."""
+
+    __slots__ = ("batch_fn", "fn", "future", "item", "loop", "settled")
 
     def __init__(
         self,
         fn: Callable[[Session], T] | None,
         batch_fn: Callable[[Session, list[Any]], Sequence[Any]] | None = None,
         item: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.fn = fn
         self.batch_fn = batch_fn
         self.item = item
-        self.future: Future[T] = Future()
+        self.loop = loop
+        self.future: Future[T] | asyncio.Future[T] = Future() if loop is None else loop.create_future()
+        self.settled = False
+
+
+def _settle(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # an awaiting request that was cancelled (its client went away)
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        _settle(future, ok, value)
 
 
 class GroupCommitter:
@@ -66,16 +88,26 @@ class GroupCommitter:
 
     def submit(self, fn: Callable[[Session], T]) -> Future[T]:
         """Run ``fn(session)`` in a shared transaction; the future resolves after the commit."""
-        return self._enqueue(_Job(fn))
+        job: _Job[T] = _Job(fn)
+        self._enqueue(job)
+        return cast(Future[T], job.future)
 
     def submit_item(self, batch_fn: Callable[[Session, list[Any]], Sequence[Any]], item: Any) -> Future[Any]:
         """Hand over ``item``; the items of one transaction handed with the same ``batch_fn`` are
         written by one call ``batch_fn(session, items)``, which returns one outcome per item, in
         order: a value, or a :class:`~gateway.errors.GatewayError` for an item that wrote nothing
         (its future raises it). The future resolves after the commit."""
-        return self._enqueue(_Job(None, batch_fn, item))
+        job: _Job[Any] = _Job(None, batch_fn, item)
+        self._enqueue(job)
+        return cast(Future[Any], job.future)
 
-    def _enqueue(self, job: _Job[T]) -> Future[T]:
+    async def run_item(self, batch_fn: Callable[[Session, list[Any]], Sequence[Any]], item: Any) -> Any:
+        """:meth:`submit_item` awaited on the running event loop: its outcome, after the commit."""
+        job: _Job[Any] = _Job(None, batch_fn, item, asyncio.get_running_loop())
+        self._enqueue(job)
+        return await cast(asyncio.Future[Any], job.future)
+
+    def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the intake committer is closed")
@@ -83,7 +115,6 @@ class GroupCommitter:
                 self._thread = threading.Thread(target=self._loop, name="intake-group-commit", daemon=True)
                 self._thread.start()
             self._queue.put(job)
-        return job.future
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the jobs already handed over, then stop the thread."""
@@ -114,9 +145,7 @@ class GroupCommitter:
             try:
                 self._run(batch)
             except BaseException as exc:  # never leave a request waiting forever
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                self._deliver([(job, False, exc) for job in batch if not job.settled])
             if stop:
                 return
 
@@ -145,7 +174,7 @@ class GroupCommitter:
             session.rollback()
             session.close()
             if len(batch) == 1:
-                batch[0].future.set_exception(exc)
+                self._deliver([(batch[0], False, exc)])
                 return
             _log.warning("intake_group_commit_split", size=len(batch), error_type=type(exc).__name__)
             for job in batch:
@@ -155,9 +184,22 @@ class GroupCommitter:
             session.close()
         self.batches += 1
         self.jobs += len(batch)
-        for n, job in enumerate(batch):
-            ok, value = outcomes[n]
-            if ok:
-                job.future.set_result(value)
+        self._deliver([(job, *outcomes[n]) for n, job in enumerate(batch)])
+
+    @staticmethod
+    def _deliver(results: list[tuple[_Job[Any], bool, Any]]) -> None:
+        """Hand each job its outcome: a thread-safe future at once, an event loop's futures in one
+        call on that loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for job, ok, value in results:
+            job.settled = True
+            if job.loop is None:
+                _settle(job.future, ok, value)
             else:
-                job.future.set_exception(value)
+                assert isinstance(job.future, asyncio.Future)
+                by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, outcomes)
+            except RuntimeError:  # that loop is closed: nobody awaits these any more
+                pass

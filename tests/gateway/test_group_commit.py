@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -85,3 +86,45 @@ def test_an_unexpected_error_splits_the_batch_so_the_others_still_commit(
         committer.close()
     with pytest.raises(RuntimeError, match="closed"):
         committer.submit(lambda s: None)
+
+
+def test_items_awaited_on_an_event_loop_share_a_commit_and_a_cancelled_one_does_not_stop_the_others(
+    session_factory: sessionmaker[Session],
+) -> None:
+    committer = GroupCommitter(session_factory)
+    release, running = threading.Event(), threading.Event()
+    written: list[list[str]] = []
+
+    def blocker(session: Session) -> str:
+        running.set()
+        release.wait(10)
+        return "ok"
+
+    def write(session: Session, codes: list[str]) -> list[str | Forbidden]:
+        written.append(list(codes))
+        return [
+            Forbidden("not yours") if code == "refused" else create_tenant(session, code=code, name=code).code
+            for code in codes
+        ]
+
+    async def scenario() -> tuple[list[object], bool]:
+        first = committer.submit(blocker)
+        assert await asyncio.to_thread(running.wait, 10)  # its batch is taken: what follows queues behind it
+        tasks = [asyncio.ensure_future(committer.run_item(write, code)) for code in ("e1", "gone", "refused", "e2")]
+        await asyncio.sleep(0.05)  # every item is queued
+        tasks[1].cancel()  # its client went away: it is still written, nobody awaits the answer
+        release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        return outcomes, await asyncio.wrap_future(first) == "ok"
+
+    try:
+        outcomes, first_ok = asyncio.run(scenario())
+        assert first_ok
+        assert outcomes[0] == "e1" and outcomes[3] == "e2"
+        assert isinstance(outcomes[1], asyncio.CancelledError)
+        assert isinstance(outcomes[2], Forbidden)
+        assert written == [["e1", "gone", "refused", "e2"]], "the four items are one call in one transaction"
+        assert committer.batches == 2
+        assert _codes(session_factory) == {"e1", "gone", "e2"}
+    finally:
+        committer.close()
