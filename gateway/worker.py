@@ -81,6 +81,11 @@ class WorkerPool:
         return any(t.is_alive() for t in self._threads)
 
     @property
+    def listening(self) -> bool:
+        """Whether this process is receiving the work notifications (PostgreSQL, :mod:`gateway.wakeup`)."""
+        return self._listener.listening
+
+    @property
     def busy(self) -> int:
         """How many threads are inside a unit of work right now."""
         return self._busy
