@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import func, select, text  # noqa: E402
 
+from gateway.settings import Settings  # noqa: E402
 from gateway.storage.models import Delivery, Submission  # noqa: E402
 from tests.peers.gateway import (  # noqa: E402
     DEMO_FINESS,
@@ -715,7 +716,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--dlus", type=int, default=None, help="DLUs per end-to-end run (default 500; quick 60)")
     p.add_argument("--workers", default="1,2,4", help="PostgreSQL worker process counts (default 1,2,4)")
-    p.add_argument("--worker-concurrency", type=int, default=4, help="threads per worker process")
+    p.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=Settings.model_fields["worker_concurrency"].default,
+        help="threads per worker process (default: the gateway's default)",
+    )
     p.add_argument("--intake-seconds", type=float, default=None, help="wrk duration per concurrency (default 10)")
     p.add_argument("--concurrency", default="1,4,16", help="intake connections (default 1,4,16)")
     p.add_argument("--api-processes", type=int, default=2, help="API processes for intake on PostgreSQL")

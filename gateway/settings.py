@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     cisis_optional_profiles: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     embedded_worker: bool = True  # run delivery workers inside the API process (embedded mode)
-    worker_concurrency: int = 4
+    # threads per worker process: the pipeline is CPU-bound (GIL), so more threads than that only
+    # add switching; 2 keeps a send waiting on a slow peer from idling the process (docs/operations.md)
+    worker_concurrency: int = 2
     lease_seconds: int = 60
     max_attempts: int = 8
     backoff_base_seconds: float = 2.0

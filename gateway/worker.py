@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import inbound, pipeline
+from gateway import inbound, pipeline, wakeup
 from gateway.delivery import outbox
 from gateway.delivery.engine import Backoff, deliver_next
 
@@ -56,11 +56,14 @@ class WorkerPool:
     ) -> None:
         self.runtime = runtime
         self.concurrency = max(1, concurrency if concurrency is not None else runtime.settings.worker_concurrency)
-        self.poll_interval = poll_interval if poll_interval is not None else runtime.settings.poll_interval_seconds
+        self.poll_interval = float(
+            poll_interval if poll_interval is not None else runtime.settings.poll_interval_seconds
+        )
         self._clock = clock
         self._backoff = backoff
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._waker = wakeup.Waker()
+        self._listener = wakeup.Listener(runtime.engine, on_notify=self._waker.wake, on_connect=self._waker.wake_all)
         self._threads: list[threading.Thread] = []
         pool_no = next(_pool_counter)
         self._prefix = f"{worker_id_prefix()}:{pool_no}" if pool_no > 1 else worker_id_prefix()
@@ -78,6 +81,11 @@ class WorkerPool:
         return any(t.is_alive() for t in self._threads)
 
     @property
+    def listening(self) -> bool:
+        """Whether this process is receiving the work notifications (PostgreSQL, :mod:`gateway.wakeup`)."""
+        return self._listener.listening
+
+    @property
     def busy(self) -> int:
         """How many threads are inside a unit of work right now."""
         return self._busy
@@ -86,6 +94,7 @@ class WorkerPool:
         if self._threads:
             return
         self._stop.clear()
+        self._listener.start()
         for worker_id in self.worker_ids:
             thread = threading.Thread(target=self._loop, args=(worker_id,), name=f"dui-worker-{worker_id}", daemon=True)
             thread.start()
@@ -96,13 +105,29 @@ class WorkerPool:
         _log.info("workers_started", count=self.concurrency, prefix=self._prefix)
 
     def wake(self) -> None:
-        """Cut the idle sleep short (e.g. right after a submission is accepted)."""
-        self._wake.set()
+        """Cut an idle thread's sleep short (e.g. right after a submission is accepted); a thread
+        that then finds work wakes the next one."""
+        self._waker.wake()
+
+    def idle_delay(self, idle_rounds: int, failures: int) -> float:
+        """How long a thread sleeps after finding nothing to do.
+
+        After a failure: ``poll_interval`` doubled per failure, up to 60 of them. Idle while
+        notifications arrive (PostgreSQL, :mod:`gateway.wakeup`): ``poll_interval`` doubled per
+        idle round, up to 8 of them (4 s by default; the poll is left for retries coming due and
+        expired leases); otherwise (SQLite, the listener reconnecting) ``poll_interval``.
+        """
+        if failures:
+            return self.poll_interval * min(1 << min(failures, 6), 60)
+        if self._listener.listening:
+            return self.poll_interval * (1 << min(idle_rounds, 3))
+        return self.poll_interval
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Drain: stop claiming, wait up to ``timeout`` for in-flight work; True if all threads ended."""
         self._stop.set()
-        self._wake.set()
+        self._waker.wake_all()
+        self._listener.stop()
         if self._sources is not None:
             self._sources.stop()
             self._sources = None
@@ -137,7 +162,9 @@ class WorkerPool:
     def _loop(self, worker_id: str) -> None:
         structlog.contextvars.bind_contextvars(worker=worker_id)
         failures = 0
+        idle_rounds = 0
         while not self._stop.is_set():
+            seen = self._waker.generation
             with self._busy_lock:
                 self._busy += 1
             try:
@@ -152,10 +179,13 @@ class WorkerPool:
             finally:
                 with self._busy_lock:
                     self._busy -= 1
-            if not did:
-                delay = self.poll_interval * min(2 ** min(failures, 6), 60)
-                self._wake.wait(delay)
-                self._wake.clear()
+            if did:
+                idle_rounds = 0
+                # there may be more: let one idle thread look too (a burst fans out thread by thread)
+                self._waker.pass_on()
+            else:
+                woken = self._waker.wait(seen, self.idle_delay(idle_rounds, failures))
+                idle_rounds = 0 if woken else idle_rounds + 1
 
 
 def run_worker_process(runtime: Runtime, *, drain_timeout: float | None = None) -> int:

@@ -48,7 +48,7 @@ from sqlalchemy import DateTime, String, Table, and_, bindparam, exists, func, l
 from sqlalchemy.orm import Session, aliased, defer
 
 from connectors.base import Acknowledgement, HeldVersion, Receipt
-from gateway import audit
+from gateway import audit, wakeup
 from gateway.errors import Conflict, NotFound, TooManyRequests
 from gateway.storage.models import Attempt, AuditEvent, Delivery, Rendition, Submission
 from gateway.storage.models import Receipt as ReceiptRow
@@ -1103,6 +1103,7 @@ def retry_delivery(
         at=now,
         peer={"last_error": row.last_error},
     )
+    wakeup.notify_work(session)  # due now: the listening workers look at the commit
     return row
 
 
@@ -1205,6 +1206,7 @@ def replay_submission(
         detail=detail,
         at=now,
     )
+    wakeup.notify_work(session)  # queued again: the listening workers look at the commit
     return sub
 
 

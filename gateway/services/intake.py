@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import audit
+from gateway import audit, wakeup
 from gateway.errors import Conflict, FieldError, Forbidden, GatewayError, ValidationFailed
 from gateway.security import auth_cache
 from gateway.security.auth_cache import TtlCache
@@ -272,6 +272,7 @@ def store(
         with session.begin_nested():
             session.add(submission)
             session.flush()
+            wakeup.notify_work(session)  # delivered to the listening workers at the commit
     except IntegrityError:
         # The key was used before (or by a request racing this one, whose row is committed now).
         if idempotency_key is None:
@@ -356,7 +357,10 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]], *,
                 params[name] = [json.dumps(row[name]) for row in rows]
             else:
                 params[name] = [row[name] for row in rows]
-        return set(session.execute(_PG_INSERT_UNNEST, params).scalars())
+        inserted = set(session.execute(_PG_INSERT_UNNEST, params).scalars())
+        if inserted:
+            wakeup.notify_work(session)  # delivered to the listening workers at the commit
+        return inserted
     if dialect == "sqlite":
         # a list of parameter sets: one multi-row INSERT ("insertmanyvalues") compiled once
         return set(session.execute(_SQLITE_INSERT_IGNORING, rows).scalars())

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import wakeup
 from gateway.security.clients import add_essms, create_tenant
 from gateway.security.crypto import KeyRing
 from gateway.storage.db import make_engine, make_sessionmaker, session_scope
@@ -42,6 +43,43 @@ def test_pool_processes_and_delivers_everything(session_factory, keyring, tenant
     assert len(peer.accepted) == 10
     assert _statuses(session_factory) == ["delivered"] * 10
     assert not pool.running
+
+
+def test_an_idle_pool_is_woken_by_stored_work_not_its_poll(session_factory, keyring, tenant) -> None:
+    """The poll is 60 s: the submission is picked up because the store wakes a thread (PostgreSQL:
+    a notification committed with it; SQLite: ``wake()``, as the API does)."""
+    peer = FakeConnector()
+    rt = make_runtime(
+        session_factory,
+        keyring,
+        routing=webhook_routing("partner"),
+        connectors={"partner": peer},
+        poll_interval_seconds=60.0,
+    )
+    postgres = rt.engine.dialect.name == "postgresql"
+    pool = WorkerPool(rt, concurrency=2)
+    pool.start()
+    try:
+        deadline = time.monotonic() + 10
+        while postgres and not pool.listening and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pool.listening is postgres
+        time.sleep(0.5)  # both threads found nothing and sleep
+        assert pool.busy == 0
+        for n in range(3):
+            submit(session_factory, keyring, tenant_id=tenant.id, finess=tenant.finess, person_ref=f"p{n}")
+        if postgres:
+            with session_factory() as session, session.begin():
+                wakeup.notify_work(session)
+        else:
+            pool.wake()
+        deadline = time.monotonic() + 30  # half the poll
+        while len(peer.accepted) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        assert pool.stop(timeout=10) is True
+    assert len(peer.accepted) == 3  # one wake-up: a thread that finds work looks again at once
+    assert not pool.listening
 
 
 def test_stop_drains_in_flight_send_and_claims_nothing_more(session_factory, keyring, tenant) -> None:
