@@ -42,7 +42,11 @@ def test_bench_tiny_mode_prints_and_writes_the_table(tmp_path: Path) -> None:
     assert raw["block_limit_dlu_s"] > 0 and raw["e2e"]["sqlite"]["dlu_s"] > 0
     assert raw["intake"]["sqlite"]["c2"] > 0, "no submission was stored through HTTP"
     # the whole run's CPU per DLU: the gateway process and the receiver, measured, not assumed
+    # (4 DLUs may take less than the kernel's 10 ms CPU tick in the receiver: it may read 0)
     sqlite = raw["e2e"]["sqlite"]
-    assert sqlite["other_cpu_ms_per_dlu"]["sandbox"] > 0
-    assert sqlite["total_cpu_ms_per_dlu"] > sum(sqlite["process_cpu_ms_per_dlu"])
+    assert set(sqlite["other_cpu_ms_per_dlu"]) == {"sandbox"}
+    assert sqlite["total_cpu_ms_per_dlu"] == pytest.approx(
+        sum(sqlite["process_cpu_ms_per_dlu"]) + sqlite["other_cpu_ms_per_dlu"]["sandbox"]
+    )
+    assert sqlite["total_cpu_ms_per_dlu"] > 0
     assert "all processes" in table
