@@ -246,7 +246,7 @@ def projection_table(
         rate = project(rates, k)
         hours = total / rate / 3600 if rate > 0 else math.inf
         kind = "measured" if k in rates else "projected"
-        line = f"  {k:>3} workers: {rate:7.1f} DLU/s ({kind}) -> {hours:6.1f} h"
+        line = f"  {k:>3} workers: {rate:7.1f} DLU/s ({kind}) -> {hours:6.2f} h"
         if cpu is not None:
             core_rate = project_per_core(cpu, k)
             line += f" | per core: {core_rate:7.1f} DLU/s -> {total / core_rate / 3600:6.2f} h"
