@@ -25,6 +25,8 @@ from fhirpathpy import parser as _parser
 from fhirpathpy.engine.evaluators import evaluators as _EVALUATORS
 from fhirpathpy.models import models as _fhirpath_models
 
+from profiles._paths import is_mapping as _is_mapping
+
 __all__ = ["Fallback", "compile_invariant"]
 
 _MODEL: dict[str, Any] = _fhirpath_models["r4"]
@@ -66,16 +68,6 @@ class _Root(_N):
 
 Items = list[Any]  # _N items and plain values (booleans, numbers, strings of literals and functions)
 Fn = Callable[[Items], Items]
-
-
-def _is_mapping(value: Any) -> bool:
-    """``isinstance(value, Mapping)``, without the ABC check for JSON's own types."""
-    kind = type(value)
-    if kind is dict:
-        return True
-    if kind is str or kind is list or kind is int or kind is bool:
-        return False
-    return isinstance(value, Mapping)
 
 
 def _data(item: Any) -> Any:
