@@ -22,13 +22,14 @@ from gateway.storage.models import Delivery
 from tests.gateway.engine.support import Clock, FakeConnector, make_runtime, submit, webhook_routing
 
 DOCUMENTS = 12
-# per document, pipeline + one delivery (one destination): 26 statements on PostgreSQL (26 on
-# SQLite too, which takes no advisory lock but updates the finished attempt in a statement of its
-# own) in 4 transactions, of which one is the stored sharing choices lookup (gateway.persons,
-# issue 13); 27 on PostgreSQL before finish updated the attempt in its delivery's statement (a
-# data-modifying WITH), 28 before the delivery claim stopped probing for expired leases first at
-# every claim; before issue 15's work: 46 (+ one pre-ping round trip
-# per checkout) in 6, without that lookup.
+# per document, pipeline + one delivery (one destination): 23 statements on PostgreSQL, 26 on
+# SQLite (no advisory lock, but the finished attempt and the audit head are updated in
+# statements of their own), in 4 transactions, of which one is the stored sharing choices lookup
+# (gateway.persons, issue 13). On PostgreSQL: 26 before append_many moved the head in the
+# events' INSERT (one unnest statement), 27 before finish updated the attempt in its delivery's
+# statement (a data-modifying WITH), 28 before the delivery claim stopped probing for expired
+# leases first at every claim; before issue 15's work: 46 (+ one pre-ping round trip per
+# checkout) in 6, without that lookup.
 # Issue 15 aimed at 20: the rest is the audit chain (the head read and locked once per writing
 # transaction; then one INSERT for the events a step appends together and one update of the
 # head: 8 statements in the 3 writing transactions) and the reads the send needs. This is the
@@ -36,7 +37,7 @@ DOCUMENTS = 12
 # The audit events are written when appended, not deferred to the commit (deferring lost the
 # head's update when a caller expired the session before committing, and the next append reused
 # a seq: tests/gateway/api/test_api_operations.py).
-STATEMENTS_BUDGET = 26
+STATEMENTS_BUDGET = {"postgresql": 23, "sqlite": 26}
 TRANSACTIONS_BUDGET = 4
 
 
@@ -106,4 +107,4 @@ def test_statements_and_transactions_per_document(session_factory, keyring, tena
     assert counted.counts["rollbacks"] == 0, detail
     assert per_doc["transactions"] <= TRANSACTIONS_BUDGET, detail
     assert per_doc["commits"] == per_doc["transactions"], detail
-    assert per_doc["statements"] <= STATEMENTS_BUDGET, detail
+    assert per_doc["statements"] <= STATEMENTS_BUDGET[engine.dialect.name], detail
