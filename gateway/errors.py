@@ -10,7 +10,9 @@ Handlers are looked up by base class, so a new error only needs the right parent
      ├── Conflict                409 idempotency key reused with another body, state clash
      ├── TooManyRequests         429 an operation throttled; ``Retry-After`` says when to come back
      ├── ServiceUnavailable      503 the gateway cannot take work now (queue full, database saturated);
-     │                               ``Retry-After``; nothing was stored
+     │    │                          ``Retry-After``; nothing was stored
+     │    └── AuditNotSettled    503 (gateway.audit.horizon) audit appends in flight did not end
+     │                               within an audit reader's wait: read again after ``Retry-After``
      ├── DecryptionError         500 stored data does not authenticate (security.crypto); the API
      │    │                          shows a fixed detail, str() keeps the operator's diagnostic
      │    └── KeyUnavailable     500 the key is not loaded here (configuration): work is held, not failed
