@@ -197,10 +197,9 @@ def _items(value: Any) -> list[Any]:
 def _declared(resource: Mapping[str, Any]) -> list[str]:
     meta = resource.get("meta")
     profiles = meta.get("profile") if isinstance(meta, Mapping) else None
-    if isinstance(profiles, (str, Mapping)):
-        # a structure error: its characters (keys) are read as profile URLs, each reported as not
-        # declared (information), as they always were; a number or a boolean declares nothing
-        return [p for p in profiles if isinstance(p, str)]
+    # a string, an object, a number or a boolean there declares nothing: the structure error
+    # ("Input should be a valid list") says why (a string's characters were once read as URLs,
+    # one "not declared" note each)
     return [p for p in _items(profiles) if isinstance(p, str)]
 
 

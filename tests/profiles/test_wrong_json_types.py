@@ -233,3 +233,14 @@ def test_a_primitive_extension_beside_a_reference_gets_the_reports_of_the_bare_v
     assert validate(resource).issues == validate(bare).issues
     for tag in RENDITION_TAGS:
         assert check_rendition(resource, tag).issues == check_rendition(bare, tag).issues
+
+
+@pytest.mark.parametrize(
+    "declared", ["https://interop.esante.gouv.fr/ig/fhir/core/StructureDefinition/fr-core-patient", {"a": "b"}]
+)
+def test_a_meta_profile_that_is_not_a_list_is_one_structure_error_not_a_note_per_character(declared: Any) -> None:
+    report = validate({"resourceType": "Patient", "meta": {"profile": declared}})
+    assert [(i.severity, i.code, i.expression) for i in report.issues] == [
+        ("error", "structure", "Patient.meta.profile")
+    ]
+    assert "valid list" in report.issues[0].message
