@@ -142,6 +142,35 @@ def _member(key: str) -> Fn:
     return member
 
 
+def _lookup(item: Any, key: str, underscored: str) -> tuple[Any, str] | None:
+    """``(value, child path)`` of member ``key`` of ``item`` as ``_member`` finds it (a choice
+    type's first present variant), None for an item that is not an object (``_member`` skips it);
+    raises :class:`Fallback` where ``_member`` steps aside (a primitive extension, ``length``)."""
+    if not isinstance(item, _N):
+        raise Fallback
+    data = item.data
+    if not (type(data) is dict or _is_mapping(data)):
+        if key == "length" or isinstance(data, float):
+            raise Fallback
+        return None
+    child, choices = _child_paths(item.path, key)
+    if choices:
+        value = None
+        for choice_key, choice_underscored, choice_child in choices:
+            value = data.get(choice_key)
+            extension = data.get(choice_underscored)
+            if value is not None or extension is not None:
+                if extension is not None:
+                    raise Fallback
+                child = choice_child
+                break
+    else:
+        value = data.get(key)
+        if data.get(underscored) is not None:
+            raise Fallback
+    return value, child
+
+
 def _member_exists(key: str, empty: bool) -> Fn:
     """``.key.exists()`` (``empty``: ``.key.empty()``) without making the nodes: the answer is
     whether ``_member(key)`` would give any; it steps aside where ``_member`` does, except on the
@@ -151,27 +180,10 @@ def _member_exists(key: str, empty: bool) -> Fn:
     def member_exists(items: Items) -> Items:
         found = False
         for item in items:
-            if not isinstance(item, _N):
-                raise Fallback
-            data = item.data
-            if not (type(data) is dict or _is_mapping(data)):
-                if key == "length" or isinstance(data, float):
-                    raise Fallback
+            looked = _lookup(item, key, underscored)
+            if looked is None:
                 continue
-            _, choices = _child_paths(item.path, key)
-            if choices:
-                value = None
-                for choice_key, choice_underscored, _ in choices:
-                    value = data.get(choice_key)
-                    extension = data.get(choice_underscored)
-                    if value is not None or extension is not None:
-                        if extension is not None:
-                            raise Fallback
-                        break
-            else:
-                value = data.get(key)
-                if data.get(underscored) is not None:
-                    raise Fallback
+            value = looked[0]
             if value is None:
                 continue
             if type(value) is list:
@@ -194,28 +206,10 @@ def _member_compare(key: str, literal: str, negate: bool) -> Fn:
     def compare(items: Items) -> Items:
         values: list[tuple[Any, str]] = []
         for item in items:
-            if not isinstance(item, _N):
-                raise Fallback
-            data = item.data
-            if not (type(data) is dict or _is_mapping(data)):
-                if key == "length" or isinstance(data, float):
-                    raise Fallback
+            looked = _lookup(item, key, underscored)
+            if looked is None:
                 continue
-            child, choices = _child_paths(item.path, key)
-            if choices:
-                value = None
-                for choice_key, choice_underscored, choice_child in choices:
-                    value = data.get(choice_key)
-                    extension = data.get(choice_underscored)
-                    if value is not None or extension is not None:
-                        if extension is not None:
-                            raise Fallback
-                        child = choice_child
-                        break
-            else:
-                value = data.get(key)
-                if data.get(underscored) is not None:
-                    raise Fallback
+            value, child = looked
             if value is None:
                 continue
             for element in value if type(value) is list else (value,):
